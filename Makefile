@@ -1,0 +1,29 @@
+# Two commands for a fresh machine: `make run` (demo on the embedded broker) and `make test` (the default suite).
+# Both install the project into a project-local virtualenv on first use, and again whenever pyproject.toml changes.
+
+PYTHON3 ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test venv clean
+
+run: $(INSTALLED)
+	$(VENV)/bin/availability demo
+
+test: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON3) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required: set PYTHON3=/path/to/python3.11")'
+	test -x $(VENV_PYTHON) || $(PYTHON3) -m venv $(VENV)
+	@echo "Installing the project and its dependencies into $(VENV) (first run only; takes a minute)"
+	$(VENV_PYTHON) -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	touch $@
+
+# Local state only (broker logs, RocksDB tables, caches); the virtualenv stays.
+clean:
+	rm -rf .data .pytest_cache .hypothesis

@@ -1,0 +1,202 @@
+"""The `availability` command line: help for every subcommand, one-line errors, JSON Lines input, and tail/produce
+against the broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from rich.console import Console
+
+from app.broker import free_loopback_port
+from app.cli import build_parser, main
+from app.feed import FeedError, record_from_json, records_from_jsonl
+from app.live_view import AvailabilityBoard, location_matrix, network_table
+from app.serialization import AvroCodec
+from app.topics import RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, availability_topic
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SUBCOMMANDS = (
+    [], ["worker"], ["topics"], ["topics", "create"], ["topics", "list"], ["demo"], ["tail"], ["produce"],
+)
+
+
+def run_cli(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process, environment without any broker or settings variables."""
+    environment = {
+        name: value for name, value in os.environ.items()
+        if not name.upper().startswith("AVAILABILITY_") and name.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *arguments], cwd=PROJECT_ROOT, env=environment, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("availability: error: ")
+    for text in expected:
+        assert text in lines[0]
+
+
+# --------------------------------------------------------------------------------------------------------- help
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS, ids=lambda words: " ".join(words) or "availability")
+def test_every_subcommand_has_help(subcommand: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*subcommand, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: availability" in capsys.readouterr().out
+
+
+def test_help_lists_every_subcommand() -> None:
+    text = build_parser().format_help()
+    for name in ("worker", "topics", "demo", "tail", "produce"):
+        assert name in text
+
+
+def test_console_entry_point_runs_as_a_module() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "tail" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+def test_tail_against_an_unreachable_broker_is_one_line() -> None:
+    address = f"127.0.0.1:{free_loopback_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = run_cli("tail", "ecommerce", "--bootstrap-servers", address, "--timeout", "2")
+    assert_one_line_error(result, "cannot reach Kafka", address)
+    assert time.monotonic() - started < 30
+
+
+def test_commands_that_need_a_broker_say_how_to_configure_one() -> None:
+    assert_one_line_error(run_cli("topics", "create"), "KAFKA_BOOTSTRAP_SERVERS")
+    assert_one_line_error(run_cli("produce", "--demo"), "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_unknown_channel_names_the_configured_ones() -> None:
+    assert_one_line_error(run_cli("tail", "telephone"), "ecommerce, marketplace, store-pickup")
+
+
+def test_invalid_setting_names_the_variable() -> None:
+    assert_one_line_error(run_cli("topics", "list", env={"AVAILABILITY_PARTITIONS": "0"}), "AVAILABILITY_PARTITIONS")
+
+
+def test_topics_list_needs_no_broker() -> None:
+    result = run_cli("topics", "list")
+    assert result.returncode == 0
+    assert "availability.store-pickup" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------ JSON Lines in
+def test_json_lines_route_each_record_to_its_source_topic(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([
+        "# opening stock",
+        json.dumps({"type": "StockMovement", "movement_type": "RECEIPT", "sku": "TSHIRT-BLUE-M",
+                    "location": "STORE-LEEDS", "quantity": 5}),
+        "",
+        json.dumps({"type": "SALE", "sku": "TSHIRT-BLUE-M", "location": "STORE-LEEDS", "quantity": 1,
+                    "event_id": "sale-1", "event_time": 1_700_000_000_000, "source": "pos"}),
+        json.dumps({"type": "StockMovementBatch", "movements": [
+            {"movement_type": "RECEIPT", "sku": "CAP-BLACK", "location": "DC-NORTH", "quantity": 10}]}),
+        json.dumps({"type": "ReservationCommand", "command": "RESERVE", "reservation_id": "EC-1", "sku": "CAP-BLACK",
+                    "channel": "ecommerce", "quantity": 2}),
+    ]))
+    records = list(records_from_jsonl(path))
+    assert [record.topic for record in records] == [STORE_TRANSACTIONS, STORE_TRANSACTIONS, STOCK_MOVEMENTS,
+                                                    RESERVATION_COMMANDS]
+    assert records[1].value["type"] == "SALE" and records[1].value["event_id"] == "sale-1"
+    assert records[1].key == "STORE-LEEDS" and records[3].key == "EC-1"
+    assert records[2].value["movements"][0]["type"] == "RECEIPT"
+
+
+def test_json_lines_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"type": "SALE", "sku": "A", "location": "B", "quantity": 1}\n{not json\n')
+    with pytest.raises(FeedError, match=r"broken.jsonl:2: not valid JSON"):
+        list(records_from_jsonl(path))
+    with pytest.raises(FeedError, match="must be one of"):
+        record_from_json({"type": "Telegram"})
+
+
+# ------------------------------------------------------------------------------------------------------- board
+def availability_value(channel: str, sku: str, quantity: int, version: int, location: str | None = None) -> dict:
+    status = "OUT_OF_STOCK" if quantity == 0 else ("LOW_STOCK" if quantity < 5 else "IN_STOCK")
+    return {"channel": channel, "sku": sku, "location": location, "quantity": quantity, "status": status,
+            "version": version, "event_id": f"e-{version}", "ledger_partition": 0, "ledger_offset": version,
+            "policy_version": 1, "event_time": 1_700_000_000_000 + version, "snapshot": False}
+
+
+def test_board_keeps_the_highest_version_per_key() -> None:
+    board = AvailabilityBoard(["ecommerce"])
+    assert board.apply_availability("CAP-BLACK", availability_value("ecommerce", "CAP-BLACK", 9, 2))
+    assert not board.apply_availability("CAP-BLACK", availability_value("ecommerce", "CAP-BLACK", 3, 1))
+    assert board.apply_availability("CAP-BLACK", availability_value("ecommerce", "CAP-BLACK", 4, 3))
+    [row] = board.rows("ecommerce")
+    assert (row.quantity, row.status, row.version, row.delta) == (4, "LOW_STOCK", 3, -5)
+    assert board.records_received == 3
+
+
+def test_tables_render_quantity_status_and_version() -> None:
+    board = AvailabilityBoard(["ecommerce", "store-pickup"])
+    board.apply_availability("CAP-BLACK", availability_value("ecommerce", "CAP-BLACK", 0, 7))
+    board.apply_availability("CAP-BLACK/STORE-YORK",
+                             availability_value("store-pickup", "CAP-BLACK", 3, 2, location="STORE-YORK"))
+    console = Console(width=120, record=True)
+    console.print(network_table(board, "ecommerce"))
+    console.print(location_matrix(board, "store-pickup"))
+    text = console.export_text()
+    assert "CAP-BLACK" in text and "OUT_OF_STOCK" in text and " 7 " in text
+    assert "3 v2" in text
+
+
+# --------------------------------------------------------------------------------------------- against a broker
+@pytest.mark.integration
+def test_produce_file_then_tail_once(bootstrap_servers: str, settings_factory, tmp_path: Path) -> None:
+    settings = settings_factory()
+    broker = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
+    created = run_cli("topics", "create", env=broker)
+    assert created.returncode == 0, created.stderr
+    assert "availability.ecommerce" in created.stdout
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"type": "RECEIPT", "sku": "CLI-SKU-1", "location": "DC-NORTH", "quantity": 4}))
+    produced = run_cli("produce", "--file", str(events), env=broker)
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 1 records" in produced.stdout
+
+    # What the worker would publish, written directly: tail needs no worker to show a channel topic.
+    topic = availability_topic("ecommerce")
+    codec = AvroCodec(settings)
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    for version, quantity in ((1, 12), (2, 11)):
+        value = availability_value("ecommerce", "CLI-TAIL-SKU", quantity, version)
+        producer.produce(topic.name, codec.encode(topic, value), key=b"CLI-TAIL-SKU")
+    assert producer.flush(10) == 0
+
+    tailed = run_cli("tail", "ecommerce", "--once", "--idle", "1", env=broker)
+    assert tailed.returncode == 0, tailed.stderr
+    row = next(line for line in tailed.stdout.splitlines() if "CLI-TAIL-SKU" in line)
+    assert "11" in row and "IN_STOCK" in row and " 2 " in row
+
+
+@pytest.mark.integration
+def test_produce_file_with_an_unencodable_record_is_one_line(bootstrap_servers: str, tmp_path: Path) -> None:
+    broker = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
+    assert run_cli("topics", "create", env=broker).returncode == 0
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"type": "SALE", "sku": "CLI-SKU-2", "location": "STORE-YORK",
+                                  "quantity": "three"}))
+    assert_one_line_error(run_cli("produce", "--file", str(events), env=broker), "StockMovement")

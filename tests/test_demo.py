@@ -1,0 +1,177 @@
+"""The demo: its feed builds valid, plausible records; `availability demo` shows availability within 90 s and leaves
+no process behind after SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from app.demo_feed import CATALOGUE, DISTRIBUTION_CENTRES, STORES, DemoFeed
+from app.serialization import AvroCodec
+from app.settings import DEFAULT_CHANNELS
+from app.topics import POLICY_CHANGES, availability_topic
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIRST_RECORD_DEADLINE_SECONDS = 90
+STOP_DEADLINE_SECONDS = 45
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ------------------------------------------------------------------------------------------------------ the feed
+def test_feed_opens_with_the_policy_then_stock(settings_factory) -> None:
+    codec = AvroCodec(settings_factory())
+    (policy, policy_text), (opening, _) = DemoFeed(seed=1).opening()
+    assert policy.topic is POLICY_CHANGES
+    channels = {rule["channel"]: rule for rule in policy.value["channels"]}
+    assert set(channels) == set(DEFAULT_CHANNELS)
+    assert channels["ecommerce"]["priority"] == 0 and channels["ecommerce"]["granularity"] == "NETWORK"
+    assert channels["marketplace"]["share_bp"] == 5000 and channels["marketplace"]["buffer"] > 0
+    assert channels["store-pickup"]["granularity"] == "LOCATION" and channels["store-pickup"]["location_types"] == [
+        "STORE"]
+    types = Counter(location["location_type"] for location in policy.value["locations"])
+    assert types == {"DISTRIBUTION_CENTRE": 2, "STORE": 6}
+    stocked = {(movement["sku"], movement["location"]) for movement in opening.value["movements"]}
+    assert {sku for sku, _ in stocked} == {product.sku for product in CATALOGUE}
+    assert {location for _, location in stocked} == set(DISTRIBUTION_CENTRES + STORES)
+    assert all(movement["quantity"] > 0 for movement in opening.value["movements"])  # a zero receipt is invalid
+    for record in (policy, opening):
+        codec.encode(record.topic, record.value)
+
+
+def test_feed_events_encode_and_cover_every_kind(settings_factory) -> None:
+    codec = AvroCodec(settings_factory())
+    clock = FakeClock()
+    feed = DemoFeed(seed=7, clock=clock)
+    feed.opening()
+    kinds: Counter[str] = Counter()
+    for _ in range(600):
+        clock.now += 0.33
+        record, description = feed.next_event()
+        codec.encode(record.topic, record.value)  # raises if the record does not fit its schema
+        value = record.value.get("movements", [record.value])[0]
+        kinds[value.get("type") or value.get("command")] += 1
+        assert description
+    for kind in ("SALE", "RETURN", "RECEIPT", "CYCLE_COUNT", "TRANSFER_SHIPPED", "TRANSFER_RECEIVED", "RESERVE",
+                 "FULFIL", "RELEASE"):
+        assert kinds[kind] > 0, kinds
+    assert all(quantity >= 0 for quantity in feed.on_hand.values())
+
+
+def test_feed_lets_a_scarce_sku_run_out(settings_factory) -> None:
+    clock = FakeClock()
+    feed = DemoFeed(seed=3, clock=clock)
+    feed.opening()
+    scarce = "SNEAKER-WHITE-42"
+    ran_out = False
+    for _ in range(400):
+        clock.now += 0.33
+        feed.next_event()
+        ran_out = ran_out or all(feed.on_hand.get((scarce, store), 0) == 0 for store in STORES)
+    assert ran_out
+
+
+# ------------------------------------------------------------------------------------------------ the whole demo
+def _pid_is_gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    else:
+        return "State:\tZ" in status  # exited, waiting to be reaped by its new parent
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _availability_seen(bootstrap_servers: str, settings, deadline: float) -> dict[str, int]:
+    """Records per channel topic, read independently of the demo's own view; returns once any is seen."""
+    codec = AvroCodec(settings)
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "test-demo-check",
+                         "enable.auto.commit": False})
+    try:
+        topics = [availability_topic(channel).name for channel in settings.channels]
+        metadata = consumer.list_topics(timeout=10)
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)
+                         for topic in topics for partition in metadata.topics[topic].partitions])
+        seen: Counter[str] = Counter()
+        while time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=100, timeout=0.5):
+                if message.error() is None:
+                    value = codec.decode(message.topic(), message.value()).value
+                    assert message.topic() == f"availability.{value['channel']}"
+                    seen[message.topic()] += 1
+            if seen:
+                return dict(seen)
+        return {}
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_demo_shows_availability_and_stops_cleanly_on_sigint(tmp_path: Path, settings_factory) -> None:
+    data_dir = tmp_path / "data"
+    environment = {
+        name: value for name, value in os.environ.items()
+        if not name.upper().startswith("AVAILABILITY_") and name.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    environment["AVAILABILITY_DATA_DIR"] = str(data_dir)  # the demo starts its own embedded broker, as `make run`
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "demo", "--no-view", "--duration", "600", "--rate", "5"],
+        cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(demo.stdout.readline, "")), daemon=True)
+    reader.start()
+    processes_file = data_dir / "demo" / "processes.json"
+    pids: dict = {}
+    try:
+        while not processes_file.exists():
+            assert demo.poll() is None, "".join(output)
+            assert time.monotonic() - started < 60, "demo did not start its worker within 60s:\n" + "".join(output)
+            time.sleep(0.2)
+        time.sleep(0.2)  # written in one go, but give the write a moment to land
+        pids = json.loads(processes_file.read_text())
+        assert pids["broker"] and pids["worker"]
+
+        seen = _availability_seen(pids["bootstrap_servers"], settings_factory(),
+                                  started + FIRST_RECORD_DEADLINE_SECONDS)
+        assert seen, f"no availability record within {FIRST_RECORD_DEADLINE_SECONDS}s:\n" + "".join(output)
+        print(f"first availability records after {time.monotonic() - started:.1f}s: {seen}")
+
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=STOP_DEADLINE_SECONDS)
+        reader.join(timeout=5)
+        assert demo.returncode == 0, "".join(output)
+        assert "Traceback" not in "".join(output)
+        for name in ("worker", "broker"):
+            assert _pid_is_gone(pids[name]), f"{name} pid {pids[name]} still runs after the demo stopped"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for name in ("worker", "broker"):  # only processes this test's demo started
+            pid = pids.get(name)
+            if pid and not _pid_is_gone(pid):
+                os.kill(pid, signal.SIGKILL)
