@@ -1,0 +1,131 @@
+"""Byte encoding of SkuState and PartitionState for table values (RocksDB).
+
+Format: one format byte, then compact JSON of positional arrays (no field names). JSON because its C encoder and
+decoder are fast in CPython, it is portable across Python versions (unlike marshal or pickle) and it can be
+inspected with any tool. Deterministic: the same state, reached by the same history, gives the same bytes (dicts
+are written in insertion order, which the engine's deterministic processing fixes; the expiry index is sorted).
+Derived fields are not written; the engine rebuilds them under the policy in force when it first uses a state.
+
+Bump the format byte for any change of layout, and keep decoding the previous format for one release.
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.engine.events import event_from_record, event_to_record
+from app.engine.state import (
+    FinishedReservation,
+    PartitionState,
+    Position,
+    Published,
+    Reservation,
+    SkuState,
+)
+
+SKU_STATE_FORMAT = 1
+PARTITION_STATE_FORMAT = 1
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
+_loads = json.loads
+
+
+class StateDecodeError(ValueError):
+    """A table value is not a state this version can read (wrong format byte or corrupt). Restore the table from
+    its changelog, or run the version that wrote it."""
+
+
+def _flat_lines(lines: tuple[tuple[str, int], ...]) -> list:
+    flat: list = []
+    for location, units in lines:
+        flat.append(location)
+        flat.append(units)
+    return flat
+
+
+def _lines(flat: list) -> tuple[tuple[str, int], ...]:
+    return tuple((flat[index], flat[index + 1]) for index in range(0, len(flat), 2))
+
+
+def encode_sku_state(state: SkuState) -> bytes:
+    body = [
+        state.sku,
+        state.last_ledger_offset,
+        [
+            [
+                location,
+                p.sellable,
+                p.damaged,
+                p.quarantine,
+                p.in_transit,
+                p.reserved,
+                p.last_count_time,
+                p.journal_floor,
+                p.journal,
+            ]
+            for location, p in state.positions.items()
+        ],
+        [
+            [r.reservation_id, r.channel, r.requested, r.expires_at, _flat_lines(r.lines)]
+            for r in state.reservations.values()
+        ],
+        [
+            [f.reservation_id, f.channel, f.requested, f.reserve_reason, f.final_outcome, _flat_lines(f.lines)]
+            for f in state.finished.values()
+        ],
+        list(state.recent_event_ids),
+        [[channel, location, p.version, p.quantity, p.status] for (channel, location), p in state.published.items()],
+    ]
+    return bytes((SKU_STATE_FORMAT,)) + _dumps(body).encode("ascii")
+
+
+def decode_sku_state(value: bytes) -> SkuState:
+    if not value or value[0] != SKU_STATE_FORMAT:
+        raise StateDecodeError(f"unknown SkuState format {value[:1]!r}")
+    try:
+        sku, last_offset, positions, reservations, finished, recent_ids, published = _loads(value[1:])
+        state = SkuState(sku)
+        state.last_ledger_offset = last_offset
+        state.positions = {
+            item[0]: Position(item[1], item[2], item[3], item[4], item[5], item[6], item[7], item[8])
+            for item in positions
+        }
+        state.reservations = {
+            item[0]: Reservation(item[0], item[1], item[2], _lines(item[4]), item[3]) for item in reservations
+        }
+        state.finished = {
+            item[0]: FinishedReservation(item[0], item[1], item[2], _lines(item[5]), item[3], item[4])
+            for item in finished
+        }
+        state.recent_event_ids = dict.fromkeys(recent_ids)
+        state.published = {(item[0], item[1]): Published(item[2], item[3], item[4]) for item in published}
+    except (ValueError, TypeError, IndexError) as error:
+        raise StateDecodeError(f"corrupt SkuState: {error!r}") from error
+    return state
+
+
+def encode_partition_state(state: PartitionState) -> bytes:
+    body = [
+        state.partition,
+        state.last_ledger_offset,
+        state.clock,
+        [[offset, event_to_record(change)[1]] for offset, change in state.policies],
+        sorted([expires_at, sku, rid] for (sku, rid), expires_at in state.expiries.items()),
+    ]
+    return bytes((PARTITION_STATE_FORMAT,)) + _dumps(body).encode("ascii")
+
+
+def decode_partition_state(value: bytes) -> PartitionState:
+    if not value or value[0] != PARTITION_STATE_FORMAT:
+        raise StateDecodeError(f"unknown PartitionState format {value[:1]!r}")
+    try:
+        partition, last_offset, clock, policies, expiries = _loads(value[1:])
+        state = PartitionState(partition)
+        state.last_ledger_offset = last_offset
+        state.clock = clock
+        state.policies = [(offset, event_from_record("PolicyChange", record)) for offset, record in policies]
+        state.expiries = {(sku, rid): expires_at for expires_at, sku, rid in expiries}
+        state.rebuild_heap()
+    except (ValueError, TypeError, IndexError) as error:
+        raise StateDecodeError(f"corrupt PartitionState: {error!r}") from error
+    return state

@@ -1,0 +1,296 @@
+"""PartitionEngine: applies the entries of one ledger partition, in offset order, to the state in a store.
+
+Per entry (docs/RULES.md, "Order of processing of one ledger entry"):
+1. stateless validation; a malformed entry gives a Rejection and changes nothing, not even the clock;
+2. a fresh PolicyChange (offset above the partition's last) is accepted into the policy history or rejected;
+3. if the offset is fresh for the partition: the clock becomes max(clock, event_time) and reservations whose
+   expiry has been reached expire (EXPIRED decisions), in (expires_at, sku, reservation_id) order;
+4. the entry itself: a policy re-evaluates every SKU in sorted order; a movement or command is applied to its SKU
+   unless the SKU already applied that offset (redelivery) or that event id (duplicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from app.engine import reasons
+from app.engine.availability import Cause, publish_all, publish_changes, rebuild_derived
+from app.engine.events import ClockTick, Event, PolicyChange, ReservationCommand, StockMovement, validate
+from app.engine.movements import apply_movement
+from app.engine.outputs import Output, Rejection
+from app.engine.policy import Policy
+from app.engine.reservations import apply_command, expire
+from app.engine.state import RECENT_EVENT_IDS_LIMIT, PartitionState, SkuState
+from app.engine.store import MemoryStore, StateStore
+
+
+def tick_event_id(partition: int, ledger_offset: int) -> str:
+    """The id EXPIRED decisions carry when a clock tick (which has no id of its own) caused them."""
+    return f"tick-{partition}-{ledger_offset}"
+
+
+class PartitionEngine:
+    """The availability rules for one ledger partition. Deterministic: the same entries from the same state give
+    the same outputs and the same state. Never raises on input; a store that raises propagates its error."""
+
+    def __init__(self, partition: int, store: StateStore, channels_with_topics: frozenset[str]) -> None:
+        self.partition = partition
+        self.store = store
+        self.channels_with_topics = frozenset(channels_with_topics)
+        self.state: PartitionState = store.get_partition_state() or PartitionState(partition)
+        self._compiled: dict[int, Policy] = {}
+        self._latest: Policy | None = None  # the compiled latest policy, checked against the history on each use
+
+    # ------------------------------------------------------------------------------------------------ policies
+
+    def policy_at(self, ledger_offset: int) -> Policy | None:
+        """The compiled policy in force for an entry at `ledger_offset`."""
+        policies = self.state.policies
+        if policies:  # the common case: the latest policy, already compiled
+            effective_offset, change = policies[-1]
+            latest = self._latest
+            if (
+                ledger_offset >= effective_offset
+                and latest is not None
+                and latest.change is change
+                and latest.effective_offset == effective_offset
+            ):
+                return latest
+            if ledger_offset >= effective_offset:
+                latest = self._compiled.get(effective_offset)
+                if latest is not None and latest.change is change:
+                    self._latest = latest
+                    return latest
+        found = self.state.policy_change_at(ledger_offset)
+        if found is None:
+            return None
+        effective_offset, change = found
+        policy = self._compiled.get(effective_offset)
+        if policy is None or policy.change is not change and policy.change != change:
+            policy = self._compiled[effective_offset] = Policy(change, effective_offset)
+            if len(self._compiled) > 2 * len(self.state.policies) + 4:
+                live = {offset for offset, _ in self.state.policies}
+                self._compiled = {key: value for key, value in self._compiled.items() if key in live}
+        return policy
+
+    @staticmethod
+    def _use_policy(state: SkuState, policy: Policy | None) -> None:
+        if state.policy is not policy:
+            if policy is None:
+                state.policy = None
+            else:
+                rebuild_derived(state, policy)
+
+    # ------------------------------------------------------------------------------------------------- entries
+
+    def apply(self, event: Event, ledger_offset: int) -> list[Output]:
+        """Apply the ledger entry at `ledger_offset`; returns what to publish, in order."""
+        out: list[Output] = []
+        reason = validate(event)
+        if reason is not None:
+            event_id = getattr(event, "event_id", None)
+            sku = getattr(event, "sku", None)
+            out.append(
+                Rejection(
+                    reason,
+                    type(event).__name__,
+                    event_id if isinstance(event_id, str) else None,
+                    sku if isinstance(sku, str) else None,
+                    self.partition,
+                    ledger_offset,
+                )
+            )
+            return out
+        partition = self.state
+        fresh = ledger_offset > partition.last_ledger_offset
+        kind = type(event)
+        if fresh and kind is PolicyChange and not self._accept_policy(event, ledger_offset, out):
+            self._advance(event, ledger_offset, out)  # a rejected policy still moves the clock: it is on the ledger
+        else:
+            if fresh:
+                # _advance() inlined for the common case: the clock does not move, or nothing is due yet
+                event_time = event.event_time
+                if event_time <= partition.clock:
+                    partition.last_ledger_offset = ledger_offset
+                elif not partition.has_due(event_time):
+                    partition.last_ledger_offset = ledger_offset
+                    partition.clock = event_time
+                else:
+                    self._advance(event, ledger_offset, out)
+            if kind is StockMovement or kind is ReservationCommand:
+                self._apply_to_sku(event, ledger_offset, out)
+            elif kind is PolicyChange:
+                self._reevaluate_all(event, ledger_offset, out)
+        self.store.put_partition_state(partition)
+        return out
+
+    def _accept_policy(self, change: PolicyChange, ledger_offset: int, out: list) -> bool:
+        unknown = sorted({rule.channel for rule in change.channels} - self.channels_with_topics)
+        current = self.state.policies[-1][1] if self.state.policies else None
+        if unknown:
+            reason, detail = reasons.UNKNOWN_CHANNEL, f"channels without a topic: {', '.join(unknown)}"
+        elif current is not None and change.version <= current.version:
+            if change.event_id == current.event_id:
+                return False  # the same policy again: a duplicate changes nothing
+            reason, detail = reasons.STALE_POLICY_VERSION, f"version {change.version} <= {current.version}"
+        else:
+            self.state.add_policy(ledger_offset, change)
+            return True
+        out.append(Rejection(reason, detail, change.event_id, None, self.partition, ledger_offset))
+        return False
+
+    def _advance(self, event: Event, ledger_offset: int, out: list) -> None:
+        """Move the partition clock and expire every reservation it has reached."""
+        partition = self.state
+        partition.last_ledger_offset = ledger_offset
+        if event.event_time <= partition.clock:
+            return
+        partition.clock = event.event_time
+        due = partition.pop_due(partition.clock)
+        if not due:
+            return
+        policy = self.policy_at(ledger_offset)
+        event_id = event.event_id if type(event) is not ClockTick else tick_event_id(self.partition, ledger_offset)
+        cause = Cause(event_id, self.partition, ledger_offset, event.event_time, policy.version if policy else 0)
+        store = self.store
+        for sku, reservation_id, expires_at in due:
+            state = store.get_sku_state(sku)
+            if state is None:
+                continue
+            reservation = state.reservations.get(reservation_id)
+            if reservation is None or reservation.expires_at != expires_at:
+                continue  # stale entry: the reservation ended another way
+            self._use_policy(state, policy)
+            touched = expire(state, policy, partition, reservation_id, cause, out)
+            if policy is not None:
+                publish_changes(state, policy, touched, cause, out)
+            store.put_sku_state(state)
+
+    def _reregister_expiries(self, state: SkuState) -> None:
+        """After a redelivery: make sure the SKU's expiring reservations are in the index (the partition state may
+        be older than the SKU state after a crash between the two writes)."""
+        partition = self.state
+        for reservation_id, reservation in state.reservations.items():
+            if reservation.expires_at is not None:
+                partition.register_expiry(state.sku, reservation_id, reservation.expires_at)
+
+    def _expire_overdue(self, state: SkuState, policy: Policy | None, cause: Cause, out: list) -> list[str]:
+        """Safety net: expire the SKU's own reservations the clock has passed but the index no longer holds (the
+        partition state may be newer than the SKU state after a crash between the two writes)."""
+        clock = self.state.clock
+        overdue = []
+        next_expiry = None  # the earliest expiry among the reservations that stay active
+        for reservation_id, reservation in state.reservations.items():
+            expires_at = reservation.expires_at
+            if expires_at is None:
+                continue
+            if expires_at <= clock:
+                overdue.append((expires_at, reservation_id))
+            elif next_expiry is None or expires_at < next_expiry:
+                next_expiry = expires_at
+        touched: list[str] = []
+        if overdue:
+            overdue.sort()
+            for _, reservation_id in overdue:
+                touched.extend(expire(state, policy, self.state, reservation_id, cause, out))
+        state.next_expiry = next_expiry
+        return touched
+
+    def _apply_to_sku(self, event, ledger_offset: int, out: list) -> None:
+        store = self.store
+        sku = event.sku
+        state = store.get_sku_state(sku)
+        existed = state is not None
+        if existed and ledger_offset <= state.last_ledger_offset:
+            self._reregister_expiries(state)
+            return  # redelivery: already applied, its records already published
+        if not existed:
+            state = SkuState(sku)
+        policy = self._latest  # policy_at(), its fast path inlined: the latest policy, still the last in history
+        policies = self.state.policies
+        if (
+            policy is None
+            or not policies
+            or policies[-1][1] is not policy.change
+            or policies[-1][0] != policy.effective_offset
+            or ledger_offset < policy.effective_offset
+        ):
+            policy = self.policy_at(ledger_offset)
+        if state.policy is not policy:
+            self._use_policy(state, policy)
+        state.last_ledger_offset = ledger_offset
+        event_id = event.event_id
+        recent_event_ids = state.recent_event_ids
+        if event_id in recent_event_ids:
+            if existed:
+                store.put_sku_state(state)
+            return  # duplicate: changes nothing
+        cause = Cause(
+            event_id, self.partition, ledger_offset, event.event_time, policy.version if policy is not None else 0
+        )
+        touched: list[str] | tuple[str, ...] = ()
+        if state.next_expiry is not None and state.next_expiry <= self.state.clock:
+            touched = self._expire_overdue(state, policy, cause, out)
+        if type(event) is ReservationCommand:
+            changed = apply_command(state, policy, self.state, event, cause, out)
+        else:
+            if policy is None:
+                reason, changed = reasons.NO_POLICY, ()
+            else:
+                reason, changed = apply_movement(state, policy, event)
+            if reason is not None:
+                out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, ledger_offset))
+                if not existed:
+                    return  # nothing to keep for a SKU never seen (so its duplicates are rejected again)
+        # processed once, applied or not (SkuState.remember_event, inlined)
+        recent_event_ids[event_id] = None
+        if len(recent_event_ids) > RECENT_EVENT_IDS_LIMIT:
+            del recent_event_ids[next(iter(recent_event_ids))]
+        if policy is not None and (changed or touched):
+            publish_changes(state, policy, _merge(touched, changed) if touched else changed, cause, out)
+        store.put_sku_state(state)
+
+    def _reevaluate_all(self, change: PolicyChange, ledger_offset: int, out: list) -> None:
+        """Every SKU of the partition, in sorted order, under the policy that took effect at `ledger_offset`."""
+        policy = self.policy_at(ledger_offset)
+        if policy is None or policy.effective_offset != ledger_offset:
+            return  # this entry was rejected when it was first applied
+        cause = Cause(change.event_id, self.partition, ledger_offset, change.event_time, policy.version)
+        store = self.store
+        for sku in list(store.skus()):
+            state = store.get_sku_state(sku)
+            if state is None:
+                continue
+            if ledger_offset <= state.last_ledger_offset:
+                self._reregister_expiries(state)
+                continue
+            self._use_policy(state, policy)
+            state.last_ledger_offset = ledger_offset
+            publish_all(state, policy, cause, out)
+            store.put_sku_state(state)
+
+
+def _merge(first, second) -> list[str] | tuple[str, ...]:
+    if not first:
+        return second
+    merged = list(first)
+    for location in second:
+        if location not in merged:
+            merged.append(location)
+    return merged
+
+
+def run_ledger(
+    entries: Iterable[tuple[int, int, Event]], channels: frozenset[str] | Iterable[str]
+) -> list[Output]:
+    """The reference run: every (partition, offset, event) applied in the given order by one PartitionEngine per
+    partition on fresh memory stores; the concatenated outputs. End-to-end tests compare the service with this."""
+    channels = frozenset(channels)
+    engines: dict[int, PartitionEngine] = {}
+    outputs: list[Output] = []
+    for partition, offset, event in entries:
+        engine = engines.get(partition)
+        if engine is None:
+            engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels)
+        outputs.extend(engine.apply(event, offset))
+    return outputs

@@ -1,0 +1,259 @@
+"""The engine's state: one SkuState per SKU (all its locations, reservations and published versions) and one
+PartitionState per ledger partition (policy history, event-time clock, reservation expiry index).
+
+Persistent fields are what app.engine.codec encodes. Fields marked *derived* are caches computed from the
+persistent ones under one policy; they are rebuilt after decoding or when the policy in force changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from app.engine.events import PolicyChange
+
+JOURNAL_LIMIT = 16
+"""Sellable deltas remembered per location for cycle counts (see docs/RULES.md, "Cycle counts")."""
+
+RECENT_EVENT_IDS_LIMIT = 256
+"""Event ids remembered per SKU for duplicate detection (see docs/RULES.md, "Idempotency")."""
+
+FINISHED_RESERVATIONS_LIMIT = 256
+"""Decided-and-finished (or rejected) reservations remembered per SKU, so a repeated command gets the same answer."""
+
+POLICY_HISTORY_LIMIT = 16
+"""Policy versions kept per partition, so a redelivered entry is evaluated with the policy in force at its offset."""
+
+NO_OFFSET = -1
+
+
+class Position:
+    """Stock of one SKU at one location. `journal` holds recent applied sellable deltas as flat
+    [event_time, delta, event_time, delta, ...] in arrival order; `journal_floor` is the latest event time among
+    deltas dropped from it (NO_OFFSET when none was dropped)."""
+
+    __slots__ = (
+        "sellable",
+        "damaged",
+        "quarantine",
+        "in_transit",
+        "reserved",
+        "last_count_time",
+        "journal_floor",
+        "journal",
+        # derived
+        "safety",
+        "atp",
+        "atp_with_transit",
+    )
+
+    def __init__(
+        self,
+        sellable: int = 0,
+        damaged: int = 0,
+        quarantine: int = 0,
+        in_transit: int = 0,
+        reserved: int = 0,
+        last_count_time: int | None = None,
+        journal_floor: int = NO_OFFSET,
+        journal: list[int] | None = None,
+    ) -> None:
+        self.sellable = sellable
+        self.damaged = damaged
+        self.quarantine = quarantine
+        self.in_transit = in_transit
+        self.reserved = reserved
+        self.last_count_time = last_count_time
+        self.journal_floor = journal_floor
+        self.journal = [] if journal is None else journal
+        self.safety = 0
+        self.atp = 0
+        self.atp_with_transit = 0
+
+    def record_delta(self, event_time: int, delta: int) -> None:
+        journal = self.journal
+        journal.append(event_time)
+        journal.append(delta)
+        if len(journal) > 2 * JOURNAL_LIMIT:
+            self.record_delta_overflow()
+
+    def record_delta_overflow(self) -> None:
+        """Drop the oldest journal entry once it is over its limit; the floor remembers its time."""
+        journal = self.journal
+        dropped_time = journal[0]
+        del journal[:2]
+        if dropped_time > self.journal_floor:
+            self.journal_floor = dropped_time
+
+    def is_counted(self, event_time: int) -> bool:
+        """Whether a sellable delta at `event_time` is already inside the last cycle count of this location."""
+        return self.last_count_time is not None and event_time <= self.last_count_time
+
+
+class Reservation:
+    """An active (accepted, not yet released, fulfilled or expired) reservation. `lines` is ((location, units), ...)
+    in sourcing order."""
+
+    __slots__ = ("reservation_id", "channel", "requested", "lines", "expires_at")
+
+    def __init__(
+        self,
+        reservation_id: str,
+        channel: str,
+        requested: int,
+        lines: tuple[tuple[str, int], ...],
+        expires_at: int | None,
+    ) -> None:
+        self.reservation_id = reservation_id
+        self.channel = channel
+        self.requested = requested
+        self.lines = lines
+        self.expires_at = expires_at
+
+    @property
+    def quantity(self) -> int:
+        return sum(units for _, units in self.lines)
+
+
+class FinishedReservation:
+    """What is remembered of a reservation that is no longer active: its reserve decision (`reserve_reason` is None
+    when it was accepted) and how it ended (`final_outcome`: RELEASED, FULFILLED, EXPIRED, or None if rejected)."""
+
+    __slots__ = ("reservation_id", "channel", "requested", "lines", "reserve_reason", "final_outcome")
+
+    def __init__(
+        self,
+        reservation_id: str,
+        channel: str,
+        requested: int,
+        lines: tuple[tuple[str, int], ...],
+        reserve_reason: str | None,
+        final_outcome: str | None,
+    ) -> None:
+        self.reservation_id = reservation_id
+        self.channel = channel
+        self.requested = requested
+        self.lines = lines
+        self.reserve_reason = reserve_reason
+        self.final_outcome = final_outcome
+
+
+class Published:
+    """The last record published for one output key, so only changes are published and versions are gapless."""
+
+    __slots__ = ("version", "quantity", "status")
+
+    def __init__(self, version: int, quantity: int, status) -> None:  # AvailabilityStatus, or its name
+        self.version = version
+        self.quantity = quantity
+        self.status = status
+
+
+class SkuState:
+    __slots__ = (
+        "sku",
+        "last_ledger_offset",
+        "positions",
+        "reservations",
+        "finished",
+        "recent_event_ids",
+        "published",
+        # derived, valid for `policy` only
+        "policy",
+        "network_pools",
+        "network_own_reserved",
+        "location_own_reserved",
+        "next_expiry",
+        "sourcing_cache",
+    )
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.last_ledger_offset = NO_OFFSET
+        self.positions: dict[str, Position] = {}
+        self.reservations: dict[str, Reservation] = {}
+        self.finished: dict[str, FinishedReservation] = {}
+        self.recent_event_ids: dict[str, None] = {}  # insertion-ordered set
+        # (channel, location or None) -> last published record of that key
+        self.published: dict[tuple[str, str | None], Published] = {}
+        self.policy = None
+        self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
+        self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
+        self.location_own_reserved: dict[tuple[str, str], int] = {}  # (channel, location) -> its reserved units
+        self.next_expiry: int | None = None  # lower bound of the earliest expires_at among active reservations
+        # channel -> (number of positions, its locations with a position in sourcing order); see reservations.py
+        self.sourcing_cache: dict[str, tuple[int, list[str]]] = {}
+
+    def remember_event(self, event_id: str) -> None:
+        ids = self.recent_event_ids
+        ids[event_id] = None
+        if len(ids) > RECENT_EVENT_IDS_LIMIT:
+            del ids[next(iter(ids))]
+
+    def remember_finished(self, finished: FinishedReservation) -> None:
+        entries = self.finished
+        entries.pop(finished.reservation_id, None)
+        entries[finished.reservation_id] = finished
+        if len(entries) > FINISHED_RESERVATIONS_LIMIT:
+            del entries[next(iter(entries))]
+
+
+class PartitionState:
+    """State shared by every SKU of one ledger partition.
+
+    `expiries` maps (sku, reservation_id) to expires_at for every active reservation with an expiry; `_heap` orders
+    them and may hold stale entries (released early, or re-registered), which are dropped when popped."""
+
+    __slots__ = ("partition", "last_ledger_offset", "clock", "policies", "expiries", "_heap")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.last_ledger_offset = NO_OFFSET
+        self.clock = 0
+        self.policies: list[tuple[int, PolicyChange]] = []  # (effective ledger offset, policy), ascending
+        self.expiries: dict[tuple[str, str], int] = {}
+        self._heap: list[tuple[int, str, str]] = []
+
+    def register_expiry(self, sku: str, reservation_id: str, expires_at: int) -> None:
+        key = (sku, reservation_id)
+        if self.expiries.get(key) == expires_at:
+            return  # idempotent: re-registration after a redelivery
+        self.expiries[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, sku, reservation_id))
+
+    def forget_expiry(self, sku: str, reservation_id: str) -> None:
+        self.expiries.pop((sku, reservation_id), None)
+        heap = self._heap
+        if len(heap) > 64 and len(heap) > 2 * len(self.expiries):
+            self.rebuild_heap()
+
+    def rebuild_heap(self) -> None:
+        self._heap = sorted((expires_at, sku, rid) for (sku, rid), expires_at in self.expiries.items())
+
+    def has_due(self, clock: int) -> bool:
+        """Whether pop_due(clock) may return something (the heap may hold stale entries): a cheap check per entry."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] <= clock
+
+    def pop_due(self, clock: int) -> list[tuple[str, str, int]]:
+        """(sku, reservation_id, expires_at) of registered expiries with expires_at <= clock, earliest first
+        (ties by sku, then reservation id), removed from the index."""
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] <= clock:
+            expires_at, sku, reservation_id = heapq.heappop(heap)
+            if self.expiries.get((sku, reservation_id)) != expires_at:
+                continue  # stale
+            del self.expiries[(sku, reservation_id)]
+            due.append((sku, reservation_id, expires_at))
+        return due
+
+    def policy_change_at(self, ledger_offset: int) -> tuple[int, PolicyChange] | None:
+        """The (effective offset, policy) in force for an entry at `ledger_offset`, or None before any policy."""
+        for effective_offset, change in reversed(self.policies):
+            if effective_offset <= ledger_offset:
+                return effective_offset, change
+        return None
+
+    def add_policy(self, effective_offset: int, change: PolicyChange) -> None:
+        self.policies.append((effective_offset, change))
+        if len(self.policies) > POLICY_HISTORY_LIMIT:
+            del self.policies[0]
