@@ -1,0 +1,218 @@
+"""Ingest stage: source topics -> validated, SKU-keyed `ledger`; everything else -> `dead-letters`.
+
+One agent per source topic, reading micro-batches (`take_events`). Per source record:
+- decode with the codec, convert (`event_from_record`) and `validate`; a failure dead-letters the ORIGINAL key,
+  bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`;
+- a stock movement or reservation command becomes one LedgerEntry on `ledger_partition(sku)`, keyed by SKU;
+- a StockMovementBatch becomes one entry per movement, in its order (an invalid movement is dead-lettered on its
+  own, with the movement's index in a header, and does not hold back the others);
+- a PolicyChange is written to EVERY ledger partition, so it takes effect at a defined position in each.
+The batch's records are sent together and their acknowledgements awaited before the batch is acknowledged:
+a crash re-ingests the batch (duplicates on the ledger are harmless: the engine ignores repeated event ids).
+
+The leader also appends a ClockTick to every ledger partition every `tick_interval_seconds`, so reservations
+expire in quiet partitions too, at a ledger position a replay reproduces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from app.engine import EventDecodeError, PolicyChange, event_from_record, event_to_record, validate
+from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
+from app.engine import reasons
+from app.topics import (
+    DEAD_LETTER_ERROR_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTER_SOURCE_OFFSET_HEADER,
+    DEAD_LETTER_SOURCE_PARTITION_HEADER,
+    DEAD_LETTER_SOURCE_TOPIC_HEADER,
+    DEAD_LETTERS,
+    LEDGER,
+    LEDGER_BROADCAST_KEY,
+    ledger_key,
+    ledger_partition,
+)
+
+if TYPE_CHECKING:
+    from app.service.app import AvailabilityService
+
+logger = logging.getLogger(__name__)
+
+MOVEMENT_INDEX_HEADER = "movement-index"  # which movement of a StockMovementBatch a dead letter is about
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAppend:
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    error: str
+    movement_index: int | None = None
+
+
+@dataclass
+class IngestResult:
+    appends: list[LedgerAppend] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+
+
+def dead_letter_headers(
+    reason: str, error: str, topic: str, partition: int, offset: int, original: list | tuple | None = None
+) -> list[tuple[str, bytes]]:
+    """The original record's headers followed by the dead-letter headers (reason, error, source position)."""
+    headers = [(name, value) for name, value in (original or ()) if name not in _DEAD_LETTER_HEADER_NAMES]
+    headers += [
+        (DEAD_LETTER_REASON_HEADER, reason.encode()),
+        (DEAD_LETTER_ERROR_HEADER, error.encode("utf-8", "replace")),
+        (DEAD_LETTER_SOURCE_TOPIC_HEADER, topic.encode()),
+        (DEAD_LETTER_SOURCE_PARTITION_HEADER, str(partition).encode()),
+        (DEAD_LETTER_SOURCE_OFFSET_HEADER, str(offset).encode()),
+    ]
+    return headers
+
+
+_DEAD_LETTER_HEADER_NAMES = frozenset(
+    {
+        DEAD_LETTER_REASON_HEADER,
+        DEAD_LETTER_ERROR_HEADER,
+        DEAD_LETTER_SOURCE_TOPIC_HEADER,
+        DEAD_LETTER_SOURCE_PARTITION_HEADER,
+        DEAD_LETTER_SOURCE_OFFSET_HEADER,
+    }
+)
+
+
+class LedgerWriter:
+    """Turns source records into ledger records. Pure apart from the codec: no Faust, no I/O."""
+
+    def __init__(self, codec: AvroCodec, partition_count: int) -> None:
+        self._codec = codec
+        self._ledger = codec.serde(LEDGER)
+        self._partition_count = partition_count
+
+    def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
+        record_name, record = event_to_record(event)
+        topic, partition, offset = source if source is not None else (None, None, None)
+        return self._ledger.encode(
+            {
+                "entry": (f"{AVRO_NAMESPACE}.{record_name}", record),
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "ingest_time": ingest_time,
+            }
+        )
+
+    def broadcast(self, value: bytes) -> list[LedgerAppend]:
+        key = LEDGER_BROADCAST_KEY.encode()
+        return [LedgerAppend(partition, key, value) for partition in range(self._partition_count)]
+
+    def ingest(self, topic: str, partition: int, offset: int, value: bytes | None, ingest_time: int) -> IngestResult:
+        result = IngestResult()
+        if value is None:
+            result.dead_letters.append(DeadLetter(reasons.UNDECODABLE_RECORD, "record has no value"))
+            return result
+        try:
+            decoded = self._codec.decode(topic, value)
+        except SerializationError as error:
+            result.dead_letters.append(DeadLetter(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}"))
+            return result
+        source = (topic, partition, offset)
+        record_name = decoded.record_name.removeprefix(f"{AVRO_NAMESPACE}.")
+        if record_name == "StockMovementBatch":
+            for index, movement in enumerate(decoded.value["movements"]):
+                self._append_event("StockMovement", movement, source, ingest_time, result, index)
+        else:
+            self._append_event(record_name, decoded.value, source, ingest_time, result, None)
+        return result
+
+    def _append_event(self, record_name, record, source, ingest_time, result: IngestResult, index) -> None:
+        try:
+            event = event_from_record(record_name, record)
+        except EventDecodeError as error:
+            result.dead_letters.append(DeadLetter(error.reason, str(error), index))
+            return
+        reason = validate(event)
+        if reason is not None:
+            result.dead_letters.append(DeadLetter(reason, f"{record_name} failed validation: {reason}", index))
+            return
+        value = self.entry_value(event, source, ingest_time)
+        result.event_types.append(type(event).__name__)
+        if isinstance(event, PolicyChange):
+            result.appends.extend(self.broadcast(value))
+        else:
+            sku = event.sku
+            result.appends.append(
+                LedgerAppend(ledger_partition(sku, self._partition_count), ledger_key(sku).encode(), value)
+            )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def register_ingest_agents(service: AvailabilityService) -> None:
+    from app.engine import ClockTick
+    from app.service.app import BatchSender, end_worker_on_unexpected_error
+
+    app, settings, observer = service.app, service.settings, service.observer
+    writer = LedgerWriter(service.codec, settings.partitions)
+
+    def make_agent(source_topic: str):
+        async def ingest_batch(events: list, sender: BatchSender) -> None:
+            ingest_time = _now_ms()
+            for event in events:
+                message = event.message
+                result = writer.ingest(source_topic, message.partition, message.offset, message.value, ingest_time)
+                for append in result.appends:
+                    await sender.send(LEDGER.name, append.key, append.value, append.partition)
+                for event_type in result.event_types:
+                    observer.ingested(source_topic, event_type)
+                for dead in result.dead_letters:
+                    logger.warning(
+                        "dead-lettered %s[%s]@%s: %s: %s%s",
+                        source_topic, message.partition, message.offset, dead.reason, dead.error,
+                        "" if dead.movement_index is None else f" (movement {dead.movement_index})",
+                    )
+                    headers = dead_letter_headers(
+                        dead.reason, dead.error, source_topic, message.partition, message.offset, message.headers
+                    )
+                    if dead.movement_index is not None:
+                        headers.append((MOVEMENT_INDEX_HEADER, str(dead.movement_index).encode()))
+                    await sender.send(DEAD_LETTERS.name, message.key, message.value, None, headers)
+                    observer.dead_lettered("ingest", source_topic, dead.reason)
+            await sender.acks()
+
+        async def ingest(stream) -> None:
+            sender = BatchSender(app)
+            async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
+                with end_worker_on_unexpected_error(ingest.__name__, events):
+                    await ingest_batch(events, sender)
+
+        ingest.__name__ = ingest.__qualname__ = f"ingest_{source_topic.replace('.', '_').replace('-', '_')}"
+        return ingest
+
+    for name, topic in service.topics.sources.items():
+        agent = make_agent(name)
+        app.agent(topic, name=agent.__name__)(agent)
+
+    async def append_clock_ticks() -> None:
+        """Leader only: one ClockTick per ledger partition, with the leader's wall clock as event time."""
+        now = _now_ms()
+        value = writer.entry_value(ClockTick(event_time=now), None, now)
+        sender = BatchSender(app)
+        for append in writer.broadcast(value):
+            await sender.send(LEDGER.name, append.key, append.value, append.partition)
+        await sender.acks()
+
+    app.timer(settings.tick_interval_seconds, on_leader=True, name="append_clock_ticks")(append_clock_ticks)

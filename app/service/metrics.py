@@ -1,0 +1,227 @@
+"""Prometheus metrics of one worker: a PipelineObserver that counts what the stages report, plus gauges of
+consumer lag and table recovery that are refreshed from the Faust app when `/metrics` is scraped.
+
+    metrics = ServiceMetrics()
+    service = build_service(settings, bootstrap_servers, observer=metrics)
+    register_web(service)          # serves metrics.exposition() at /metrics
+
+Each ServiceMetrics owns its CollectorRegistry (never the process-wide default), so several services in one
+process, and tests, never share or clash over counters. Metric names are listed in docs/OPERATIONS.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from app.service.app import PipelineObserver
+from app.topics import AVAILABILITY_TOPIC_PREFIX
+
+if TYPE_CHECKING:
+    from app.service.app import AvailabilityService
+
+METRIC_PREFIX = "availability"
+# Ledger append -> publish: a few ms with micro-batches on a quiet stream, seconds under backlog or recovery.
+LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class RecoveryProgress:
+    """What a worker knows of its table recovery: remaining changelog records per (table, partition) and flags."""
+
+    remaining: Mapping[tuple[str, int], int]
+    in_progress: bool
+    completed_once: bool
+    active_partitions: int
+    standby_partitions: int
+
+
+def consumer_lag(
+    positions: Mapping[tuple[str, int], int | None], highwaters: Mapping[tuple[str, int], int | None]
+) -> dict[tuple[str, int], int]:
+    """Records between the next offset to read and the high watermark, per (topic, partition), never negative.
+
+    `positions` holds the last offset read (None: nothing read yet). Partitions with no known high watermark are
+    left out rather than reported as 0, so a dashboard never shows a healthy-looking lag it does not know."""
+    lag: dict[tuple[str, int], int] = {}
+    for tp, highwater in highwaters.items():
+        if highwater is None or highwater < 0:
+            continue
+        read = positions.get(tp)
+        next_offset = 0 if read is None else read + 1
+        lag[tp] = max(0, highwater - next_offset)
+    return lag
+
+
+def channel_of_topic(topic: str) -> str | None:
+    """`availability.<channel>` -> channel; None for any other topic."""
+    return topic[len(AVAILABILITY_TOPIC_PREFIX) :] if topic.startswith(AVAILABILITY_TOPIC_PREFIX) else None
+
+
+class ServiceMetrics(PipelineObserver):
+    """Counters fed by the stages' hooks; lag and recovery gauges filled by `refresh(service)` on each scrape.
+
+    Hooks are called on the event loop for every record, so each is a dictionary lookup and an increment."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r, p = self.registry, METRIC_PREFIX
+        self.events_ingested = Counter(
+            f"{p}_events_ingested", "Source events appended to the ledger, by source topic and event type",
+            ["source_topic", "event_type"], registry=r,
+        )
+        self.rejections = Counter(
+            f"{p}_rejections", "Ledger events the engine rejected (each is also dead-lettered), by reason code",
+            ["reason"], registry=r,
+        )
+        self.dead_letters = Counter(
+            f"{p}_dead_letters", "Records sent to the dead-letter topic, by stage, source topic and reason code",
+            ["stage", "source_topic", "reason"], registry=r,
+        )
+        self.reservation_decisions = Counter(
+            f"{p}_reservation_decisions",
+            "Reservation decisions published, by channel and outcome (ACCEPTED, REJECTED, RELEASED, ...)",
+            ["channel", "outcome"], registry=r,
+        )
+        self.publications = Counter(
+            f"{p}_publications", "ChannelAvailability records published, by channel", ["channel"], registry=r,
+        )
+        self.ledger_events_applied = Counter(
+            f"{p}_ledger_events_applied", "Ledger events applied by the availability stage, by ledger partition",
+            ["partition"], registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            f"{p}_end_to_end_latency_seconds",
+            "Wall time from ledger append (the entry's ingest_time) to the acknowledged publish of its batch",
+            buckets=LATENCY_BUCKETS_SECONDS, registry=r,
+        )
+        self.consumer_lag = Gauge(
+            f"{p}_consumer_lag_records",
+            "Records not yet read per assigned source/ledger partition (high watermark - next offset). "
+            "APPROXIMATE on the embedded Tansu broker, whose high watermark is the start of the partition's last "
+            "batch: it can read 0 while a batch is unread. For dashboards only, never a completion signal.",
+            ["topic", "partition"], registry=r,
+        )
+        self.recovery_remaining = Gauge(
+            f"{p}_recovery_remaining_records",
+            "Changelog records still to restore per active table partition (0 when recovered)",
+            ["table", "partition"], registry=r,
+        )
+        self.recovery_in_progress = Gauge(
+            f"{p}_recovery_in_progress", "1 while the worker restores tables from their changelogs", registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            f"{p}_assigned_table_partitions", "Table changelog partitions assigned to this worker, by role",
+            ["role"], registry=r,
+        )
+        self.ready = Gauge(
+            f"{p}_ready", "1 when partitions are assigned and recovery is done (same rule as /ready)", registry=r,
+        )
+
+    # -- PipelineObserver hooks -------------------------------------------------------------------------------
+
+    def ingested(self, source_topic: str, event_type: str, count: int = 1) -> None:
+        self.events_ingested.labels(source_topic, event_type).inc(count)
+
+    def dead_lettered(self, stage: str, source_topic: str, reason: str) -> None:
+        self.dead_letters.labels(stage, source_topic, reason).inc()
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+    def published(self, topic: str, count: int = 1) -> None:
+        channel = channel_of_topic(topic)
+        if channel is not None:
+            self.publications.labels(channel).inc(count)
+
+    def reservation_decided(self, channel: str, outcome: str) -> None:
+        self.reservation_decisions.labels(channel, outcome).inc()
+
+    def batch_applied(self, partition: int, events: int, ingest_times_ms: list[int], published_at_ms: int) -> None:
+        self.ledger_events_applied.labels(str(partition)).inc(events)
+        observe = self.end_to_end_latency.observe
+        for ingest_time in ingest_times_ms:
+            # Clocks of the ingesting and the publishing worker may differ slightly: never a negative latency.
+            observe(max(0, published_at_ms - ingest_time) / 1000.0)
+
+    # -- gauges -----------------------------------------------------------------------------------------------
+
+    def set_consumer_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        self.consumer_lag.clear()  # revoked partitions disappear instead of freezing at their last value
+        for (topic, partition), records in lag.items():
+            self.consumer_lag.labels(topic, str(partition)).set(records)
+
+    def set_recovery(self, progress: RecoveryProgress, ready: bool) -> None:
+        self.recovery_remaining.clear()
+        for (table, partition), records in progress.remaining.items():
+            self.recovery_remaining.labels(table, str(partition)).set(max(0, records))
+        self.recovery_in_progress.set(1 if progress.in_progress else 0)
+        self.assigned_partitions.labels("active").set(progress.active_partitions)
+        self.assigned_partitions.labels("standby").set(progress.standby_partitions)
+        self.ready.set(1 if ready else 0)
+
+    def refresh(self, service: AvailabilityService) -> None:
+        """Read lag and recovery from the running app. Never raises: a scrape must not fail because the
+        consumer is between rebalances."""
+        from app.service.web import worker_readiness  # web owns the readiness rule; imported late (it imports us)
+
+        try:
+            self.set_consumer_lag(read_consumer_lag(service))
+        except Exception:  # noqa: BLE001 - the consumer may be (re)starting; keep the last good values
+            pass
+        try:
+            self.set_recovery(read_recovery_progress(service.app), worker_readiness(service.app).ready)
+        except Exception:  # noqa: BLE001 - same: recovery state is rebuilt during a rebalance
+            pass
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def agent_topic_names(service: AvailabilityService) -> set[str]:
+    """Topics whose lag is reported: the ones the agents read (sources and ledger), not table changelogs."""
+    return set(service.topics.sources) | {service.topics.ledger.get_topic_name()}
+
+
+def read_consumer_lag(service: AvailabilityService) -> dict[tuple[str, int], int]:
+    consumer = service.app.consumer
+    topics = agent_topic_names(service)
+    assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+    read_offsets = consumer._read_offset  # Faust keeps no public accessor; last offset handed to a stream per TP
+    committed = consumer._committed_offset
+    positions: dict[tuple[str, int], int | None] = {}
+    highwaters: dict[tuple[str, int], int | None] = {}
+    for tp in assigned:
+        read = read_offsets.get(tp)
+        if read is None and committed.get(tp) is not None:
+            read = committed[tp] - 1  # committed = next offset to read
+        positions[(tp.topic, tp.partition)] = read
+        highwaters[(tp.topic, tp.partition)] = consumer.highwater(tp)
+    return consumer_lag(positions, highwaters)
+
+
+def read_recovery_progress(app) -> RecoveryProgress:
+    recovery = app.tables.recovery
+    remaining = {
+        (recovery.tp_to_table[tp].name, tp.partition): records
+        for tp, records in recovery.active_remaining().items()
+        if tp in recovery.tp_to_table
+    }
+    # Assigned partitions with nothing left to read are reported as 0, so every active partition has a series;
+    # while highwaters are still being fetched they read 0 too, which is why `in_progress` is exported beside them.
+    for tp in recovery.active_tps:
+        table = recovery.tp_to_table.get(tp)
+        if table is not None:
+            remaining.setdefault((table.name, tp.partition), 0)
+    return RecoveryProgress(
+        remaining=remaining,
+        in_progress=bool(getattr(recovery, "in_recovery", False)),
+        completed_once=recovery.completed.is_set(),
+        active_partitions=len(recovery.active_tps),
+        standby_partitions=len(recovery.standby_tps),
+    )
+

@@ -1,0 +1,234 @@
+"""The worker's HTTP API: availability lookups from the tables, liveness, readiness and Prometheus metrics.
+
+    GET /availability/{sku}[?channel=<channel>][&location=<location>]
+    GET /health      GET /ready      GET /metrics
+
+A lookup is answered by the worker that owns the SKU's `sku-state` partition (Faust `table_route` forwards the
+request there), from the table value the availability stage last wrote: it shows what was last published per
+channel key, and each location's stock. While that partition is being restored, or during a rebalance, the answer
+is 503 with `Retry-After`, never a stale or empty value. docs/OPERATIONS.md documents the responses.
+
+The JSON and the validation are pure functions (`parse_lookup`, `availability_document`, `readiness_of`), tested
+without a broker; `register_web(service)` only binds them to Faust views.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
+from faust.web import Request, Response, View
+
+from app.engine import SkuState, decode_sku_state
+from app.engine.codec import StateDecodeError
+from app.topics import IDENTIFIER_PATTERN, availability_key, ledger_partition
+
+if TYPE_CHECKING:
+    from app.service.app import AvailabilityService
+
+logger = logging.getLogger(__name__)
+
+LOOKUP_PARAMETERS = frozenset({"channel", "location"})
+RETRY_AFTER_SECONDS = "1"  # recovery of a partition takes seconds; clients should poll, not give up
+
+
+class InvalidLookup(ValueError):
+    """The request cannot name an availability key (HTTP 400). The message says which part is wrong."""
+
+
+@dataclass(frozen=True)
+class LookupQuery:
+    sku: str
+    channel: str | None = None
+    location: str | None = None
+
+
+def parse_lookup(sku: str, parameters: Mapping[str, str], channels: Sequence[str]) -> LookupQuery:
+    """Validate a lookup: ids must be identifiers, a channel must be configured, no other parameters."""
+    unknown = sorted(set(parameters) - LOOKUP_PARAMETERS)
+    if unknown:
+        raise InvalidLookup(f"unknown query parameter(s): {', '.join(unknown)} (allowed: channel, location)")
+    if not IDENTIFIER_PATTERN.fullmatch(sku):
+        raise InvalidLookup(f"sku {sku!r} is not an identifier ({IDENTIFIER_PATTERN.pattern})")
+    channel = parameters.get("channel")
+    if channel is not None and channel not in channels:
+        raise InvalidLookup(f"unknown channel {channel!r} (configured: {', '.join(channels)})")
+    location = parameters.get("location")
+    if location is not None and not IDENTIFIER_PATTERN.fullmatch(location):
+        raise InvalidLookup(f"location {location!r} is not an identifier ({IDENTIFIER_PATTERN.pattern})")
+    return LookupQuery(sku, channel, location)
+
+
+def availability_document(
+    state: SkuState, query: LookupQuery, channels: Sequence[str], partition: int
+) -> dict[str, Any] | None:
+    """The JSON body of a lookup, or None when the filters name nothing this SKU has (HTTP 404).
+
+    `availability` lists the last published record of every channel key (channel order as configured, then
+    location; network-level keys first), exactly the quantity/status/version on `availability.<channel>`.
+    A `location` filter keeps only that location's per-location keys. `locations` is each location's stock."""
+    order = {channel: index for index, channel in enumerate(channels)}
+    records = []
+    for (channel, location), published in state.published.items():
+        if query.channel is not None and channel != query.channel:
+            continue
+        if query.location is not None and location != query.location:
+            continue
+        records.append(
+            {
+                "channel": channel,
+                "location": location,
+                "key": availability_key(state.sku, location),
+                "quantity": published.quantity,
+                "status": published.status,
+                "version": published.version,
+            }
+        )
+    records.sort(key=lambda r: (order.get(r["channel"], len(order)), r["channel"], r["location"] or ""))
+    positions = {
+        location: {
+            "sellable": p.sellable,
+            "reserved": p.reserved,
+            "in_transit": p.in_transit,
+            "damaged": p.damaged,
+            "quarantine": p.quarantine,
+        }
+        for location, p in sorted(state.positions.items())
+        if query.location is None or location == query.location
+    }
+    if query.location is not None and not positions and not records:
+        return None
+    return {
+        "sku": state.sku,
+        "ledger_partition": partition,
+        "last_ledger_offset": state.last_ledger_offset,
+        "availability": records,
+        "locations": positions,
+    }
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    active_partitions: tuple[int, ...] = ()
+
+
+def readiness_of(
+    *, active_partitions: Sequence[int], recovery_completed: bool, in_recovery: bool, rebalancing: bool
+) -> Readiness:
+    """Ready means: some table partition is assigned here, and no rebalance or restore is under way."""
+    partitions = tuple(sorted(set(active_partitions)))
+    if rebalancing:
+        return Readiness(False, "rebalancing", partitions)
+    if in_recovery or not recovery_completed:
+        return Readiness(False, "recovering tables from their changelogs", partitions)
+    if not partitions:
+        return Readiness(False, "no partitions assigned", partitions)
+    return Readiness(True, "ready", partitions)
+
+
+def worker_readiness(app) -> Readiness:
+    recovery = app.tables.recovery
+    return readiness_of(
+        active_partitions=[tp.partition for tp in recovery.active_tps],
+        recovery_completed=recovery.completed.is_set(),
+        in_recovery=bool(getattr(recovery, "in_recovery", False)),
+        rebalancing=bool(app.rebalancing),
+    )
+
+
+def partition_unavailable_reason(app, changelog_topic: str, partition: int) -> str | None:
+    """None when this worker may answer from `partition` of the table; otherwise why not (HTTP 503)."""
+    if TP(changelog_topic, partition) not in app.tables.recovery.active_tps:
+        return f"partition {partition} is not assigned to this worker (assignment is changing)"
+    readiness = worker_readiness(app)
+    return None if readiness.ready else f"partition {partition}: {readiness.reason}"
+
+
+def _unavailable(view: View, reason: str) -> Response:
+    return view.json({"error": reason}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def register_web(service: AvailabilityService) -> None:
+    """Add the lookup, health, readiness and metrics views to `service.app`. Idempotent."""
+    app = service.app
+    if getattr(app, "availability_web_registered", False):
+        return
+    app.availability_web_registered = True
+    sku_table = service.tables.sku_state
+    changelog_topic = sku_table.changelog_topic.get_topic_name()
+    channels = tuple(service.settings.channels)
+    partitions = service.settings.partitions
+
+    async def answer_locally(view: View, request: Request, *, sku: str, query: LookupQuery) -> Response:
+        try:
+            return read_locally(view, query)
+        except Exception:
+            # Answered here: a failure is this worker's (500), not an unreachable owner (503, see below).
+            logger.exception("lookup of %r failed on its owner", query.sku)
+            return view.json({"error": "internal error"}, status=500)
+
+    def read_locally(view: View, query: LookupQuery) -> Response:
+        partition = ledger_partition(query.sku, partitions)  # the tables are co-partitioned with the ledger
+        reason = partition_unavailable_reason(app, changelog_topic, partition)
+        if reason is not None:
+            return _unavailable(view, reason)
+        value = sku_table.get(query.sku.encode())
+        if value is None:
+            return view.json({"error": f"unknown sku {query.sku!r}"}, status=404)
+        try:
+            state = decode_sku_state(value)
+        except StateDecodeError as error:
+            logger.error("sku-state value of %r is unreadable: %s", query.sku, error)
+            return view.json({"error": f"stored state of {query.sku!r} is unreadable"}, status=500)
+        document = availability_document(state, query, channels, partition)
+        if document is None:
+            return view.json({"error": f"sku {query.sku!r} has nothing at location {query.location!r}"}, status=404)
+        return view.json(document)
+
+    answer_from_owner = app.table_route(table=sku_table, match_info="sku")(answer_locally)
+
+    @app.page("/availability/{sku}", name="availability_lookup")
+    class AvailabilityLookup(View):
+        async def get(self, request: Request, sku: str) -> Response:
+            try:
+                query = parse_lookup(sku, request.query, channels)
+            except InvalidLookup as error:
+                return self.json({"error": str(error)}, status=400)
+            try:
+                return await answer_from_owner(self, request, sku=sku, query=query)
+            except Exception as error:  # noqa: BLE001 - routing only: no owner known yet, or it did not answer
+                logger.warning("lookup of %r could not reach the owner: %s: %s", sku, type(error).__name__, error)
+                return _unavailable(self, f"the worker owning {sku!r} is not known or not reachable yet")
+
+    @app.page("/health", name="health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/ready", name="ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            readiness = worker_readiness(app)
+            body = {
+                "ready": readiness.ready,
+                "reason": readiness.reason,
+                "active_partitions": list(readiness.active_partitions),
+            }
+            return self.json(body, status=200 if readiness.ready else 503)
+
+    observer = service.observer
+    exposition = getattr(observer, "exposition", None)
+    if exposition is not None:
+        from app.service.metrics import EXPOSITION_CONTENT_TYPE
+
+        @app.page("/metrics", name="metrics")
+        class Metrics(View):
+            async def get(self, request: Request) -> Response:
+                observer.refresh(service)
+                # aiohttp refuses a charset inside `content_type=`, so the header is set directly.
+                return self.bytes(exposition(), headers={"Content-Type": EXPOSITION_CONTENT_TYPE})

@@ -1,0 +1,62 @@
+"""Run one availability worker: `python -m app.service.worker` (the `availability worker` command calls this).
+
+Settings come from the environment (app.settings). Without KAFKA_BOOTSTRAP_SERVERS the worker starts the embedded
+broker for its own lifetime. Topics are created from the registry first (idempotent), then the Faust worker runs
+on uvloop until SIGTERM or SIGINT, which stop it cleanly: the current batch finishes, offsets are committed,
+RocksDB is closed.
+
+Several workers with the same app id share the partitions; each needs its own `data_dir` (RocksDB locks every
+table directory) and its own `web_port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import faust
+
+from app.admin import create_topics
+from app.broker import bootstrap_servers_for
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_worker(settings: Settings) -> int:
+    """Run a worker until it is told to stop; returns the exit status."""
+    from app.service.app import build_service, faust_datadir
+    from app.service.metrics import ServiceMetrics
+    from app.service.web import register_web
+
+    loop = _new_event_loop()
+    asyncio.set_event_loop(loop)
+    with bootstrap_servers_for(settings) as bootstrap_servers:
+        create_topics(settings, bootstrap_servers)
+        faust_datadir(settings).mkdir(parents=True, exist_ok=True)
+        service = build_service(settings, bootstrap_servers, observer=ServiceMetrics())
+        register_web(service)
+        worker = faust.Worker(service.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True)
+        logger.info("worker %s starting on %s (data dir %s)", settings.app_id, bootstrap_servers, settings.data_dir)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+    return 0
+
+
+def main() -> int:
+    return run_worker(Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

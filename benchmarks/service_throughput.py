@@ -1,0 +1,79 @@
+"""Throughput of the availability stage (ledger -> engine -> topics + tables) on the embedded broker.
+
+    python benchmarks/service_throughput.py [--events 20000] [--skus 2000]
+
+Writes a policy and N receipts/sales straight to the ledger (no ingest), starts one worker, and measures ledger
+events per second from the first to the last availability record. Result in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from app.admin import create_topics  # noqa: E402
+from app.broker import EmbeddedBroker, free_loopback_port  # noqa: E402
+from app.serialization import AvroCodec  # noqa: E402
+from app.service.ingest import LedgerWriter  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.topics import LEDGER, availability_topic, ledger_partition  # noqa: E402
+from tests.engine.factories import receipt, sale  # noqa: E402
+from tests.service.harness import WORKER_READY, WorkerProcess, read_topic  # noqa: E402
+from tests.service.scenario import LOCATIONS, policy_v  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--skus", type=int, default=2_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker(Path(scratch) / "tansu.log") as broker:
+        settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers, app_id=f"bench-{uuid.uuid4().hex[:8]}",
+                            data_dir=Path(scratch) / "worker", partitions=8, web_port=free_loopback_port(),
+                            tick_interval_seconds=3600, channels=("ecommerce", "marketplace", "store-pickup"))
+        create_topics(settings, broker.bootstrap_servers)
+        codec = AvroCodec(settings)
+        writer = LedgerWriter(codec, settings.partitions)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
+        for append in writer.broadcast(writer.entry_value(policy_v(1, 10_000), None, 0)):
+            producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
+        for index in range(args.events):
+            sku = f"SKU-{index % args.skus:05d}"
+            location = LOCATIONS[index % len(LOCATIONS)]
+            event = (receipt(5, location, sku=sku, event_id=f"e{index}", time=index + 10) if index % 4
+                     else sale(1, location, sku=sku, event_id=f"e{index}", time=index + 10))
+            producer.produce(LEDGER.name, writer.entry_value(event, None, 0), sku.encode(),
+                             partition=ledger_partition(sku, settings.partitions))
+            if index % 5000 == 0:
+                producer.poll(0)
+        producer.flush()
+        worker = WorkerProcess(settings).start()
+        try:
+            worker.wait_for_log(WORKER_READY, timeout=120)
+            started = time.monotonic()
+            topic = availability_topic("marketplace").name
+            records = read_topic(broker.bootstrap_servers, topic, settings.partitions,
+                                 until=lambda rs: any(f"e{args.events - 1}".encode() in r.value for r in rs),
+                                 timeout=600, idle_seconds=0)
+            elapsed = time.monotonic() - started
+        finally:
+            worker.stop()
+        result = {"events": args.events, "skus": args.skus, "seconds": round(elapsed, 2),
+                  "events_per_second": round(args.events / elapsed), "records_seen": len(records)}
+        print(json.dumps(result))
+        out = Path(__file__).resolve().parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "service_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Fixtures of the streaming-service tests: workers that are always stopped, and a codec per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.admin import create_topics
+from app.serialization import AvroCodec
+from app.settings import Settings
+from tests.service.harness import SourceProducer, WorkerProcess, worker_settings
+
+
+@pytest.fixture
+def service_settings(settings_factory: Callable[..., Settings]) -> Callable[..., Settings]:
+    """settings_factory with a free web port, 4 partitions and no clock ticks unless asked."""
+    return lambda **overrides: worker_settings(settings_factory, **overrides)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """`workers(settings)` starts a worker subprocess; every one is stopped at teardown, even on failure."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(grace_seconds=10)
+
+
+@pytest.fixture
+def topics_for(bootstrap_servers: str) -> Callable[[Settings], SourceProducer]:
+    """Create the registry's topics for `settings` and return a SourceProducer for them."""
+
+    def create(settings: Settings) -> SourceProducer:
+        create_topics(settings, bootstrap_servers)
+        return SourceProducer(settings, AvroCodec(settings))
+
+    return create
+
+
+@pytest.fixture
+def bootstrap_servers(tmp_path) -> Iterator[str]:
+    """A broker of each test's own: every topic name is fixed by the registry, so tests sharing one broker would
+    read each other's records. Tansu starts in milliseconds."""
+    from app.broker import EmbeddedBroker
+
+    configured = Settings().kafka_bootstrap_servers
+    if configured is not None:
+        yield configured  # a shared external cluster: tests must then run one at a time
+        return
+    with EmbeddedBroker(tmp_path / "tansu.log") as broker:
+        yield broker.bootstrap_servers

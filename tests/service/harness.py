@@ -1,0 +1,201 @@
+"""Integration harness for the streaming service: workers as subprocesses, a source producer, topic readers.
+
+Completion is always judged from the records themselves (counts, contents), never from watermarks: the embedded
+broker reports a partition's high watermark as the start of its last batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from app.broker import free_loopback_port
+from app.serialization import AvroCodec
+from app.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER_READY = "Worker ready"
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The AVAILABILITY_* variables that make `Settings()` in a subprocess equal to `settings`."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().startswith("AVAILABILITY_") and key.upper() != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, (tuple, list)):
+            value = json.dumps(list(value))
+        environment[f"AVAILABILITY_{name.upper()}"] = str(value)
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+class WorkerProcess:
+    """`python -m app.service.worker` for `settings`, with its output in `<data_dir>/worker.log`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log_path = Path(settings.data_dir) / "worker.log"
+        self.process: subprocess.Popen | None = None
+        self._log_offset = 0
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed when we drop it below
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.service.worker"],
+                cwd=REPO_ROOT,
+                env=settings_environment(self.settings),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        return self
+
+    def log_text(self, since_start: bool = True) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return data[self._log_offset if since_start else 0 :].decode("utf-8", "replace")
+
+    def wait_for_log(self, pattern: str, timeout: float, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        compiled = re.compile(pattern)
+        while len(compiled.findall(self.log_text())) < count:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in the worker log after {timeout}s:\n{self.log_text()[-4000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to commit or flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, grace_seconds: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace_seconds`; returns the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def worker_settings(settings_factory: Callable[..., Settings], **overrides) -> Settings:
+    values = {"web_port": free_loopback_port(), "tick_interval_seconds": 3600.0, "partitions": 4}
+    values.update(overrides)
+    return settings_factory(**values)
+
+
+class SourceProducer:
+    """Writes source records (Avro, Confluent framing) or raw bytes to the source topics."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+        self.codec = codec
+        self._producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
+
+    def send(self, topic: str, record: dict, key: str = "k", partition: int | None = None) -> None:
+        self.send_raw(topic, self.codec.encode(topic, record), key, partition)
+
+    def send_raw(self, topic: str, value: bytes, key: str = "k", partition: int | None = None) -> None:
+        kwargs = {} if partition is None else {"partition": partition}
+        self._producer.produce(topic, value=value, key=key.encode(), **kwargs)
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        remaining = self._producer.flush(30)
+        assert remaining == 0, f"{remaining} source records not delivered"
+
+
+@dataclass(frozen=True)
+class ReadRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    until: Callable[[list[ReadRecord]], bool] = lambda records: True,
+    timeout: float = 60.0,
+    idle_seconds: float = 1.0,
+) -> list[ReadRecord]:
+    """Every record of `topic` from the start, once `until(records)` holds and nothing new arrived for
+    `idle_seconds`. Raises AssertionError at `timeout` with what was read."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": f"reader-{time.monotonic_ns()}",
+         "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    )
+    consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
+    records: list[ReadRecord] = []
+    deadline = time.monotonic() + timeout
+    last_arrival = time.monotonic()
+    try:
+        while True:
+            for message in consumer.consume(num_messages=10000, timeout=0.2):
+                if message.error():
+                    continue
+                records.append(
+                    ReadRecord(
+                        message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                        tuple(message.headers() or ()),
+                    )
+                )
+                last_arrival = time.monotonic()
+            now = time.monotonic()
+            if now - last_arrival >= idle_seconds and until(records):
+                return records
+            if now > deadline:
+                raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records read)")
+    finally:
+        consumer.close()
+
+
+def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions: int, record_name: str,
+                            count_per_partition: int = 1, timeout: float = 60.0) -> list[ReadRecord]:
+    """Wait until every ledger partition holds `count_per_partition` entries of `record_name` (e.g. PolicyChange):
+    sources are ingested by independent agents, so a test orders topics by waiting, as a real feed would."""
+    from app.serialization import AVRO_NAMESPACE
+    from app.topics import LEDGER
+
+    wanted = f"{AVRO_NAMESPACE}.{record_name}"
+
+    def done(records: list[ReadRecord]) -> bool:
+        counts = [0] * partitions
+        for record in records:
+            if codec.decode(LEDGER.name, record.value).value["entry"][0] == wanted:
+                counts[record.partition] += 1
+        return min(counts) >= count_per_partition
+
+    return read_topic(bootstrap_servers, LEDGER.name, partitions, until=done, timeout=timeout, idle_seconds=0)
