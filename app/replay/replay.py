@@ -1,0 +1,257 @@
+"""Replay: the ledger through the engine again, on fresh state, into a namespace of output topics of its own.
+
+Faust is not needed: a consumer of our own reads the ledger partitions (assigned explicitly: no group, nothing
+committed, so it runs beside the live service), one PartitionEngine per ledger partition applies the entries in
+offset order on a fresh MemoryStore, and a producer writes the outputs exactly as the availability stage does
+(same topic per output, same key, same bytes, partitioned by key with murmur2 like the live service).
+
+Equivalence: a replay from the EARLIEST offset gives, per key, the records the live service published (same
+versions, same bytes). A replay from a timestamp or from given offsets starts from fresh state at that point: no
+stock, no reservations, no policy, version 1 again. It is for audits of what a stretch of the ledger does on its
+own; it equals the live output only if the ledger before that point holds nothing (docs/REPLAY.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Producer
+
+from app.engine import (
+    ChannelAvailability,
+    EventDecodeError,
+    MemoryStore,
+    PartitionEngine,
+    Rejection,
+    ReservationDecision,
+    event_from_record,
+    reasons,
+)
+from app.replay.namespace import LIVE, create_namespace_topics, output_topics
+from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
+from app.serialization import AvroCodec, SerializationError
+from app.service.ingest import dead_letter_headers
+from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+
+class ReplayError(Exception):
+    """A replay cannot start or could not deliver its records; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    namespace: str = "replay"  # output topics get the suffix `replay-<namespace>`; LIVE: the live topics
+    confirmed_live: bool = False  # writing the live topics needs this as well as namespace == LIVE
+    from_time_ms: int | None = None  # start each partition at the first record at or after this time
+    from_offsets: dict[int, int] | None = None  # replay only these partitions, from these offsets
+    idle_seconds: float = 2.0  # quiet time at the end of the ledger that counts as "caught up"
+
+    @property
+    def from_earliest(self) -> bool:
+        return self.from_time_ms is None and self.from_offsets is None
+
+
+@dataclass
+class ReplaySummary:
+    namespace: str
+    from_earliest: bool
+    events: int = 0
+    records: Counter = field(default_factory=Counter)  # output topic -> records written
+    rejections: Counter = field(default_factory=Counter)  # reason -> count (each one also a dead letter)
+    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last offset)
+    seconds: float = 0.0  # the whole run, the quiet period at the end included
+    busy_seconds: float = 0.0  # until the last entry was applied and every record acknowledged
+
+    @property
+    def events_per_second(self) -> float:
+        seconds = self.busy_seconds or self.seconds
+        return self.events / seconds if seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[int, int], None]  # (events done, events expected), called about twice a second
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """`0:120,3:0` -> {0: 120, 3: 0}."""
+    offsets: dict[int, int] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        partition, separator, offset = part.partition(":")
+        if not separator or not partition.strip().isdigit() or not offset.strip().isdigit():
+            raise ValueError(f"{part!r} is not PARTITION:OFFSET (e.g. 0:120,3:0)")
+        offsets[int(partition)] = int(offset)
+    if not offsets:
+        raise ValueError("no PARTITION:OFFSET given")
+    return offsets
+
+
+def output_producer(bootstrap_servers: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": bootstrap_servers,
+        # Kafka's default partitioner (murmur2 of the key), as the live service's producer uses: each key lands on
+        # the same partition number as in the live topic.
+        "partitioner": "murmur2_random",
+        "linger.ms": 50,
+        "batch.num.messages": 10_000,
+        "batch.size": 4 * 1024 * 1024,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1024 * 1024,
+        # Per-key order must survive retries: one request in flight per partition leader keeps it without
+        # idempotence (which the embedded broker does not offer).
+        "max.in.flight.requests.per.connection": 1,
+        "acks": "all",
+        "delivery.report.only.error": True,  # a callback per failed record only: they are what we count
+    })
+
+
+class Replayer:
+    """One replay pass. `run()` returns the summary; it raises ReplayError if records could not be delivered."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, options: ReplayOptions,
+                 codec: AvroCodec | None = None, on_progress: ProgressCallback | None = None) -> None:
+        if options.namespace == LIVE and not options.confirmed_live:
+            raise ReplayError("writing the live topics needs confirmation; pass --yes with --to-live")
+        if options.from_time_ms is not None and options.from_offsets is not None:
+            raise ReplayError("give a start time or start offsets, not both")
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.options = options
+        self.codec = codec or AvroCodec(settings)
+        self.on_progress = on_progress
+        self.topics = output_topics(settings, options.namespace)
+        self._delivery_errors: list[str] = []
+        self._engines: dict[int, PartitionEngine] = {}
+        self._before_start: set[int] = set()  # partitions still before --from-time
+        self._channels = frozenset(settings.channels)
+        self._ledger_serde = self.codec.serde(LEDGER)
+        self._availability = {  # channel -> (output topic, encoder of the live topic's schema)
+            channel: (self.topics[availability_topic(channel).name].name,
+                      self.codec.serde(availability_topic(channel)).encode)
+            for channel in settings.channels
+        }
+        self._decisions = (self.topics[RESERVATION_DECISIONS.name].name, self.codec.serde(RESERVATION_DECISIONS).encode)
+
+    def _starts(self) -> dict[int, int] | None:
+        if self.options.from_offsets is not None:
+            return dict(self.options.from_offsets)
+        if self.options.from_time_ms is None:
+            return None
+        consumer = consumer_for(self.bootstrap_servers)
+        try:
+            count = partition_count(consumer, LEDGER.name)
+            return offsets_at_time(consumer, LEDGER.name, count, self.options.from_time_ms)
+        finally:
+            consumer.close()
+
+    def _on_delivery(self, error, message) -> None:
+        if error is not None and len(self._delivery_errors) < 10:
+            self._delivery_errors.append(f"{message.topic()}: {error}")
+
+    def run(self) -> ReplaySummary:
+        create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
+        summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
+        started = time.monotonic()
+        producer = output_producer(self.bootstrap_servers)
+        starts = self._starts()
+        if starts == {}:  # from a time after the last record: nothing to replay
+            summary.seconds = time.monotonic() - started
+            return summary
+        with PartitionsReader(self.bootstrap_servers, LEDGER.name, starts, self.options.idle_seconds) as reader:
+            # With a start time, each partition's records before it are skipped here too, up to the first at or
+            # after it: some brokers answer a time lookup with an earlier offset.
+            self._before_start = set(reader.starts) if self.options.from_time_ms is not None else set()
+            expected = reader.expected_records
+            self._report(0, expected, force=True)
+            last_applied = started
+            for batch in reader.batches():
+                self._apply_batch(batch, producer, summary)
+                producer.poll(0)
+                last_applied = time.monotonic()
+                self._report(summary.events, max(expected, summary.events))
+        flush_started = time.monotonic()
+        remaining = producer.flush(120)
+        summary.seconds = time.monotonic() - started
+        summary.busy_seconds = last_applied - started + time.monotonic() - flush_started
+        self._report(summary.events, summary.events, force=True)
+        if remaining or self._delivery_errors:
+            raise ReplayError(f"{remaining} records not delivered; first errors: {'; '.join(self._delivery_errors)}")
+        return summary
+
+    _last_report = 0.0
+
+    def _report(self, done: int, expected: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_progress is not None and (force or now - self._last_report >= 0.5):
+            self._last_report = now
+            self.on_progress(done, expected)
+
+    def _apply_batch(self, batch: list, producer: Producer, summary: ReplaySummary) -> None:
+        engines = self._engines
+        ledger = self._ledger_serde
+        produce = self._produce(producer)
+        availability = self._availability
+        decisions_topic, decisions_encode = self._decisions
+        records = summary.records
+        before_start = self._before_start
+        for message in batch:
+            partition, offset = message.partition(), message.offset()
+            if partition in before_start:
+                if message.timestamp()[1] < self.options.from_time_ms:
+                    continue  # the broker started us early (Tansu ignores the time in ListOffsets)
+                before_start.discard(partition)
+            engine = engines.get(partition)
+            if engine is None:
+                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels)
+                summary.partitions[partition] = (offset, offset)
+            summary.events += 1
+            try:
+                entry_name, entry = ledger.decode(message.value()).value["entry"]
+                event = event_from_record(entry_name, entry)
+            except (SerializationError, EventDecodeError, TypeError, KeyError, ValueError) as error:
+                reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
+                self._dead_letter(produce, message, reason, f"{type(error).__name__}: {error}", summary)
+                continue
+            for output in engine.apply(event, offset):
+                kind = type(output)
+                if kind is ChannelAvailability:
+                    topic, encode = availability[output.channel]
+                    produce(topic, encode(output.to_record()), output.key.encode())
+                    records[topic] += 1
+                elif kind is ReservationDecision:
+                    produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
+                    records[decisions_topic] += 1
+                elif kind is Rejection:
+                    self._dead_letter(produce, message, output.reason, output.detail, summary)
+            summary.partitions[partition] = (summary.partitions[partition][0], offset)
+
+    def _dead_letter(self, produce, message, reason: str, error: str, summary: ReplaySummary) -> None:
+        headers = dead_letter_headers(reason, error, LEDGER.name, message.partition(), message.offset(),
+                                      message.headers())
+        topic = self.topics[DEAD_LETTERS.name].name
+        produce(topic, message.value(), message.key(), headers)
+        summary.records[topic] += 1
+        summary.rejections[reason] += 1
+
+    def _produce(self, producer: Producer):
+        on_delivery = self._on_delivery
+
+        def produce(topic: str, value: bytes, key: bytes | None, headers=None) -> None:
+            while True:
+                try:
+                    producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                    return
+                except BufferError:  # the local queue is full: let the broker catch up
+                    producer.poll(0.05)
+
+        return produce
+
+
+def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,
+           on_progress: ProgressCallback | None = None) -> ReplaySummary:
+    return Replayer(settings, bootstrap_servers, options, on_progress=on_progress).run()

@@ -1,0 +1,149 @@
+"""Snapshot: restate the current availability of every key of a channel, for connectors that start from scratch.
+
+The channel topic (`availability.<channel>`, or its copy in a replay namespace) is read to its end; for every key
+the record with the highest version is kept, and re-published with `snapshot = true` and everything else
+unchanged (same version, same event id and ledger position) to the compacted topic `availability.<channel>.snapshot`,
+on the partition the key has in the channel topic. Every record carries headers:
+- `snapshot-of`: the channel topic it restates;
+- `snapshot-id`: one id per snapshot run;
+- `channel-offset`: the offset of the channel topic's partition (the same partition number) up to which the
+  snapshot covers it. A connector that loads the snapshot continues on the channel topic from there.
+
+Why a topic of its own and not the channel topic: the live service keeps publishing while a snapshot is taken.
+A snapshot record of version v landing on the channel topic after the live v+1 would become the key's latest
+record, and compaction would then keep v and drop v+1: a connector bootstrapping later would show a stale value.
+On a separate topic a stale snapshot record is harmless, because the channel topic after `channel-offset` holds
+v+1 and the version rule picks it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from app.replay.namespace import LIVE, create_namespace_topics, output_topics, snapshot_topic
+from app.replay.reading import PartitionsReader
+from app.replay.replay import output_producer
+from app.serialization import AvroCodec
+from app.topics import availability_topic
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+SNAPSHOT_OF_HEADER = "snapshot-of"
+SNAPSHOT_ID_HEADER = "snapshot-id"
+CHANNEL_OFFSET_HEADER = "channel-offset"
+
+
+class SnapshotError(Exception):
+    """A snapshot could not be taken or delivered; the message says why."""
+
+
+@dataclass
+class SnapshotSummary:
+    channel: str
+    source_topic: str
+    snapshot_topic: str
+    snapshot_id: str
+    records_read: int = 0
+    keys: int = 0
+    channel_offsets: dict[int, int] = field(default_factory=dict)  # partition -> offset the snapshot covers up to
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Latest:
+    version: int
+    partition: int
+    value: dict
+
+
+def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, namespace: str = LIVE,
+                  idle_seconds: float = 2.0, codec: AvroCodec | None = None) -> SnapshotSummary:
+    if channel not in settings.channels:
+        raise SnapshotError(f"unknown channel {channel!r} (configured: {', '.join(settings.channels)})")
+    started = time.monotonic()
+    codec = codec or AvroCodec(settings)
+    live = availability_topic(channel)
+    source = output_topics(settings, namespace)[live.name]
+    target = snapshot_topic(channel)
+    serde = codec.serde(live)
+    summary = SnapshotSummary(channel, source.name, target.name, f"{channel}-{int(time.time() * 1000)}")
+    latest: dict[bytes, Latest] = {}
+    with PartitionsReader(bootstrap_servers, source.name, idle_seconds=idle_seconds) as reader:
+        for batch in reader.batches():
+            for message in batch:
+                summary.records_read += 1
+                if message.value() is None:
+                    continue  # a tombstone: the service writes none
+                value = serde.decode(message.value()).value
+                held = latest.get(message.key())
+                if held is None or value["version"] > held.version:
+                    latest[message.key()] = Latest(value["version"], message.partition(), value)
+        summary.channel_offsets = dict(reader.positions)
+    create_namespace_topics(settings, bootstrap_servers, [target])
+    producer = output_producer(bootstrap_servers)
+    errors: list[str] = []
+
+    def on_delivery(error, message) -> None:
+        if error is not None:
+            errors.append(str(error))
+
+    common = [(SNAPSHOT_OF_HEADER, source.name.encode()), (SNAPSHOT_ID_HEADER, summary.snapshot_id.encode())]
+    for key in sorted(latest):
+        held = latest[key]
+        record = dict(held.value, snapshot=True)
+        headers = common + [(CHANNEL_OFFSET_HEADER, str(summary.channel_offsets[held.partition]).encode())]
+        while True:
+            try:
+                producer.produce(target.name, serde.encode(record), key, partition=held.partition, headers=headers,
+                                 on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(60)
+    if remaining or errors:
+        raise SnapshotError(f"{remaining} snapshot records not delivered; {'; '.join(errors[:3])}")
+    summary.keys = len(latest)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+@dataclass
+class LoadedSnapshot:
+    """What a connector needs to start from a snapshot: the latest snapshot value per key, and where to continue
+    on the channel topic (partition -> offset)."""
+
+    values: dict[str, dict] = field(default_factory=dict)
+    channel_offsets: dict[int, int] = field(default_factory=dict)
+
+
+def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str, idle_seconds: float = 2.0,
+                  codec: AvroCodec | None = None) -> LoadedSnapshot:
+    """Read `availability.<channel>.snapshot` to its end under the version rule. Continue on the channel topic from
+    `channel_offsets` (partitions missing there: from the beginning)."""
+    codec = codec or AvroCodec(settings)
+    serde = codec.serde(availability_topic(channel))
+    loaded = LoadedSnapshot()
+    with PartitionsReader(bootstrap_servers, snapshot_topic(channel).name, idle_seconds=idle_seconds) as reader:
+        for batch in reader.batches():
+            for message in batch:
+                value = serde.decode(message.value()).value
+                key = message.key().decode()
+                held = loaded.values.get(key)
+                if held is None or value["version"] > held["version"]:
+                    loaded.values[key] = value
+                offset = _channel_offset(message.headers() or ())
+                if offset is not None:  # the newest snapshot covers the most: keep the furthest position
+                    partition = message.partition()
+                    loaded.channel_offsets[partition] = max(offset, loaded.channel_offsets.get(partition, 0))
+    return loaded
+
+
+def _channel_offset(headers: Iterable[tuple[str, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == CHANNEL_OFFSET_HEADER:
+            return int(value)
+    return None

@@ -1,0 +1,208 @@
+"""Backfill at scale: how fast `availability replay` reprocesses a large ledger, and how much memory it needs.
+
+1. An embedded broker (or KAFKA_BOOTSTRAP_SERVERS) gets the topics and a generated ledger of `--events` entries
+   (default 5,000,000), written directly as LedgerEntry records with a batching producer: the seeded stream of
+   benchmarks/engine_benchmark.py (Zipf-popular SKUs, sales, receipts, transfers, counts, ~20% reservation
+   commands, a clock tick every 1,000 events), the policy and the ticks on every partition like the ingest stage.
+2. The replay runs in a child process (so its peak RSS is its own, not the generator's): from the earliest offset,
+   into the namespace `replay-bench`, outputs produced to the broker.
+Results: benchmarks/results/replay.json and replay.md.
+
+    python -m benchmarks.replay_benchmark               # full size
+    python -m benchmarks.replay_benchmark --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from app.engine import ClockTick, PolicyChange, event_to_record
+from app.serialization import AVRO_NAMESPACE, AvroCodec
+from app.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
+from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_CHANNELS = tuple(sorted(CHANNELS))
+CHUNK = 50_000
+
+
+def benchmark_settings(bootstrap_servers: str, partitions: int, data_dir: Path):
+    from app.settings import Settings
+
+    return Settings(kafka_bootstrap_servers=bootstrap_servers, partitions=partitions, channels=BENCH_CHANNELS,
+                    data_dir=data_dir, app_id="replay-benchmark")
+
+
+def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int = 20_000, store_count: int = 300,
+                 locations_per_sku: int = 8, seed: int = SEED) -> int:
+    """Write about `events` ledger entries (policy and opening stock included); returns the records written
+    (broadcast entries count once per partition)."""
+    codec = AvroCodec(settings)
+    encode = codec.serde(LEDGER).encode
+    partitions = settings.partitions
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "batch.size": 4 * 1024 * 1024, "queue.buffering.max.messages": 1_000_000,
+                         "queue.buffering.max.kbytes": 1024 * 1024, "max.in.flight.requests.per.connection": 1})
+    broadcast_key = LEDGER_BROADCAST_KEY.encode()
+    written = 0
+
+    def produce(value: bytes, key: bytes, partition: int) -> None:
+        while True:
+            try:
+                producer.produce(LEDGER.name, value, key, partition=partition)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def append(event, ingest_time: int) -> None:
+        nonlocal written
+        record_name, record = event_to_record(event)
+        value = encode({"entry": (f"{AVRO_NAMESPACE}.{record_name}", record), "source_topic": None,
+                        "source_partition": None, "source_offset": None, "ingest_time": ingest_time})
+        if type(event) is ClockTick or type(event) is PolicyChange:
+            for partition in range(partitions):
+                produce(value, broadcast_key, partition)
+            written += partitions
+        else:
+            produce(value, event.sku.encode(), ledger_partition(event.sku, partitions))
+            written += 1
+
+    generator = StreamGenerator(seed, sku_count, store_count, 5, locations_per_sku)
+    append(build_policy(store_count, 5), 1)
+    for event in generator.seed_stock():
+        append(event, 1)
+    while written < events:
+        for event in generator.events(min(CHUNK, events - written)):
+            append(event, 1)
+        producer.poll(0)
+    if producer.flush(300):
+        raise RuntimeError("ledger records not delivered")
+    return written
+
+
+def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path) -> None:
+    """Runs in the child process: one replay, then its summary and peak RSS as JSON."""
+    from app.replay import ReplayOptions, Replayer
+
+    settings = benchmark_settings(bootstrap_servers, partitions, data_dir)
+
+    last_report = [0.0]
+
+    def throttled(done: int, expected: int) -> None:  # a line every 10 s on stderr
+        if time.monotonic() - last_report[0] >= 10:
+            last_report[0] = time.monotonic()
+            print(f"  replayed {done:,} / ~{expected:,}", file=sys.stderr, flush=True)
+
+    summary = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="bench", idle_seconds=3.0),
+                       on_progress=throttled).run()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    output.write_text(json.dumps({
+        "events": summary.events, "seconds": round(summary.busy_seconds, 2),
+        "seconds_with_end_wait": round(summary.seconds, 2),
+        "events_per_second": round(summary.events_per_second),
+        "records": dict(sorted(summary.records.items())), "rejections": dict(sorted(summary.rejections.items())),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }))
+
+
+def broker_peak_rss_mib(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def run(events: int, partitions: int) -> dict:
+    from contextlib import ExitStack
+
+    from app.admin import create_topics
+    from app.broker import EmbeddedBroker
+    from app.settings import Settings
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
+        scratch_dir = Path(scratch)
+        bootstrap_servers = Settings().kafka_bootstrap_servers
+        broker = None
+        if bootstrap_servers is None:
+            broker = stack.enter_context(EmbeddedBroker(scratch_dir / "tansu.log"))
+            bootstrap_servers = broker.bootstrap_servers
+        settings = benchmark_settings(bootstrap_servers, partitions, scratch_dir)
+        create_topics(settings, bootstrap_servers)
+        started = time.perf_counter()
+        written = write_ledger(settings, bootstrap_servers, events)
+        write_seconds = time.perf_counter() - started
+        print(f"ledger: {written:,} records in {write_seconds:.1f}s", file=sys.stderr, flush=True)
+        output = scratch_dir / "replay.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.replay_benchmark", "--replay-child", bootstrap_servers,
+                        "--partitions", str(partitions), "--output", str(output)], check=True)
+        replay = json.loads(output.read_text())
+        return {
+            "python": platform.python_version(), "machine": platform.machine(),
+            "broker": "embedded Tansu (memory storage)" if broker else bootstrap_servers,
+            "requested_events": events, "partitions": partitions, "channels": list(BENCH_CHANNELS), "ledger_records": written,
+            "ledger_write_seconds": round(write_seconds, 1),
+            "ledger_write_records_per_second": round(written / write_seconds),
+            "replay": replay,
+            "broker_peak_rss_mib": broker_peak_rss_mib(broker.pid if broker else None),
+        }
+
+
+def write_results(result: dict) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
+    replay = result["replay"]
+    outputs = "\n".join(f"| `{topic}` | {count:,} |" for topic, count in replay["records"].items())
+    (RESULTS_DIR / "replay.md").write_text(f"""# Replay (backfill) benchmark
+
+Python {result['python']} on {result['machine']}; broker: {result['broker']}; {result['partitions']} ledger
+partitions; channels {', '.join(result['channels'])}. Command: `python -m benchmarks.replay_benchmark
+--events {result['requested_events']}` (see the module docstring). The machine has 2 cores shared by the replay,
+the broker and anything else running; the replay itself is one Python thread plus librdkafka's threads.
+
+- ledger: **{result['ledger_records']:,} entries**, written in {result['ledger_write_seconds']}s
+  ({result['ledger_write_records_per_second']:,} records/s)
+- replay from the earliest offset, outputs produced to the broker: **{replay['events_per_second']:,} events/s**
+  ({replay['events']:,} events in {replay['seconds']}s)
+- replay process peak RSS: **{replay['peak_rss_mib']} MiB**; broker peak RSS: {result['broker_peak_rss_mib']} MiB
+- rejections: {replay['rejections'] or 'none'}
+
+| output topic | records |
+|---|---:|
+{outputs}
+""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=5_000_000, help="ledger entries to generate (default 5M)")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--replay-child", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print the results, do not write results files")
+    args = parser.parse_args()
+    if args.replay_child:
+        replay_child(args.replay_child, args.partitions, Path(tempfile.gettempdir()), args.output)
+        return
+    result = run(args.events, args.partitions)
+    print(json.dumps(result, indent=2))
+    if not args.no_write:
+        write_results(result)
+
+
+if __name__ == "__main__":
+    main()
