@@ -1,0 +1,488 @@
+"""The `availability` command: run the worker, create topics, run the demo, tail a channel, produce events.
+
+Every subcommand has `--help`. A failure the user can fix (no broker, missing topic, bad input file, bad setting)
+is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs.
+Settings come from the environment (app.settings); `--bootstrap-servers` overrides KAFKA_BOOTSTRAP_SERVERS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+NO_BROKER_FIX = (
+    "set KAFKA_BOOTSTRAP_SERVERS=host:port or pass --bootstrap-servers (`availability demo` prints its broker's address)"
+)
+
+
+class CommandError(Exception):
+    """A command cannot do its work; the message says what to do instead."""
+
+
+# ------------------------------------------------------------------------------------------------------ commands
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import importlib.util
+
+    from app.demo import WORKER_MODULE
+
+    if importlib.util.find_spec(WORKER_MODULE) is None:
+        raise CommandError(f"the worker module {WORKER_MODULE} is missing; reinstall the project (make venv)")
+    if settings.kafka_bootstrap_servers is not None:
+        os.environ["AVAILABILITY_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", WORKER_MODULE])
+    return 0  # not reached
+
+
+def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from app.admin import create_topics
+    from app.topics import all_topics
+
+    bootstrap_servers = require_broker(settings, args.timeout)
+    created = set(create_topics(settings, bootstrap_servers, timeout=args.timeout))
+    for topic in all_topics(settings):
+        state = "created" if topic.name in created else "exists"
+        print(f"{state:8} {topic.name} ({topic.partitions(settings)} partitions, {topic.cleanup_policy.value})")
+    print(f"{len(created)} created, {len(all_topics(settings)) - len(created)} already existed on {bootstrap_servers}")
+    return 0
+
+
+def cmd_topics_list(args: argparse.Namespace, settings: Settings) -> int:
+    from app.topics import all_topics
+
+    for topic in all_topics(settings):
+        print(f"{topic.name:32} {topic.cleanup_policy.value:8} {topic.value_record or 'raw bytes':20} {topic.key}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from app.demo import DemoOptions, run_demo
+
+    options = DemoOptions(view=args.view and sys.stdout.isatty(), duration=args.duration, rate=args.rate,
+                          seed=args.seed, grace_seconds=args.grace)
+    return run_demo(settings, options)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from app.live_view import AvailabilityBoard, BoardConsumer, network_table
+
+    if args.channel not in settings.channels:
+        raise CommandError(
+            f"unknown channel {args.channel!r} (configured: {', '.join(settings.channels)}); "
+            "name one of those, or add it with AVAILABILITY_CHANNELS"
+        )
+    bootstrap_servers = require_broker(settings, args.timeout)
+    board = AvailabilityBoard([args.channel])
+    console = Console()
+    stream_lines = not (args.once or args.limit or console.is_terminal)
+
+    def print_line(key: str, value: dict) -> None:
+        print(f"{key}\t{value['quantity']}\t{value['status']}\tv{value['version']}", flush=True)
+
+    consumer = BoardConsumer(settings, bootstrap_servers, board, channels=[args.channel],
+                             on_availability=print_line if stream_lines else None)
+    consumer.connect(timeout=args.timeout)
+    title = f"availability.{args.channel} on {bootstrap_servers}"
+    try:
+        if args.once or args.limit:
+            started = time.monotonic()
+            while not (args.limit and board.records_received >= args.limit):
+                consumer.poll_once(0.2, max_messages=(args.limit - board.records_received) if args.limit else 500)
+                last = board.last_message_at or started
+                if args.once and time.monotonic() - last >= args.idle:
+                    break
+            console.print(title, style="bold")
+            console.print(network_table(board, args.channel) if board.rows(args.channel) else "no records yet")
+            console.print(f"{board.records_received} records read", style="dim")
+        elif stream_lines:
+            while True:
+                consumer.poll_once(0.5)
+        else:
+            from rich.live import Live
+
+            from rich.console import Group
+            from rich.text import Text
+
+            heading = Text(f"{title}   Ctrl-C to stop", style="bold")
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    consumer.poll_once(0.25)
+                    live.update(Group(heading, network_table(board, args.channel)), refresh=True)
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
+    from app.connectors.__main__ import main as run_connector
+
+    extra = ["--bootstrap-servers", settings.kafka_bootstrap_servers] if settings.kafka_bootstrap_servers else []
+    return run_connector(args.connector_args + extra)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from app.feed import SourceProducer, records_from_jsonl
+
+    bootstrap_servers = require_broker(settings, args.timeout)
+    require_source_topics(settings, bootstrap_servers, args.timeout)
+    quiet = logging.getLogger("app.cli.librdkafka")
+    quiet.setLevel(logging.CRITICAL)
+    producer = SourceProducer(settings, bootstrap_servers, logger=quiet)
+    if args.file is not None:
+        per_topic: Counter[str] = Counter()
+        for record in records_from_jsonl(Path(args.file)):
+            producer.send(record)
+            per_topic[record.topic.name] += 1
+        producer.flush()
+        summary = ", ".join(f"{count} to {topic}" for topic, count in sorted(per_topic.items())) or "nothing"
+        print(f"sent {sum(per_topic.values())} records from {args.file}: {summary}")
+        return 0
+    return _produce_demo_feed(args, settings, bootstrap_servers, producer)
+
+
+def _produce_demo_feed(args: argparse.Namespace, settings: Settings, bootstrap_servers: str, producer) -> int:
+    from app.demo import FeedThread, policy_waiter
+    from app.demo_feed import DemoFeed
+
+    waiter = policy_waiter(settings, bootstrap_servers, timeout=args.policy_wait) if args.policy_wait else None
+    if waiter is not None:
+        print(f"sending the policy; waiting up to {args.policy_wait:g}s for a worker to put it on the ledger",
+              flush=True)
+    feed = FeedThread(producer, DemoFeed(seed=args.seed), args.rate, limit=args.count, wait_for_policy=waiter)
+    feed.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    reported = 0
+    try:
+        while feed.is_alive() and (deadline is None or time.monotonic() < deadline):
+            feed.join(0.5)
+            if producer.sent - reported >= 10 or not feed.is_alive():
+                reported = producer.sent
+                print(f"sent {producer.sent} events; last: {feed.last_event}", flush=True)
+    finally:
+        feed.stop()
+    if feed.error:
+        raise CommandError(f"demo feed stopped: {feed.error}")
+    print(f"sent {producer.sent} demo events ({producer.delivered} acknowledged)")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from app.replay.commands import run_replay_command
+
+    return run_replay_command(args, settings, require_broker(settings, args.timeout))
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from app.replay.commands import run_verify_command
+
+    return run_verify_command(args, settings, require_broker(settings, args.timeout))
+
+
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from app.replay.commands import run_snapshot_command
+
+    return run_snapshot_command(args, settings, require_broker(settings, args.timeout))
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+def require_broker(settings: Settings, timeout: float) -> str:
+    """The configured broker's address, once it has answered a metadata request within `timeout` seconds."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    if settings.kafka_bootstrap_servers is None:
+        raise CommandError(f"no Kafka broker configured; {NO_BROKER_FIX}")
+    servers = settings.kafka_bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": servers, "logger": _quiet_logger()})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise CommandError(
+            f"cannot reach Kafka at {servers} within {timeout:g}s; start the broker (or `availability demo`) "
+            "or point KAFKA_BOOTSTRAP_SERVERS at one that runs"
+        ) from None
+    return servers
+
+
+def require_source_topics(settings: Settings, bootstrap_servers: str, timeout: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from app.topics import SOURCE_TOPICS
+
+    metadata = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _quiet_logger()}).list_topics(
+        timeout=timeout)
+    missing = [topic.name for topic in SOURCE_TOPICS if topic.name not in metadata.topics]
+    if missing:
+        raise CommandError(f"topics {', '.join(missing)} do not exist on {bootstrap_servers}; "
+                           "run `availability topics create` first")
+
+
+def _quiet_logger():
+    import logging
+
+    logger = logging.getLogger("app.cli.librdkafka")
+    logger.setLevel(logging.CRITICAL)  # unreachable brokers are reported once, by the command
+    logger.propagate = False
+    return logger
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    from app.settings import Settings
+
+    overrides = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides["kafka_bootstrap_servers"] = args.bootstrap_servers
+    return Settings(**overrides)
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: the first line of its message (multi-line messages end with a log excerpt)."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        problems = "; ".join(f"{_variable_name(problem['loc'])}: {problem['msg']}" for problem in error.errors())
+        return f"invalid setting ({problems}); fix the environment variable"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if type(error).__name__ == "KafkaException":
+        return f"Kafka: {text}; check that the broker at KAFKA_BOOTSTRAP_SERVERS runs"
+    return text.rstrip(":")
+
+
+def _variable_name(location: tuple) -> str:
+    field = str(location[0]) if location else "settings"
+    if field == "kafka_bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return f"AVAILABILITY_{field.upper()}"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the user can fix this"; everything else is a bug and keeps its traceback."""
+    from confluent_kafka import KafkaException
+    from pydantic import ValidationError
+
+    from app.admin import TopicAdminError
+    from app.broker import EmbeddedBrokerError
+    from app.connectors import ConnectorError
+    from app.demo import DemoError
+    from app.feed import FeedError
+    from app.live_view import ViewError
+    from app.replay import NamespaceError, ReadError, ReplayError, SnapshotError
+    from app.replay.commands import ConfirmationRefused
+    from app.serialization import SerializationError
+
+    return (CommandError, ConnectorError, DemoError, FeedError, ViewError, EmbeddedBrokerError, TopicAdminError, SerializationError,
+            KafkaException, ValidationError, NamespaceError, ReadError, ReplayError, SnapshotError,
+            ConfirmationRefused)
+
+
+# -------------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="availability",
+        description="Omnichannel inventory availability on Kafka: run the worker, watch channels, feed events.",
+        epilog="Settings come from AVAILABILITY_* environment variables and KAFKA_BOOTSTRAP_SERVERS "
+        "(see docs/). Start with `availability demo`.",
+    )
+    parser.add_argument("-b", "--bootstrap-servers", metavar="HOST:PORT",
+                        help="Kafka to use (overrides KAFKA_BOOTSTRAP_SERVERS)")
+    # the same option after the subcommand; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-b", "--bootstrap-servers", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                        help="Kafka to use (overrides KAFKA_BOOTSTRAP_SERVERS)")
+    commands = _Subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), common)
+
+    worker = commands.add_parser("worker", help="run the streaming worker (Faust) for the current settings",
+                                 description="Replace this process with the Faust worker (python -m "
+                                 "app.service.worker), configured from the environment.")
+    worker.set_defaults(handler=cmd_worker)
+
+    topics = commands.add_parser("topics", help="create or list the service's topics",
+                                 description="Topics of the registry in app/topics.py.")
+    topic_commands = _Subcommands(topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True),
+                                  common)
+    create = topic_commands.add_parser("create", help="create every topic that does not exist yet",
+                                       description="Create the topics on the configured broker (idempotent) and "
+                                       "print which were created.")
+    create.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    create.set_defaults(handler=cmd_topics_create)
+    listing = topic_commands.add_parser("list", help="print the topic registry (no broker needed)",
+                                        description="Print every topic: name, cleanup policy, value record, key.")
+    listing.set_defaults(handler=cmd_topics_list)
+
+    demo = commands.add_parser(
+        "demo", help="broker + topics + worker + demo feed + live view (what `make run` runs)",
+        description="Start the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), create the topics, start a "
+        "worker and a realistic demo feed, and show availability per channel as it is published. Ctrl-C stops "
+        "everything. Logs and pids go to <data_dir>/demo/.")
+    demo.add_argument("--no-view", dest="view", action="store_false",
+                      help="print progress lines instead of the live view (for scripts and tests)")
+    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    demo.add_argument("--rate", type=_positive_float, default=3.0, help="demo events per second (default 3)")
+    demo.add_argument("--seed", type=int, help="seed of the demo feed's choices")
+    demo.add_argument("--grace", type=_positive_float, default=10.0, metavar="SECONDS",
+                      help="time the worker gets to stop before it is killed (default 10)")
+    demo.set_defaults(handler=cmd_demo)
+
+    tail = commands.add_parser(
+        "tail", help="show a channel's availability as a table that updates in place",
+        description="Read availability.<CHANNEL> from the beginning and show the latest quantity, status and "
+        "version per key. Piped output prints one line per record instead.")
+    tail.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
+    tail.add_argument("--once", action="store_true", help="read what is there now, print the table and exit")
+    tail.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N records and print the table")
+    tail.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
+                      help="with --once: quiet time that counts as 'caught up' (default 2)")
+    tail.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                      help="seconds to wait for the broker (default 10)")
+    tail.set_defaults(handler=cmd_tail)
+
+    produce = commands.add_parser(
+        "produce", help="send events: a JSON Lines file, or the demo feed",
+        description="Encode events as Avro (Confluent wire format) and send them to their source topic. JSON "
+        "Lines: one object per line, {\"type\": \"StockMovement\"|\"StockMovementBatch\"|\"ReservationCommand\"|"
+        "\"PolicyChange\", ...fields}; a StockMovement gives its movement type as \"movement_type\" (or use "
+        "{\"type\": \"SALE\", ...}). event_id, event_time and source get defaults.")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", metavar="FILE", help="JSON Lines file of events")
+    source.add_argument("--demo", action="store_true", help="the demo feed (policy, opening stock, then live events)")
+    produce.add_argument("--rate", type=_positive_float, default=3.0, help="--demo: events per second (default 3)")
+    produce.add_argument("--count", type=_positive_int, metavar="N", help="--demo: stop after N events")
+    produce.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="--demo: stop after SECONDS")
+    produce.add_argument("--seed", type=int, help="--demo: seed of the feed's choices")
+    produce.add_argument("--policy-wait", type=float, default=60.0, metavar="SECONDS",
+                         help="--demo: wait this long for a worker to put the policy on the ledger before sending "
+                         "stock events (default 60; 0: do not wait)")
+    produce.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the broker (default 10)")
+    produce.set_defaults(handler=cmd_produce)
+
+    connect = commands.add_parser(
+        "connect", help="run the reference channel connector (options: availability connect --help)",
+        description="Consume a channel's availability topic and hand each change to a sink (docs/CONNECTORS.md). "
+        "Arguments are passed to python -m app.connectors.")
+    connect.add_argument("connector_args", nargs=argparse.REMAINDER, help="connector options, e.g. --channel "
+                         "ecommerce --sink log")
+    connect.set_defaults(handler=cmd_connect)
+
+    replay = commands.add_parser(
+        "replay", help="reprocess the ledger on fresh state into replay topics (availability.<channel>.replay-NAME)",
+        description="Read the ledger with a consumer of its own (no group: it runs beside the live service), apply "
+        "it with the engine on fresh in-memory state and write the outputs to the live topic names with the suffix "
+        "`.replay-NAME` (created like the originals). Shows progress and ends with a summary. From the earliest "
+        "offset (the default) the records equal, per key and byte for byte, what the live service published. "
+        "--from-time and --from-offsets also start from FRESH state (no stock, no reservations, no policy, "
+        "version 1): their output equals the live one only if the ledger before the start holds nothing.",
+        epilog="Examples: availability replay --name audit1; availability verify live audit1")
+    replay.add_argument("--name", dest="namespace", default="replay", metavar="NAME",
+                        help="namespace of the output topics: suffix replay-NAME (default: replay)")
+    start = replay.add_mutually_exclusive_group()
+    start.add_argument("--from-time", metavar="TIME",
+                       help="start each ledger partition at its first record at or after TIME (ms since the epoch, "
+                       "or ISO-8601)")
+    start.add_argument("--from-offsets", metavar="P:O,...",
+                       help="replay only these ledger partitions, from these offsets (e.g. 0:120,3:0)")
+    replay.add_argument("--to-live", action="store_true",
+                        help="write the LIVE output topics instead (asks to type `live`, or needs --yes)")
+    replay.add_argument("--yes", action="store_true", help="with --to-live: confirm without asking")
+    replay.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
+                        help="quiet time at the end of the ledger that counts as the end (default 2)")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    replay.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                        help="seconds to wait for the broker (default 10)")
+    replay.set_defaults(handler=cmd_replay)
+
+    verify = commands.add_parser(
+        "verify", help="compare two namespaces of output topics key by key (live, or a replay NAME)",
+        description="Read every output topic of namespaces A and B and compare them per key: the sequence of "
+        "records, deduplicated by version (reservation decisions: by ledger position), must be byte-identical, "
+        "and any repeated version must be a byte-identical copy. Prints the first differences (topic, key, "
+        "version, fields) and exits 1 if there is any, 0 if none. Ingest-stage dead letters are not compared.",
+        epilog="Examples: availability verify live audit1; availability verify audit1 audit2 --topic "
+        "availability.ecommerce")
+    verify.add_argument("a", metavar="A", help="namespace: `live` or a replay NAME")
+    verify.add_argument("b", metavar="B", help="namespace: `live` or a replay NAME")
+    verify.add_argument("--topic", action="append", metavar="TOPIC",
+                        help="live name of a topic to compare (repeatable; default: every output topic)")
+    verify.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                        help="differences to print (default 20)")
+    verify.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
+                        help="quiet time that counts as the end of a topic (default 2)")
+    verify.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                        help="seconds to wait for the broker (default 10)")
+    verify.set_defaults(handler=cmd_verify)
+
+    snapshot = commands.add_parser(
+        "snapshot", help="publish every key's current availability of a channel to availability.<CHANNEL>.snapshot",
+        description="Read availability.<CHANNEL> to its end, keep the highest version of every key and publish it "
+        "again with snapshot=true and the same version to the compacted topic availability.<CHANNEL>.snapshot; "
+        "each record's `channel-offset` header says where a connector continues on the channel topic "
+        "(docs/CONTRACT.md, Bootstrapping a connector).")
+    snapshot.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
+    snapshot.add_argument("--from", dest="namespace", default="live", metavar="NAMESPACE",
+                          help="read the channel topic of this namespace (default: live)")
+    snapshot.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
+                          help="quiet time that counts as the end of the topic (default 2)")
+    snapshot.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                          help="seconds to wait for the broker (default 10)")
+    snapshot.set_defaults(handler=cmd_snapshot)
+    return parser
+
+
+class _Subcommands:
+    """add_subparsers() whose subcommands all accept the common options."""
+
+    def __init__(self, action, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self._action.add_parser(name, parents=[self._common], **kwargs)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "demo":  # the demo logs to a file: its terminal belongs to the live view
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="availability: %(message)s")
+    errors = user_errors()
+    try:
+        settings = load_settings(args)
+        return args.handler(args, settings)
+    except KeyboardInterrupt:  # how `tail` and `produce --demo` are meant to end
+        return 0 if getattr(args, "command", None) in ("tail", "produce") else EXIT_INTERRUPTED
+    except errors as error:
+        print(f"availability: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
