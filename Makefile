@@ -7,13 +7,18 @@ VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test venv clean
+.PHONY: run test chaos venv clean
 
 run: $(INSTALLED)
 	$(VENV)/bin/availability demo
 
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+# The fault-injection suite (worker kills, broker pauses, zombies, poison input, a million-event backlog...), about
+# 20 minutes; figures go to benchmarks/results/chaos.json, see docs/RELIABILITY.md.
+chaos: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -ra -m 'chaos or integration' tests/chaos $(PYTEST_ARGS)
 
 venv: $(INSTALLED)
 

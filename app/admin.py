@@ -1,5 +1,9 @@
 """Create the topics of app.topics on a broker, idempotently.
 
+`availability topics create` also creates the topics Faust would otherwise create at run time (the tables'
+changelogs and the leader-election topic), so a worker with AVAILABILITY_CREATE_TOPICS=false needs no create rights;
+`require_topics` is what such a worker checks instead.
+
 Completion is judged from topic metadata only. Never from watermarks: the embedded Tansu broker reports a
 partition's high watermark as the start of its last batch, not the offset after the last record.
 """
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from app.kafka_config import client_config
 from app.topics import CleanupPolicy, TopicSpec, all_topics
 
 if TYPE_CHECKING:
@@ -32,24 +37,68 @@ def topic_config(topic: TopicSpec, settings: Settings) -> dict[str, str]:
     return {"cleanup.policy": topic.cleanup_policy.value, "retention.ms": str(retention_ms)}
 
 
-def new_topics(settings: Settings) -> list[NewTopic]:
-    return [
-        NewTopic(
-            topic.name,
-            num_partitions=topic.partitions(settings),
-            replication_factor=settings.replication_factor,
-            config=topic_config(topic, settings),
-        )
-        for topic in all_topics(settings)
+class MissingTopicsError(TopicAdminError):
+    """Topics the worker needs do not exist and it may not create them (AVAILABILITY_CREATE_TOPICS=false): run
+    `availability topics create` with an account that has create rights, with the same AVAILABILITY_APP_ID,
+    AVAILABILITY_PARTITIONS and AVAILABILITY_CHANNELS as the workers."""
+
+
+LEADER_TOPIC_SUFFIX = "-__assignor-__leader"  # Faust's leader-election topic: `<app_id>-__assignor-__leader`
+
+
+def faust_internal_topics(settings: Settings) -> list[NewTopic]:
+    """The topics Faust creates for itself unless told not to: one compacted changelog per table
+    (`<app_id>-<table>-changelog`, co-partitioned with the ledger) and the one-partition leader topic that elects
+    the worker appending clock ticks. Their names depend on the app id, so they are not in app.topics."""
+    from tables.state import PARTITION_STATE_TABLE, SKU_STATE_TABLE
+
+    changelog = {"cleanup.policy": CleanupPolicy.COMPACT.value, "retention.ms": str(NO_TIME_LIMIT_MS)}
+    topics = [
+        NewTopic(f"{settings.app_id}-{table}-changelog", num_partitions=settings.partitions,
+                 replication_factor=settings.replication_factor, config=dict(changelog))
+        for table in (SKU_STATE_TABLE, PARTITION_STATE_TABLE)
     ]
+    topics.append(NewTopic(f"{settings.app_id}{LEADER_TOPIC_SUFFIX}", num_partitions=1,
+                           replication_factor=settings.replication_factor,
+                           config={"cleanup.policy": CleanupPolicy.DELETE.value,
+                                   "retention.ms": str(settings.topic_retention_ms)}))
+    return topics
 
 
-def create_topics(settings: Settings, bootstrap_servers: str, timeout: float = 30.0) -> list[str]:
-    """Create every topic of the registry that does not exist yet; returns the names created now.
+def required_topic_names(settings: Settings) -> list[str]:
+    """Every topic a worker reads or writes: the registry's and Faust's internal ones."""
+    return [topic.name for topic in all_topics(settings)] + [topic.topic for topic in faust_internal_topics(settings)]
+
+
+def require_topics(settings: Settings, bootstrap_servers: str, timeout: float = 30.0) -> None:
+    """Raise MissingTopicsError naming every topic of `required_topic_names` that the broker does not list."""
+    admin = AdminClient(client_config(settings, bootstrap_servers))
+    metadata = admin.list_topics(timeout=timeout)
+    missing = [name for name in required_topic_names(settings) if not _is_ready(metadata.topics.get(name))]
+    if missing:
+        raise MissingTopicsError(
+            f"{len(missing)} topics are missing on {bootstrap_servers} and AVAILABILITY_CREATE_TOPICS is false: "
+            f"{', '.join(missing)}; create them with `availability topics create` (same AVAILABILITY_APP_ID, "
+            "_PARTITIONS and _CHANNELS) using an account allowed to create topics"
+        )
+
+
+def create_topics(
+    settings: Settings, bootstrap_servers: str, timeout: float = 30.0, specs: Iterable[TopicSpec] | None = None
+) -> list[str]:
+    """Create every topic of the registry and Faust's internal topics (or only `specs`) that does not exist yet;
+    returns the names created now.
 
     Topics that already exist are left as they are (their partitions and configs are not checked or changed)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    futures = admin.create_topics(new_topics(settings), operation_timeout=timeout, request_timeout=timeout)
+    internal = faust_internal_topics(settings) if specs is None else []
+    specs = list(all_topics(settings) if specs is None else specs)
+    new = [
+        NewTopic(spec.name, num_partitions=spec.partitions(settings), replication_factor=settings.replication_factor,
+                 config=topic_config(spec, settings))
+        for spec in specs
+    ] + internal
+    admin = AdminClient(client_config(settings, bootstrap_servers))
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     created, failures = [], []
     for name, future in futures.items():
         try:
@@ -64,14 +113,18 @@ def create_topics(settings: Settings, bootstrap_servers: str, timeout: float = 3
             failures.append(f"{name}: {type(error).__name__}: {error}")
     if failures:
         raise TopicAdminError(f"could not create topics on {bootstrap_servers}: " + "; ".join(sorted(failures)))
-    wait_for_topics(bootstrap_servers, [topic.name for topic in all_topics(settings)], timeout=timeout)
+    wait_for_topics(bootstrap_servers, [topic.topic for topic in new], timeout=timeout, settings=settings)
     return sorted(created)
 
 
-def wait_for_topics(bootstrap_servers: str, names: Iterable[str], timeout: float = 30.0) -> None:
-    """Wait until metadata lists every topic with all its partitions led by a broker."""
+def wait_for_topics(
+    bootstrap_servers: str, names: Iterable[str], timeout: float = 30.0, settings: Settings | None = None
+) -> None:
+    """Wait until metadata lists every topic with all its partitions led by a broker. `settings` supplies the
+    client security options (none: a plaintext connection)."""
     wanted = set(names)
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    config = client_config(settings, bootstrap_servers) if settings is not None else {"bootstrap.servers": bootstrap_servers}
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     missing = wanted
     while True:

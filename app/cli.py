@@ -192,38 +192,67 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return run_verify_command(args, settings, require_broker(settings, args.timeout))
 
 
+def cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
+    # The benchmarks live in the source tree (benchmarks/), next to app/; an installed wheel has no copy of them.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "peak.py").is_file():
+        raise CommandError("the benchmarks are part of the source tree; run this from a checkout of the project")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.peak import main as run_benchmark
+
+    return run_benchmark(["--profile", args.profile, "--target-rate", str(args.target_rate)]
+                         + (["--results-dir", args.results_dir] if args.results_dir else []))
+
+
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from app.replay.commands import run_snapshot_command
 
     return run_snapshot_command(args, settings, require_broker(settings, args.timeout))
 
 
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from app.explain_view import ExplainError, fetch_explanation, render_explanation
+
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    try:
+        document = fetch_explanation(url, args.sku, channel=args.channel, location=args.location, token=token,
+                                     timeout=args.timeout)
+    except ExplainError as error:
+        raise CommandError(str(error)) from None
+    console = Console()
+    if not console.is_terminal:  # piped: no terminal width to respect, and wrapped table cells are hard to grep
+        console = Console(width=200)
+    console.print(render_explanation(document))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- helpers
 def require_broker(settings: Settings, timeout: float) -> str:
-    """The configured broker's address, once it has answered a metadata request within `timeout` seconds."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+    """The configured broker's address, once it has answered a metadata request within `timeout` seconds. Refused
+    credentials fail at the first refusal, in one line (app.kafka_config.check_broker_access)."""
+    from app.kafka_config import BrokerAccessError, check_broker_access
 
     if settings.kafka_bootstrap_servers is None:
         raise CommandError(f"no Kafka broker configured; {NO_BROKER_FIX}")
     servers = settings.kafka_bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": servers, "logger": _quiet_logger()})
     try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException:
-        raise CommandError(
-            f"cannot reach Kafka at {servers} within {timeout:g}s; start the broker (or `availability demo`) "
-            "or point KAFKA_BOOTSTRAP_SERVERS at one that runs"
-        ) from None
+        check_broker_access(settings, servers, timeout=timeout)
+    except BrokerAccessError as error:
+        raise CommandError(str(error)) from None
     return servers
 
 
 def require_source_topics(settings: Settings, bootstrap_servers: str, timeout: float) -> None:
     from confluent_kafka.admin import AdminClient
 
+    from app.kafka_config import client_config
     from app.topics import SOURCE_TOPICS
 
-    metadata = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _quiet_logger()}).list_topics(
+    metadata = AdminClient(client_config(settings, bootstrap_servers, logger=_quiet_logger())).list_topics(
         timeout=timeout)
     missing = [topic.name for topic in SOURCE_TOPICS if topic.name not in metadata.topics]
     if missing:
@@ -439,6 +468,34 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                           help="seconds to wait for the broker (default 10)")
     snapshot.set_defaults(handler=cmd_snapshot)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="run the peak-season benchmark (embedded brokers, real workers, baselines)",
+        description="python -m benchmarks.peak: throughput, latency, lag, memory, disk and restart figures of the "
+        "service on a seeded peak-season workload, each against baselines measured in the same run; results in "
+        "benchmarks/results/<profile>.json/.md/.png (docs/PERFORMANCE.md). Always starts its own embedded brokers.")
+    benchmark.add_argument("--profile", choices=("smoke", "quick", "peak"), default="quick",
+                           help="quick: under 2 minutes; peak: the real run, about 15 minutes (default quick)")
+    benchmark.add_argument("--target-rate", type=_positive_float, default=50_000.0, metavar="EVENTS_PER_SECOND",
+                           help="peak rate the capacity line sizes workers for (default 50000)")
+    benchmark.add_argument("--results-dir", metavar="DIR", help="where to write the results (default "
+                           "benchmarks/results)")
+    benchmark.set_defaults(handler=cmd_benchmark)
+
+    explain = commands.add_parser(
+        "explain", help="show how each channel's number for a SKU was reached (asks a worker's HTTP API)",
+        description="GET /availability/SKU/explain from a worker and print it as tables: stock per location (with "
+        "the safety-stock rule that applied), each channel's rule and its steps from pool to advertised quantity "
+        "next to the last published record, active reservations, and the SKU's last ledger entries. The token, if "
+        "the worker needs one, comes from AVAILABILITY_API_TOKEN.")
+    explain.add_argument("sku", metavar="SKU", help="SKU id")
+    explain.add_argument("--channel", metavar="CHANNEL", help="only this channel")
+    explain.add_argument("--location", metavar="LOCATION", help="only this location")
+    explain.add_argument("--url", metavar="URL",
+                         help="a worker's HTTP address (default http://AVAILABILITY_WEB_HOST:AVAILABILITY_WEB_PORT)")
+    explain.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the answer (default 10)")
+    explain.set_defaults(handler=cmd_explain)
     return parser
 
 

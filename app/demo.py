@@ -197,12 +197,13 @@ def policy_waiter(settings: Settings, bootstrap_servers: str, timeout: float | N
     def wait(event_id: str, stop: threading.Event) -> bool:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+        from app.kafka_config import client_config
         from app.serialization import AvroCodec
         from app.topics import LEDGER
 
         codec = AvroCodec(settings)
-        consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "availability-demo-feed",
-                             "enable.auto.commit": False, "logger": logger})
+        consumer = Consumer(client_config(settings, bootstrap_servers, **{
+            "group.id": "availability-demo-feed", "enable.auto.commit": False, "logger": logger}))
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             partitions = consumer.list_topics(LEDGER.name, timeout=10).topics[LEDGER.name].partitions

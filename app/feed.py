@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException, Producer
 
+from app.kafka_config import client_config
 from app.serialization import AvroCodec
 from app.topics import POLICY_CHANGES, RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, TopicSpec
 
@@ -146,13 +147,12 @@ class SourceProducer:
 
     def __init__(self, settings: Settings, bootstrap_servers: str, logger: logging.Logger | None = None) -> None:
         self.codec = AvroCodec(settings)
-        config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
+        config: dict[str, Any] = client_config(settings, bootstrap_servers, **{
             "acks": "all",
             "linger.ms": 5,
             "partitioner": "murmur2_random",  # Kafka's default partitioner, as docs/CONTRACT.md states
             "message.timeout.ms": _DELIVERY_TIMEOUT_MS,
-        }
+        })
         if logger is not None:
             config["logger"] = logger
         self._producer = Producer(config)

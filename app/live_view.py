@@ -22,6 +22,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from app.kafka_config import client_config
 from app.serialization import AvroCodec, SerializationError
 from app.topics import AVAILABILITY_TOPIC_PREFIX, RESERVATION_DECISIONS, availability_topic
 
@@ -161,13 +162,12 @@ class BoardConsumer:
 
     def connect(self, timeout: float) -> None:
         self._codec = AvroCodec(self._settings)
-        self._consumer = Consumer({
-            "bootstrap.servers": self._bootstrap_servers,
+        self._consumer = Consumer(client_config(self._settings, self._bootstrap_servers, **{
             "group.id": f"availability-view-{id(self):x}",  # required by the client; never joined or committed
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "logger": self._logger,
-        })
+        }))
         try:
             metadata = self._consumer.list_topics(timeout=timeout)
         except KafkaException as error:

@@ -1,7 +1,15 @@
 """Avro records in the Confluent wire format, with schemas from avro/*.avsc and ids from a Schema Registry.
 
 A value on the wire is: magic byte 0, the schema id as 4 bytes big-endian, then the fastavro schemaless body. Subjects
-follow TopicNameStrategy (`<topic>-value`); keys are plain UTF-8 strings, not Avro.
+follow TopicNameStrategy (`<topic>-value`), each set to compatibility BACKWARD before its schema is registered; keys
+are plain UTF-8 strings, not Avro, and have no subject.
+
+This module is the one codec of the project: every producer and consumer (worker stages, `availability produce` and
+`tail`, the connector, replay and snapshot tools) builds an `AvroCodec`, which registers and resolves schemas with
+confluent-kafka's SchemaRegistryClient. It does not wrap confluent-kafka's AvroSerializer/AvroDeserializer, which
+take one record and a SerializationContext per call: the codec caches one serde per topic, decodes batches, and
+names the failure of each bad record for the dead-letter topic. Both directions are tested against those classes
+with the same registry client (tests/test_serialization.py), so the bytes are the same.
 
 Schema ids and the mock registry (checked against confluent-kafka 2.16.1, see tests/test_serialization.py):
 - `SchemaRegistryClient.new_client({"url": "mock://..."})` returns an in-memory MockSchemaRegistryClient; the plain
@@ -10,7 +18,8 @@ Schema ids and the mock registry (checked against confluent-kafka 2.16.1, see te
 - A mock client numbers schemas 1, 2, 3... in registration order, one new id per new (subject, schema) pair;
   registering the same schema under the same subject again returns the existing id. Unlike a real registry, the
   same schema under two subjects gets two different ids.
-- Its set_config/get_config do nothing (return None), so compatibility is not enforced by the mock.
+- Its set_config/get_config do nothing (return None), so compatibility is not enforced by the mock; its
+  set_compatibility is not overridden and fails on the mock:// url, which is why the codec uses set_config.
 So a worker, the demo producer and the tools, each a separate process with its own mock store, agree on ids only
 because every codec registers every subject in one fixed, declared order when it is constructed (the topic order
 of app.topics.all_topics). With a real registry the ids come from the registry and the order does not matter.
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 import fastavro
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import ConfigCompatibilityLevel, Schema, SchemaRegistryClient, ServerConfig
 
 from app.topics import TopicSpec, all_topics
 
@@ -41,6 +50,8 @@ HEADER_SIZE = 5  # magic byte + 4-byte schema id
 _HEADER = struct.Struct(">bI")
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _UNKNOWN_ID_CACHE_LIMIT = 1024
+SUBJECT_COMPATIBILITY = ConfigCompatibilityLevel.BACKWARD
+"""Compatibility level the codec sets on each `<topic>-value` subject before registering (docs/CONTRACT.md)."""
 
 
 def full_name(record_name: str) -> str:
@@ -365,7 +376,16 @@ class AvroCodec:
         return known
 
     def _register(self, topic: TopicSpec) -> int:
+        # The level is set before the schema is registered, so the registration itself is checked against it. It is
+        # a per-subject PUT, idempotent, repeated by every process: the contract holds whatever the registry's
+        # global default is. (The mock registry accepts and ignores it.)
         schema = Schema(self.schemas.expanded_json(topic.value_record), "AVRO")
+        try:
+            self.registry.set_config(topic.value_subject, ServerConfig(compatibility=SUBJECT_COMPATIBILITY))
+        except Exception as error:
+            raise SchemaRegistrationError(
+                f"{topic.value_subject}: cannot set compatibility {SUBJECT_COMPATIBILITY.value}: {error}"
+            ) from error
         try:
             return self.registry.register_schema(topic.value_subject, schema)
         except Exception as error:

@@ -11,16 +11,21 @@ code that needs a variation builds a new one with `settings.model_copy(update={.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.topics import IDENTIFIER_PATTERN
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+
+API_TOKEN_PATTERN = re.compile(r"[\x21-\x7e]{16,512}")
 
 DEFAULT_CHANNELS = ("ecommerce", "marketplace", "store-pickup")
 SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000
@@ -33,6 +38,7 @@ class Settings(BaseSettings):
         extra="forbid",  # a mistyped override in code is an error, not a silently ignored keyword
         validate_default=True,
         populate_by_name=True,  # Settings(kafka_bootstrap_servers=...) works despite the validation alias
+        hide_input_in_errors=True,  # a rejected value may be a secret (api_token, sasl_password): never echo it
     )
 
     kafka_bootstrap_servers: str | None = Field(
@@ -55,8 +61,23 @@ class Settings(BaseSettings):
         default=DEFAULT_CHANNELS,
         description="Sales channels; each gets a topic availability.<channel>. Env: comma-separated or JSON list.",
     )
-    web_host: str = "127.0.0.1"
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP API binds to: loopback unless set (e.g. 0.0.0.0 in a container, with a token).",
+    )
     web_port: int = Field(default=6066, ge=1, le=65535)
+    # HTTP API (docs/HTTP_API.md). The token is a secret: repr() and logs show '**********'.
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every HTTP endpoint but /health and /ready requires; None: no authentication.",
+    )
+    reservation_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=120,
+        description="How long POST/DELETE /reservations wait for the decision before answering 504 (still pending).",
+    )
+    max_request_body_bytes: int = Field(
+        default=16_384, ge=256, le=1_048_576, description="Larger request bodies are refused with 413."
+    )
     tick_interval_seconds: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=1000, ge=1)
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
@@ -64,6 +85,33 @@ class Settings(BaseSettings):
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     topic_retention_ms: int = Field(default=SEVEN_DAYS_MS, description="retention.ms of delete topics; -1: forever.")
     log_level: LogLevel = "INFO"
+    # Kafka client security, applied to every client (Faust worker, admin, tools, connectors) by app.kafka_config.
+    # Secrets are SecretStr: repr() and logs show '**********'. See docs/OPERATIONS.md, "Security".
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the brokers' certificates.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS), PEM.")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (mutual TLS), PEM.")
+    ssl_key_password: SecretStr | None = None
+    create_topics: bool = Field(
+        default=True,
+        description="False: the worker creates no topic and fails naming the missing ones (`availability topics "
+        "create` made them up front; the service then needs no create rights).",
+    )
+    max_source_record_bytes: int = Field(
+        default=1_000_000, ge=1024,
+        description="A source record above this size is dead-lettered (RECORD_TOO_LARGE) without being decoded.",
+    )
+    broker_wait_seconds: float = Field(
+        default=120.0, gt=0,
+        description="How long a starting worker waits for the broker to answer (it may start after the worker).",
+    )
+    recovery_stall_timeout_seconds: float = Field(
+        default=120.0, gt=0,
+        description="A table restore that reads no changelog record for this long ends the worker loudly.",
+    )
 
     @field_validator("kafka_bootstrap_servers", mode="before")
     @classmethod
@@ -110,10 +158,42 @@ class Settings(BaseSettings):
             raise ValueError("topic_retention_ms must be a positive number of milliseconds, or -1 for no limit")
         return value
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_token_means_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_is_long_and_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the value: it is a secret even when it is a bad one.
+        if value is not None and not API_TOKEN_PATTERN.fullmatch(value.get_secret_value()):
+            raise ValueError("api_token must be 16 to 512 visible ASCII characters (no spaces)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level_upper_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _security_settings_are_complete(self) -> Settings:
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        if uses_sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        if not uses_sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError("sasl_* settings are set but security_protocol is not SASL_PLAINTEXT or SASL_SSL")
+        uses_tls = self.security_protocol in ("SSL", "SASL_SSL")
+        tls_files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, self.ssl_key_password)
+        if not uses_tls and any(value is not None for value in tls_files):
+            raise ValueError("ssl_* settings are set but security_protocol is not SSL or SASL_SSL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
+        return self
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -26,6 +26,7 @@ DEAD_LETTER_ERROR_HEADER = "error"  # human-readable message
 DEAD_LETTER_SOURCE_TOPIC_HEADER = "source-topic"
 DEAD_LETTER_SOURCE_PARTITION_HEADER = "source-partition"
 DEAD_LETTER_SOURCE_OFFSET_HEADER = "source-offset"
+DEAD_LETTER_TRUNCATED_HEADER = "value-truncated-from"  # only on a dead letter whose value was cut: original size
 DEAD_LETTER_HEADERS = (
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_ERROR_HEADER,
@@ -105,7 +106,7 @@ RESERVATION_COMMANDS = TopicSpec(
     value_record="ReservationCommand",
     partitioning=_ANY_PARTITIONING,
     cleanup_policy=CleanupPolicy.DELETE,
-    writers=("order management",),
+    writers=("order management", "HTTP API (POST/DELETE /reservations, docs/HTTP_API.md)"),
     readers=("ingest",),
     description="Reserve, release and fulfil commands for channel reservations.",
 )
@@ -180,6 +181,29 @@ def availability_topic(channel: str) -> TopicSpec:
         writers=("availability",),
         readers=(f"{channel} connectors",),
         description=f"What channel {channel} may advertise, per key; the latest record per key is current.",
+    )
+
+
+# Snapshot headers (UTF-8): see docs/CONTRACT.md, "Bootstrapping a connector".
+SNAPSHOT_OF_HEADER = "snapshot-of"  # the channel topic the snapshot restates
+SNAPSHOT_ID_HEADER = "snapshot-id"  # one id per snapshot run
+CHANNEL_OFFSET_HEADER = "channel-offset"  # offset of the same-numbered channel partition the snapshot covers up to
+
+
+def availability_snapshot_topic(channel: str) -> TopicSpec:
+    """`availability.<channel>.snapshot`: compacted, the latest snapshot record of every key (docs/REPLAY.md).
+    Written on demand by `availability snapshot`, so not part of `all_topics`."""
+    live = availability_topic(channel)
+    return TopicSpec(
+        name=f"{live.name}.snapshot",
+        key=live.key,
+        value_record=live.value_record,
+        partitioning=f"the key's partition in {live.name}",
+        cleanup_policy=CleanupPolicy.COMPACT,
+        writers=("availability snapshot",),
+        readers=(f"{channel} connectors bootstrapping",),
+        description=f"Snapshots of {live.name}: every key's current record with snapshot=true, same version; "
+        "headers name the channel topic offsets each snapshot covers.",
     )
 
 

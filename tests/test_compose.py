@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,3 +83,176 @@ def test_service_environment_names_only_real_settings(compose):
             for variable, value in environment.items():
                 patch.setenv(variable, str(value))
             Settings()
+
+
+# --------------------------------------------------------------------------- operations kit: Prometheus and Grafana
+PROMETHEUS_CONFIG = REPOSITORY / "docker" / "prometheus" / "prometheus.yml"
+GRAFANA_DIR = REPOSITORY / "docker" / "grafana"
+DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "availability.json"
+WORKER_JOB = "availability-worker"
+PROMETHEUS_BUILTIN_SERIES = {"up"}  # synthesized by Prometheus for every target, not exported by the workers
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                   "offset", "inf", "nan"}
+TARGET_LABELS = {"instance", "job"}  # attached by Prometheus to every scraped series
+
+
+def test_one_shot_jobs_are_the_only_services_without_an_active_health_check(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        if service["healthcheck"].get("disable"):
+            waited_for = [
+                other for other in services.values()
+                if (other.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"
+            ]
+            assert service.get("restart") == "no" and waited_for, f"{name} disables its health check but is no job"
+        else:
+            assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_bind_mounted_files_are_in_the_repository(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", ()):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (REPOSITORY / source).exists(), f"{name} mounts {source}, which is not in the repository"
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed; the structural check needs it")
+    return yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+
+
+def test_prometheus_scrapes_every_worker_replica_on_the_web_port(compose, prometheus_config):
+    services = compose["services"]
+    mounted = [volume.split(":")[1] for volume in services["prometheus"]["volumes"] if volume.startswith("./")]
+    assert "/etc/prometheus/prometheus.yml" in mounted
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+
+    jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
+    worker_job = jobs[WORKER_JOB]
+    assert worker_job.get("metrics_path", "/metrics") == "/metrics"
+    web_source = (REPOSITORY / "app" / "service" / "web.py").read_text()
+    assert '"/metrics"' in web_source, "the workers no longer serve /metrics where Prometheus scrapes"
+    # DNS discovery of the compose service: one A record per replica, so `--scale worker=N` needs no edit here.
+    (discovery,) = worker_job["dns_sd_configs"]
+    assert discovery["type"] == "A"
+    assert discovery["names"] == ["worker"] and "worker" in services
+    worker_environment = services["worker"]["environment"]
+    assert str(discovery["port"]) == str(worker_environment["AVAILABILITY_WEB_PORT"])
+    assert worker_environment["AVAILABILITY_WEB_HOST"] == "0.0.0.0"  # reachable from the Prometheus container
+    assert str(discovery["port"]) in [str(port) for port in services["worker"]["expose"]]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard_file(compose):
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed; the structural check needs it")
+    grafana = compose["services"]["grafana"]
+    mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in grafana["volumes"] if volume.startswith("./")}
+    assert mounts["./docker/grafana/provisioning"] == "/etc/grafana/provisioning"
+    dashboards_mount = mounts["./docker/grafana/dashboards"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+    (datasource,) = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+        "datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    (provider,) = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "availability.yml").read_text())[
+        "providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == dashboards_mount
+
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    references = [panel["datasource"] for panel in dashboard["panels"]]
+    references += [target["datasource"] for panel in dashboard["panels"] for target in panel["targets"]]
+    references += [variable["datasource"] for variable in dashboard["templating"]["list"]]
+    assert all(reference == {"type": "prometheus", "uid": datasource["uid"]} for reference in references)
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards_mount}/{DASHBOARD_FILE.name}"
+
+
+def exported_series() -> dict[str, set[str]]:
+    """Every series name a worker exports (counters with `_total`, histograms with `_bucket`/`_sum`/`_count`) and
+    its labels, read from the metric objects of app/service/metrics.py itself."""
+    from app.service.metrics import ServiceMetrics
+
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",), "summary": ("", "_sum", "_count", "_created")}
+    series: dict[str, set[str]] = {}
+    for collector in vars(ServiceMetrics()).values():
+        if not hasattr(collector, "_labelnames"):
+            continue
+        for family in collector.describe():
+            for suffix in suffixes[family.type]:
+                labels = set(collector._labelnames) | ({"le"} if suffix == "_bucket" else set())
+                series[family.name + suffix] = labels
+    return series
+
+
+def promql_series_and_labels(expr: str) -> tuple[set[str], set[str]]:
+    """(series names, label names) a PromQL expression uses. A small scanner, enough for dashboard queries:
+    strings, ranges and Grafana variables are dropped; `{...}` matchers and `by/without (...)` give the labels."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    labels = set()
+    for matchers in re.findall(r"\{([^}]*)\}", text):
+        labels |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", matchers))
+    for grouping in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text):
+        labels |= {label.strip() for label in grouping.split(",") if label.strip()}
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\$\{?\w+\}?", " ", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        name, after = match.group(0), text[match.end():].lstrip()
+        if after.startswith("(") or name.lower() in PROMQL_KEYWORDS:
+            continue  # a function or an aggregation
+        names.add(name)
+    return names, labels
+
+
+def test_the_promql_scanner_finds_names_and_labels():
+    names, labels = promql_series_and_labels(
+        'histogram_quantile(0.99, sum by (le, channel) (rate(x_bucket{outcome="A{b}", stage=~"$s"}[$__rate_interval])))'
+        " / on (instance) group_left y_total"
+    )
+    assert names == {"x_bucket", "y_total"}
+    assert labels == {"le", "channel", "outcome", "stage", "instance"}
+
+
+def test_dashboard_is_grafana_json_whose_queries_name_metrics_the_workers_export():
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    exported = exported_series()
+    used: set[str] = set()
+    for panel in panels:
+        assert panel["type"] in ("timeseries", "stat"), panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["w"] > 0 and grid["h"] > 0, panel["title"]
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        assert len({target["refId"] for target in panel["targets"]}) == len(panel["targets"])
+        for target in panel["targets"]:
+            names, labels = promql_series_and_labels(target["expr"])
+            assert names, f"{panel['title']!r}: no series in {target['expr']!r}"
+            unknown = names - set(exported) - PROMETHEUS_BUILTIN_SERIES
+            assert not unknown, f"{panel['title']!r} queries {sorted(unknown)}, not exported by app/service/metrics.py"
+            available = set().union(*(exported.get(name, set()) for name in names)) | TARGET_LABELS
+            assert labels <= available, f"{panel['title']!r}: labels {sorted(labels - available)} do not exist"
+            used |= names
+    for variable in dashboard["templating"]["list"]:
+        metric, label = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"]["query"]).groups()
+        assert label in exported[metric]
+    # The panels the operations guide promises: throughput, lag, latency, dead letters, reservations, changes.
+    for required in ("availability_events_ingested_total", "availability_consumer_lag_records",
+                     "availability_end_to_end_latency_seconds_bucket", "availability_dead_letters_total",
+                     "availability_reservation_decisions_total", "availability_publications_total"):
+        assert required in used, f"no panel shows {required}"
+
+
+def test_the_exported_series_are_the_documented_ones():
+    operations = (REPOSITORY / "docs" / "OPERATIONS.md").read_text()
+    documented = set(re.findall(r"`(availability_[a-z_]+)`", operations))
+    base_names = {re.sub(r"_(bucket|sum|count|created)$", "", name) for name in exported_series()}
+    assert {name for name in base_names if not name.endswith("_created")} <= documented | {
+        name.removesuffix("_total") for name in documented
+    }

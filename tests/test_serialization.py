@@ -257,3 +257,105 @@ def test_ledger_partition_agrees_with_aiokafka_default_partitioner():
     for index in range(200):
         sku = f"SKU-{index:04d}"
         assert ledger_partition(sku, 8) == DefaultPartitioner()(sku.encode(), partitions, partitions)
+
+
+# ------------------------------------------------------------------ every topic against confluent-kafka's Avro serdes
+def _avro_topics(settings):
+    return [topic for topic in all_topics(settings) if topic.value_record is not None]
+
+
+def _every_topic_and_sample():
+    settings = type("ChannelsOnly", (), {"channels": CHANNELS})()
+    return [
+        pytest.param(topic.name, index, id=f"{topic.name}[{index}]")
+        for topic in _avro_topics(settings)
+        for index in range(len(SAMPLES[topic.value_record]))
+    ]
+
+
+@pytest.mark.parametrize("topic, sample", _every_topic_and_sample())
+def test_every_topic_interoperates_with_confluent_avro_serdes_on_one_registry(codec, topic, sample):
+    """Our bytes are read by confluent-kafka's AvroDeserializer, and its AvroSerializer (registering by itself, with
+    its default TopicNameStrategy) writes the same schema id and the same bytes we do."""
+    record = SAMPLES[codec.serde(topic).topic.value_record][sample]
+    context = SerializationContext(topic, MessageField.VALUE)
+    ours = codec.encode(topic, record)
+
+    deserialize = AvroDeserializer(codec.registry)  # plain dicts: union branches without their names
+    assert deserialize(ours, context) == _without_branch_names(codec.decode(topic, ours).value)
+
+    serialize = AvroSerializer(codec.registry, codec.schemas.expanded_json(codec.serde(topic).topic.value_record))
+    theirs = serialize(record, context)
+    assert theirs[:5] == ours[:5]  # magic byte and the schema id: the subject is `<topic>-value`, already registered
+    assert theirs == ours
+    assert codec.decode(topic, theirs).value == record
+
+
+def _without_branch_names(value):
+    """Our decoded form with each `(full name, record)` union branch replaced by the record, as confluent-kafka's
+    deserializer returns it by default. (Which branch was written is checked by the serializer's identical bytes.)"""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], dict):
+        return _without_branch_names(value[1])
+    if isinstance(value, dict):
+        return {key: _without_branch_names(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_branch_names(item) for item in value]
+    return value
+
+
+class _RecordingRegistry:
+    """A mock registry client that records the calls the codec makes (the mock itself ignores set_config)."""
+
+    def __init__(self):
+        self._client = SchemaRegistryClient.new_client({"url": "mock://recording"})
+        self.calls = []
+
+    def set_config(self, subject_name=None, config=None):
+        self.calls.append(("set_config", subject_name, config.to_dict()))
+        return self._client.set_config(subject_name, config)
+
+    def register_schema(self, subject_name, schema, normalize_schemas=False):
+        self.calls.append(("register_schema", subject_name, None))
+        return self._client.register_schema(subject_name, schema, normalize_schemas)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_each_subject_is_set_to_backward_before_its_schema_is_registered(settings):
+    registry = _RecordingRegistry()
+    codec = AvroCodec(settings, registry=registry)
+    expected = []
+    for topic in _avro_topics(settings):
+        expected += [
+            ("set_config", topic.value_subject, {"compatibility": "BACKWARD"}),
+            ("register_schema", topic.value_subject, None),
+        ]
+    assert registry.calls == expected
+    assert all(subject.endswith("-value") for subject in codec.schema_ids)  # no key subjects: keys are plain UTF-8
+
+
+def test_a_registry_that_refuses_the_compatibility_level_stops_the_codec(settings):
+    from app.serialization import SchemaRegistrationError
+
+    class RefusingRegistry(_RecordingRegistry):
+        def set_config(self, subject_name=None, config=None):
+            raise RuntimeError("403 Forbidden")
+
+    with pytest.raises(SchemaRegistrationError, match="compatibility BACKWARD"):
+        AvroCodec(settings, registry=RefusingRegistry())
+
+
+def test_the_codec_is_the_only_place_that_speaks_avro_or_to_the_registry():
+    """Every producer and consumer (worker stages, CLI, connector, replay and snapshot tools) goes through AvroCodec,
+    so a configured registry URL reaches all of them; no module encodes Avro or builds a registry client itself."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "app").rglob("*.py")) + sorted((REPO_ROOT / "tables").rglob("*.py")):
+        if path == REPO_ROOT / "app" / "serialization.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        for word in ("fastavro", "confluent_kafka.schema_registry", "SchemaRegistryClient", "AvroSerializer",
+                     "AvroDeserializer"):
+            if word in source:
+                offenders.append(f"{path.relative_to(REPO_ROOT)}: {word}")
+    assert not offenders, offenders

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="consecutive sink failures that open the circuit (default 5)")
     parser.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
                         help="seconds an open circuit waits before probing the sink again (default 30)")
+    parser.add_argument("--from-snapshot", action="store_true",
+                        help="a new consumer group starts from availability.<channel>.snapshot (written by "
+                             "`availability snapshot`) instead of the channel topic's history; a group with "
+                             "committed offsets resumes from them as always")
     parser.add_argument("--bootstrap-servers", help="host:port of Kafka (default: KAFKA_BOOTSTRAP_SERVERS)")
     return parser
 
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         connector = ChannelConnector(
             settings, args.channel, sink, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
             view_path=args.view_file, failure_threshold=args.failure_threshold, cooldown_seconds=args.cooldown,
+            bootstrap_from_snapshot=args.from_snapshot,
         )
     except (ConnectorError, ValidationError, ValueError) as error:
         print(f"connector: error: {error}", file=sys.stderr)

@@ -32,8 +32,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from app.connectors.resilience import Backoff, CircuitBreaker, CircuitState, Clock
 from app.connectors.sinks import Sink, SinkError
 from app.connectors.view import AvailabilityChange, LocalView
+from app.kafka_config import client_config
 from app.serialization import AvroCodec, SerializationError
-from app.topics import availability_topic
+from app.topics import availability_snapshot_topic, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -100,6 +101,7 @@ class ChannelConnector:
         codec: AvroCodec | None = None,
         consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
         clock: Clock = time.monotonic,
+        bootstrap_from_snapshot: bool = False,
     ) -> None:
         if channel not in settings.channels:
             raise ConnectorError(f"channel {channel!r} is not configured; known: {', '.join(settings.channels)} "
@@ -122,15 +124,14 @@ class ChannelConnector:
         self._poll_timeout = poll_timeout_seconds
         self._batch_size = batch_size
         self._consumer_factory = consumer_factory
-        self._config = {
-            "bootstrap.servers": servers,
+        self._config = client_config(settings, servers, **{
             "group.id": self.group_id,
             "enable.auto.commit": False,  # commits follow the sink's acceptance, see _commit
             "auto.offset.reset": "earliest",  # a new group bootstraps from the compacted topic
             "enable.partition.eof": True,  # marks the end of bootstrap per partition
             "session.timeout.ms": session_timeout_ms,
             "logger": logger,
-        }
+        })
         self._consumer: Any = None
         self._assigned: set[int] = set()
         self._positions: dict[int, int] = {}  # partition -> first offset not processed yet (known ones)
@@ -139,6 +140,9 @@ class ChannelConnector:
         self._bootstrapping: set[int] = set()  # partitions read from the beginning, not at their end yet
         self._pending: _PendingChange | None = None
         self._paused = False
+        self._servers = servers
+        self._bootstrap_from_snapshot = bootstrap_from_snapshot
+        self._snapshot_starts: dict[int, int] = {}  # partition -> channel offset the snapshot covers up to
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -146,9 +150,69 @@ class ChannelConnector:
         if self._codec is None:
             self._codec = AvroCodec(self._settings)
         self._consumer = self._consumer_factory(dict(self._config))
+        if self._bootstrap_from_snapshot:
+            self._load_snapshot()
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         logger.info("connector %s: consuming %s as group %s", self.channel, self.topic, self.group_id)
+
+    def _load_snapshot(self) -> None:
+        """A group without committed offsets starts from `availability.<channel>.snapshot` instead of the channel
+        topic's history (docs/CONTRACT.md, "Bootstrapping a connector"): every newer snapshot value goes to the
+        sink, then the channel topic is read from the offsets the snapshot covers. Partitions that have committed
+        offsets, or that no snapshot covers, are read as usual."""
+        from app.replay.snapshot import load_snapshot  # the one reader of snapshot topics
+
+        topic = self._consumer.list_topics(self.topic, timeout=COMMITTED_LOOKUP_TIMEOUT_SECONDS).topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise ConnectorError(f"topic {self.topic} does not exist; create topics first (availability topics create)")
+        asked = [TopicPartition(self.topic, partition) for partition in sorted(topic.partitions)]
+        committed = self._consumer.committed(asked, timeout=COMMITTED_LOOKUP_TIMEOUT_SECONDS)
+        fresh = {tp.partition for tp in committed if tp.offset < 0}
+        if not fresh:
+            logger.info("connector %s: group %s has committed offsets; no snapshot needed", self.channel, self.group_id)
+            return
+        snapshot_topic = availability_snapshot_topic(self.channel).name
+        listed = self._consumer.list_topics(snapshot_topic, timeout=COMMITTED_LOOKUP_TIMEOUT_SECONDS).topics
+        if snapshot_topic not in listed or listed[snapshot_topic].error is not None:
+            logger.warning("connector %s: no snapshot topic %s (run `availability snapshot %s`); reading %s from "
+                           "the beginning", self.channel, snapshot_topic, self.channel, self.topic)
+            return
+        snapshot = load_snapshot(self._settings, self._servers, self.channel, codec=self._codec)
+        for key in sorted(snapshot.values):
+            partition, offset = snapshot.positions[key]
+            value = snapshot.values[key]
+            assessment = self.view.assess(key, value["version"], snapshot=True)
+            if partition not in fresh or not assessment.is_newer:
+                continue
+            change = AvailabilityChange(
+                channel=self.channel, key=key, sku=value["sku"], location=value.get("location"),
+                quantity=value["quantity"], status=value["status"], version=value["version"],
+                previous_version=assessment.held_version, snapshot=True, event_id=value["event_id"],
+                event_time=value["event_time"], topic=snapshot_topic, partition=partition, offset=offset,
+            )
+            self._deliver_with_retries(change)
+        self._snapshot_starts = {p: o for p, o in snapshot.channel_offsets.items() if p in fresh}
+        logger.info("connector %s: bootstrapped %d keys from %s; continuing %s at %s", self.channel,
+                    len(snapshot.values), snapshot_topic, self.topic, self._snapshot_starts)
+
+    def _deliver_with_retries(self, change: AvailabilityChange) -> None:
+        """Bootstrap delivery: nothing is committed yet, so block until the sink takes the change."""
+        attempts = 0
+        while True:
+            try:
+                self.sink.deliver(change)
+                break
+            except SinkError as error:
+                attempts += 1
+                self.stats.sink_failures += 1
+                delay = self.backoff.delay(attempts)
+                logger.warning("connector %s: sink failed for snapshot value %s (attempt %d, retry in %.2fs): %s",
+                               self.channel, change.identity, attempts, delay, error)
+                time.sleep(delay)  # a retry delay, not synchronisation
+        self.view.apply(change.key, change.version, change.quantity, change.status)
+        self.stats.delivered += 1
+        self.stats.snapshots_applied += 1
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set, then commit what the sink accepted and leave the group."""
@@ -370,6 +434,8 @@ class ChannelConnector:
             self._positions.pop(number, None)
             if partition.offset < 0:  # no committed offset: read the compacted topic from the beginning
                 self._bootstrapping.add(number)
+                if number in self._snapshot_starts:  # ... or from where the snapshot it started from ends
+                    partition.offset = self._snapshot_starts.pop(number)
             elif self._view_path is None:
                 self._rebuild_until[number] = partition.offset
                 partition.offset = OFFSET_BEGINNING

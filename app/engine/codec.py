@@ -23,7 +23,7 @@ from app.engine.state import (
     SkuState,
 )
 
-SKU_STATE_FORMAT = 1
+SKU_STATE_FORMAT = 2  # 2 added the entry history (SkuState.history); format 1 still decodes, with an empty one
 PARTITION_STATE_FORMAT = 1
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
@@ -75,15 +75,19 @@ def encode_sku_state(state: SkuState) -> bytes:
         ],
         list(state.recent_event_ids),
         [[channel, location, p.version, p.quantity, p.status] for (channel, location), p in state.published.items()],
+        state.history,
     ]
     return bytes((SKU_STATE_FORMAT,)) + _dumps(body).encode("ascii")
 
 
 def decode_sku_state(value: bytes) -> SkuState:
-    if not value or value[0] != SKU_STATE_FORMAT:
+    if not value or value[0] not in _SKU_STATE_FORMATS:
         raise StateDecodeError(f"unknown SkuState format {value[:1]!r}")
     try:
-        sku, last_offset, positions, reservations, finished, recent_ids, published = _loads(value[1:])
+        body = _loads(value[1:])
+        if value[0] == 1:  # format 1: no history yet
+            body.append([])
+        sku, last_offset, positions, reservations, finished, recent_ids, published, history = body
         state = SkuState(sku)
         state.last_ledger_offset = last_offset
         state.positions = {
@@ -99,9 +103,13 @@ def decode_sku_state(value: bytes) -> SkuState:
         }
         state.recent_event_ids = dict.fromkeys(recent_ids)
         state.published = {(item[0], item[1]): Published(item[2], item[3], item[4]) for item in published}
-    except (ValueError, TypeError, IndexError) as error:
+        state.history = history
+    except (ValueError, TypeError, IndexError, AttributeError) as error:
         raise StateDecodeError(f"corrupt SkuState: {error!r}") from error
     return state
+
+
+_SKU_STATE_FORMATS = frozenset({1, SKU_STATE_FORMAT})
 
 
 def encode_partition_state(state: PartitionState) -> bytes:

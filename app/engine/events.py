@@ -315,6 +315,16 @@ def _bad_int(value: Any, minimum: int) -> bool:
     return type(value) is not int or value < minimum
 
 
+MAX_QUANTITY = 1_000_000_000
+"""The largest quantity (or |delta|) one movement or reservation may carry. Real events are far smaller; without a
+bound, two receipts of 2**62 units made an availability above Avro's 64-bit long, whose encoding failed on every
+retry of the batch and stopped the stage (a poison pill). With it, overflowing needs billions of events at one SKU."""
+
+
+def _bad_quantity(value: Any, minimum: int) -> bool:
+    return type(value) is not int or value < minimum or value > MAX_QUANTITY
+
+
 _POSITIVE_QUANTITY_TYPES = frozenset(
     {
         MovementType.RECEIPT,
@@ -335,13 +345,13 @@ def _validate_movement(event: StockMovement) -> str | None:
         return reasons.INVALID_EVENT_TIME
     kind = event.type
     if kind is MovementType.SALE or kind is MovementType.RECEIPT or kind in _POSITIVE_QUANTITY_TYPES:
-        if _bad_int(event.quantity, 1):
+        if _bad_quantity(event.quantity, 1):
             return reasons.INVALID_QUANTITY
     elif kind is MovementType.CYCLE_COUNT:
-        if _bad_int(event.quantity, 0):
+        if _bad_quantity(event.quantity, 0):
             return reasons.INVALID_QUANTITY
     elif kind is MovementType.ADJUSTMENT:
-        if type(event.delta) is not int or event.delta == 0:
+        if type(event.delta) is not int or event.delta == 0 or abs(event.delta) > MAX_QUANTITY:
             return reasons.INVALID_DELTA
     else:
         return reasons.UNSUPPORTED_EVENT
@@ -374,7 +384,7 @@ def _validate_command(event: ReservationCommand) -> str | None:
     if _bad_int(event.event_time, 0):
         return reasons.INVALID_EVENT_TIME
     # RELEASE and FULFIL act on the whole reservation; their quantity is informational but may not be negative.
-    if _bad_int(event.quantity, 1 if event.command is ReservationAction.RESERVE else 0):
+    if _bad_quantity(event.quantity, 1 if event.command is ReservationAction.RESERVE else 0):
         return reasons.INVALID_QUANTITY
     if event.expires_at is not None and _bad_int(event.expires_at, 0):
         return reasons.INVALID_EXPIRY

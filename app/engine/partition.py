@@ -20,8 +20,12 @@ from app.engine.movements import apply_movement
 from app.engine.outputs import Output, Rejection
 from app.engine.policy import Policy
 from app.engine.reservations import apply_command, expire
-from app.engine.state import RECENT_EVENT_IDS_LIMIT, PartitionState, SkuState
+from app.engine.state import HISTORY_LIMIT, RECENT_EVENT_IDS_LIMIT, PartitionState, SkuState
 from app.engine.store import MemoryStore, StateStore
+
+
+APPLIED = "APPLIED"  # SkuState.history result of an entry that was applied (commands record their outcome)
+POLICY_ENTRY = "POLICY"  # SkuState.history kind of a policy change re-evaluating the SKU
 
 
 def tick_event_id(partition: int, ledger_offset: int) -> str:
@@ -233,6 +237,8 @@ class PartitionEngine:
             touched = self._expire_overdue(state, policy, cause, out)
         if type(event) is ReservationCommand:
             changed = apply_command(state, policy, self.state, event, cause, out)
+            decision = out[-1] if type(out[-1]) is not Rejection else out[-2]  # every command gets one decision
+            kind, result, reservation_id = event.command.value, decision.reason or decision.outcome.value, event.reservation_id
         else:
             if policy is None:
                 reason, changed = reasons.NO_POLICY, ()
@@ -242,6 +248,11 @@ class PartitionEngine:
                 out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, ledger_offset))
                 if not existed:
                     return  # nothing to keep for a SKU never seen (so its duplicates are rejected again)
+            kind, result, reservation_id = event.type.value, reason or APPLIED, None
+        history = state.history  # SkuState.remember_entry, inlined (every applied entry passes here)
+        history.append((event_id, kind, self.partition, ledger_offset, result, reservation_id))
+        if len(history) > HISTORY_LIMIT:
+            del history[0]
         # processed once, applied or not (SkuState.remember_event, inlined)
         recent_event_ids[event_id] = None
         if len(recent_event_ids) > RECENT_EVENT_IDS_LIMIT:
@@ -266,6 +277,7 @@ class PartitionEngine:
                 continue
             self._use_policy(state, policy)
             state.last_ledger_offset = ledger_offset
+            state.remember_entry(change.event_id, POLICY_ENTRY, self.partition, ledger_offset, APPLIED)
             publish_all(state, policy, cause, out)
             store.put_sku_state(state)
 

@@ -133,5 +133,19 @@ class Policy:
             return 0
         return self._safety_by_type.get(location_type, 0)
 
+    def safety_stock_rule(self, sku: str, location: str) -> tuple[int, SafetyStockScope | None]:
+        """safety_stock() and the scope of the rule that set it (None: no rule applies, 0). Same precedence; used
+        to explain a number, so it is kept beside safety_stock() and tested to agree with it."""
+        quantity = self._safety_by_sku_location.get((sku, location))
+        if quantity is not None:
+            return quantity, SafetyStockScope.SKU_LOCATION
+        quantity = self._safety_by_sku.get(sku)
+        if quantity is not None:
+            return quantity, SafetyStockScope.SKU
+        location_type = self.location_types.get(location)
+        if location_type is not None and location_type in self._safety_by_type:
+            return self._safety_by_type[location_type], SafetyStockScope.LOCATION_TYPE
+        return 0, None
+
     def channel_names(self) -> frozenset[str]:
         return frozenset(self.channel_by_name)

@@ -44,6 +44,7 @@ _BAD_EVENT_REASONS = frozenset(
     }
 )
 NO_LOCATIONS: tuple[str, ...] = ()
+EXPIRY_ENTRY = "EXPIRY"  # SkuState.history kind of a reservation's expiry
 
 
 def _decision(
@@ -313,6 +314,7 @@ def expire(
     """Expire an active reservation (its expiry has been reached on the partition clock)."""
     reservation = state.reservations[reservation_id]
     _end(state, policy, partition, reservation, EXPIRED)
+    state.remember_entry(cause.event_id, EXPIRY_ENTRY, cause.partition, cause.offset, EXPIRED.value, reservation_id)
     out.append(
         _decision(
             state.sku, reservation_id, reservation.channel, EXPIRED, None, reservation.requested, reservation.lines, cause

@@ -19,6 +19,10 @@ RECENT_EVENT_IDS_LIMIT = 256
 FINISHED_RESERVATIONS_LIMIT = 256
 """Decided-and-finished (or rejected) reservations remembered per SKU, so a repeated command gets the same answer."""
 
+HISTORY_LIMIT = 10
+"""Ledger entries remembered per SKU as (event_id, kind, ledger partition, ledger offset, result, reservation id), so
+an operator can see which entries made its numbers (GET /availability/{sku}/explain). State only: never published."""
+
 POLICY_HISTORY_LIMIT = 16
 """Policy versions kept per partition, so a redelivered entry is evaluated with the policy in force at its offset."""
 
@@ -156,6 +160,7 @@ class SkuState:
         "finished",
         "recent_event_ids",
         "published",
+        "history",
         # derived, valid for `policy` only
         "policy",
         "network_pools",
@@ -174,6 +179,11 @@ class SkuState:
         self.recent_event_ids: dict[str, None] = {}  # insertion-ordered set
         # (channel, location or None) -> last published record of that key
         self.published: dict[tuple[str, str | None], Published] = {}
+        # the last HISTORY_LIMIT entries applied to this SKU, oldest first, each
+        # (event_id, kind, ledger partition, ledger offset, result, reservation id or None) (a list once decoded).
+        # `kind` is the movement type, the command, POLICY or EXPIRY; `result` is APPLIED, the decision outcome, or
+        # the refusal's reason.
+        self.history: list = []
         self.policy = None
         self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
         self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
@@ -187,6 +197,14 @@ class SkuState:
         ids[event_id] = None
         if len(ids) > RECENT_EVENT_IDS_LIMIT:
             del ids[next(iter(ids))]
+
+    def remember_entry(
+        self, event_id: str, kind: str, partition: int, offset: int, result: str, reservation_id: str | None = None
+    ) -> None:
+        history = self.history
+        history.append((event_id, kind, partition, offset, result, reservation_id))
+        if len(history) > HISTORY_LIMIT:
+            del history[0]
 
     def remember_finished(self, finished: FinishedReservation) -> None:
         entries = self.finished

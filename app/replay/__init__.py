@@ -4,7 +4,7 @@ verify two namespaces against each other, and publish a snapshot of a channel fo
 No Faust here: a consumer of our own reads the ledger, the pure engine applies it, a producer writes the outputs.
 """
 
-from app.replay.namespace import LIVE, NamespaceError, output_topics, snapshot_topic, suffix_for
+from app.replay.namespace import LIVE, NamespaceError, output_topics, suffix_for
 from app.replay.reading import ReadError
 from app.replay.replay import ReplayError, ReplayOptions, ReplaySummary, Replayer, parse_offsets, replay
 from app.replay.snapshot import LoadedSnapshot, SnapshotError, SnapshotSummary, load_snapshot, take_snapshot
@@ -13,5 +13,5 @@ from app.replay.verify import Difference, VerifyReport, verify
 __all__ = [
     "LIVE", "Difference", "LoadedSnapshot", "NamespaceError", "ReadError", "ReplayError", "ReplayOptions",
     "ReplaySummary", "Replayer", "SnapshotError", "SnapshotSummary", "VerifyReport", "load_snapshot",
-    "output_topics", "parse_offsets", "replay", "snapshot_topic", "suffix_for", "take_snapshot", "verify",
+    "output_topics", "parse_offsets", "replay", "suffix_for", "take_snapshot", "verify",
 ]

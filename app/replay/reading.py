@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from app.kafka_config import client_config
+
 if TYPE_CHECKING:
     from confluent_kafka import Message
+
+    from app.settings import Settings
 
 CONSUME_BATCH = 10_000
 PROBE_SECONDS = 2.0  # at most this long to look at the last batches (progress estimate only)
@@ -29,10 +33,10 @@ class ReadError(Exception):
     exists (`availability topics create`, or the replay that should have written it) and that the broker runs."""
 
 
-def consumer_for(bootstrap_servers: str) -> Consumer:
+def consumer_for(bootstrap_servers: str, settings: Settings | None = None) -> Consumer:
+    """A reading consumer; `settings` supply the client security options (none: a plaintext connection)."""
     # A group id is required by the client, but nothing joins or commits: partitions are assigned explicitly.
-    return Consumer({
-        "bootstrap.servers": bootstrap_servers,
+    options = {
         "group.id": f"availability-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -40,7 +44,10 @@ def consumer_for(bootstrap_servers: str) -> Consumer:
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 256 * 1024,
-    })
+    }
+    if settings is None:
+        return Consumer({"bootstrap.servers": bootstrap_servers, **options})
+    return Consumer(client_config(settings, bootstrap_servers, **options))
 
 
 def partition_count(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
@@ -64,11 +71,12 @@ class PartitionsReader:
     to the end, as batches of messages in per-partition offset order."""
 
     def __init__(self, bootstrap_servers: str, topic: str, starts: dict[int, int] | None = None,
-                 idle_seconds: float = 2.0, timeout: float = 10.0) -> None:
+                 idle_seconds: float = 2.0, timeout: float = 10.0, settings: Settings | None = None) -> None:
         self.topic = topic
+        self._settings = settings
         self.idle_seconds = idle_seconds
         self._bootstrap_servers = bootstrap_servers
-        self._consumer = consumer_for(bootstrap_servers)
+        self._consumer = consumer_for(bootstrap_servers, settings)
         try:
             count = partition_count(self._consumer, topic, timeout)
             if starts is None:
@@ -95,7 +103,7 @@ class PartitionsReader:
         if not probe:
             return
         # A consumer of its own, so nothing fetched here can reach the real pass.
-        consumer = consumer_for(self._bootstrap_servers)
+        consumer = consumer_for(self._bootstrap_servers, self._settings)
         try:
             consumer.assign(probe)
             waiting = {tp.partition for tp in probe}

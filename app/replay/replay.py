@@ -31,6 +31,7 @@ from app.engine import (
     event_from_record,
     reasons,
 )
+from app.kafka_config import client_config
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
 from app.serialization import AvroCodec, SerializationError
@@ -91,9 +92,9 @@ def parse_offsets(text: str) -> dict[int, int]:
     return offsets
 
 
-def output_producer(bootstrap_servers: str) -> Producer:
-    return Producer({
-        "bootstrap.servers": bootstrap_servers,
+def output_producer(bootstrap_servers: str, settings: Settings | None = None) -> Producer:
+    """The replay's producer; `settings` supply the client security options (none: a plaintext connection)."""
+    options = {
         # Kafka's default partitioner (murmur2 of the key), as the live service's producer uses: each key lands on
         # the same partition number as in the live topic.
         "partitioner": "murmur2_random",
@@ -107,7 +108,10 @@ def output_producer(bootstrap_servers: str) -> Producer:
         "max.in.flight.requests.per.connection": 1,
         "acks": "all",
         "delivery.report.only.error": True,  # a callback per failed record only: they are what we count
-    })
+    }
+    if settings is None:
+        return Producer({"bootstrap.servers": bootstrap_servers, **options})
+    return Producer(client_config(settings, bootstrap_servers, **options))
 
 
 class Replayer:
@@ -142,7 +146,7 @@ class Replayer:
             return dict(self.options.from_offsets)
         if self.options.from_time_ms is None:
             return None
-        consumer = consumer_for(self.bootstrap_servers)
+        consumer = consumer_for(self.bootstrap_servers, self.settings)
         try:
             count = partition_count(consumer, LEDGER.name)
             return offsets_at_time(consumer, LEDGER.name, count, self.options.from_time_ms)
@@ -157,12 +161,13 @@ class Replayer:
         create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
         started = time.monotonic()
-        producer = output_producer(self.bootstrap_servers)
+        producer = output_producer(self.bootstrap_servers, self.settings)
         starts = self._starts()
         if starts == {}:  # from a time after the last record: nothing to replay
             summary.seconds = time.monotonic() - started
             return summary
-        with PartitionsReader(self.bootstrap_servers, LEDGER.name, starts, self.options.idle_seconds) as reader:
+        with PartitionsReader(self.bootstrap_servers, LEDGER.name, starts, self.options.idle_seconds,
+                              settings=self.settings) as reader:
             # With a start time, each partition's records before it are skipped here too, up to the first at or
             # after it: some brokers answer a time lookup with an earlier offset.
             self._before_start = set(reader.starts) if self.options.from_time_ms is not None else set()

@@ -23,18 +23,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.replay.namespace import LIVE, create_namespace_topics, output_topics, snapshot_topic
+from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader
 from app.replay.replay import output_producer
 from app.serialization import AvroCodec
-from app.topics import availability_topic
+from app.topics import (
+    CHANNEL_OFFSET_HEADER,
+    SNAPSHOT_ID_HEADER,
+    SNAPSHOT_OF_HEADER,
+    availability_snapshot_topic,
+    availability_topic,
+)
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
-SNAPSHOT_OF_HEADER = "snapshot-of"
-SNAPSHOT_ID_HEADER = "snapshot-id"
-CHANNEL_OFFSET_HEADER = "channel-offset"
 
 
 class SnapshotError(Exception):
@@ -68,11 +71,11 @@ def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, name
     codec = codec or AvroCodec(settings)
     live = availability_topic(channel)
     source = output_topics(settings, namespace)[live.name]
-    target = snapshot_topic(channel)
+    target = availability_snapshot_topic(channel)
     serde = codec.serde(live)
     summary = SnapshotSummary(channel, source.name, target.name, f"{channel}-{int(time.time() * 1000)}")
     latest: dict[bytes, Latest] = {}
-    with PartitionsReader(bootstrap_servers, source.name, idle_seconds=idle_seconds) as reader:
+    with PartitionsReader(bootstrap_servers, source.name, idle_seconds=idle_seconds, settings=settings) as reader:
         for batch in reader.batches():
             for message in batch:
                 summary.records_read += 1
@@ -84,7 +87,7 @@ def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, name
                     latest[message.key()] = Latest(value["version"], message.partition(), value)
         summary.channel_offsets = dict(reader.positions)
     create_namespace_topics(settings, bootstrap_servers, [target])
-    producer = output_producer(bootstrap_servers)
+    producer = output_producer(bootstrap_servers, settings)
     errors: list[str] = []
 
     def on_delivery(error, message) -> None:
@@ -118,6 +121,7 @@ class LoadedSnapshot:
 
     values: dict[str, dict] = field(default_factory=dict)
     channel_offsets: dict[int, int] = field(default_factory=dict)
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (partition, offset) of its value
 
 
 def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str, idle_seconds: float = 2.0,
@@ -127,7 +131,8 @@ def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str, idle
     codec = codec or AvroCodec(settings)
     serde = codec.serde(availability_topic(channel))
     loaded = LoadedSnapshot()
-    with PartitionsReader(bootstrap_servers, snapshot_topic(channel).name, idle_seconds=idle_seconds) as reader:
+    with PartitionsReader(bootstrap_servers, availability_snapshot_topic(channel).name, idle_seconds=idle_seconds,
+                          settings=settings) as reader:
         for batch in reader.batches():
             for message in batch:
                 value = serde.decode(message.value()).value
@@ -135,6 +140,7 @@ def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str, idle
                 held = loaded.values.get(key)
                 if held is None or value["version"] > held["version"]:
                     loaded.values[key] = value
+                    loaded.positions[key] = (message.partition(), message.offset())
                 offset = _channel_offset(message.headers() or ())
                 if offset is not None:  # the newest snapshot covers the most: keep the furthest position
                     partition = message.partition()

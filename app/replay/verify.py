@@ -59,10 +59,10 @@ class VerifyReport:
 
 
 def read_namespace_topic(bootstrap_servers: str, topic_name: str, live_name: str, codec: AvroCodec,
-                         idle_seconds: float) -> dict[str, list[OutputRecord]]:
+                         idle_seconds: float, settings: Settings | None = None) -> dict[str, list[OutputRecord]]:
     """Key -> records of one topic, in offset order, each with its identity."""
     by_key: dict[str, list[OutputRecord]] = defaultdict(list)
-    with PartitionsReader(bootstrap_servers, topic_name, idle_seconds=idle_seconds) as reader:
+    with PartitionsReader(bootstrap_servers, topic_name, idle_seconds=idle_seconds, settings=settings) as reader:
         for batch in reader.batches():
             for message in batch:
                 headers = tuple(message.headers() or ())
@@ -169,8 +169,10 @@ def verify(settings: Settings, bootstrap_servers: str, namespace_a: str, namespa
     for live_name in topics or list(a_topics):
         if live_name not in a_topics:
             raise ValueError(f"{live_name} is not an output topic (choose from {', '.join(a_topics)})")
-        side_a = read_namespace_topic(bootstrap_servers, a_topics[live_name].name, live_name, codec, idle_seconds)
-        side_b = read_namespace_topic(bootstrap_servers, b_topics[live_name].name, live_name, codec, idle_seconds)
+        side_a = read_namespace_topic(bootstrap_servers, a_topics[live_name].name, live_name, codec, idle_seconds,
+                                      settings)
+        side_b = read_namespace_topic(bootstrap_servers, b_topics[live_name].name, live_name, codec, idle_seconds,
+                                      settings)
         report.records[live_name] = (sum(map(len, side_a.values())), sum(map(len, side_b.values())))
         compare_topic(codec, live_name, side_a, side_b, report)
     report.differences = report.differences[:limit]

@@ -11,6 +11,7 @@ modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -19,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
+from faust.sensors import Monitor
 
+from app.kafka_config import faust_broker_credentials
 from app.serialization import AvroCodec
+from app.service.decision_waiters import DecisionWaiters
 from app.settings import Settings
-from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, SOURCE_TOPICS, availability_topic
+from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, SOURCE_TOPICS, availability_topic, murmur2
 from tables import AvailabilityTables, declare_tables
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,29 @@ class PipelineObserver:
     def batch_applied(self, partition: int, events: int, ingest_times_ms: list[int], published_at_ms: int) -> None: ...
 
 
+class QuietMonitor(Monitor):
+    """Faust's Monitor keeps statistics per message, stream event, table access and send (timestamps, deques,
+    counters) that nothing here reads: the service's metrics come from PipelineObserver. Those per-record hooks
+    cost more than the rules themselves at peak rates, so they do nothing; commits, rebalances and assignment are
+    still recorded."""
+
+    def on_message_in(self, tp, offset, message) -> None: ...
+
+    def on_stream_event_in(self, tp, offset, stream, event) -> None: ...
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None: ...
+
+    def on_message_out(self, tp, offset, message) -> None: ...
+
+    def on_table_get(self, table, key) -> None: ...
+
+    def on_table_set(self, table, key, value) -> None: ...
+
+    def on_send_initiated(self, producer, topic, message, keysize, valsize) -> None: ...
+
+    def on_send_completed(self, producer, state, metadata) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceTopics:
     """Faust handles of the topics the agents read (raw bytes: the codec decodes, not Faust)."""
@@ -75,6 +102,8 @@ class AvailabilityService:
     tables: AvailabilityTables
     topics: ServiceTopics
     observer: PipelineObserver = field(default_factory=PipelineObserver)
+    # HTTP requests waiting for their reservation command's decision (app.service.decision_waiters)
+    decision_waiters: DecisionWaiters = field(default_factory=DecisionWaiters)
 
 
 def faust_datadir(settings: Settings) -> Path:
@@ -117,9 +146,17 @@ def build_service(
         # "beyond" it after a crash. That is not an inconsistency here: see app.service.availability.
         recovery_consistency_check=False,
         producer_linger=PRODUCER_LINGER_SECONDS,
+        Monitor=QuietMonitor,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        # Faust's /table/<table>/<key> would serve raw table values (every SKU's state) to anyone: off. Lookups
+        # (app.service.web) route with the partition assignor, not through it.
+        web_tables_enabled=False,
+        broker_credentials=faust_broker_credentials(settings),
+        # False: Faust creates no topic (changelogs, leader topic); `availability topics create` made them and the
+        # worker checked that they exist before starting (app.service.worker).
+        topic_allow_declare=settings.create_topics,
     )
     tables = declare_tables(app, settings)
     topics = ServiceTopics(
@@ -140,9 +177,11 @@ def build_service(
     # Imported here: the stage modules import this one for the types above.
     from app.service.availability import register_availability_agent
     from app.service.ingest import register_ingest_agents
+    from app.service.recovery_watchdog import register_recovery_watchdog
 
     register_ingest_agents(service)
     register_availability_agent(service)
+    register_recovery_watchdog(service)
     return service
 
 
@@ -151,15 +190,26 @@ def create_app(settings: Settings, bootstrap_servers: str | None = None) -> faus
 
 
 class BatchSender:
-    """Sends a batch's records without awaiting each one, then waits for all acknowledgements at once.
+    """Sends a micro-batch's records as Kafka record batches, one per topic partition, then awaits all their
+    acknowledgements at once.
 
-    `app.producer.send` returns as soon as the record is in the producer's buffer; awaiting per record would cost
-    a broker round trip per event. `acks()` raises the first send error, which crashes the agent before its batch
-    is acknowledged: the batch is then redelivered, never half lost."""
+    Faust's `producer.send` costs tens of microseconds of Python per record (signals, partitioner, one future per
+    record); the service sends several records per event, so per-record sends were its largest cost. Here records
+    are appended to aiokafka `BatchBuilder`s (one open per partition, submitted when full and at `acks()`), and
+    only the batch has a future. Order per partition is the order of `send` calls, as with per-record sends.
+    Keyed records go to Kafka's default partition (murmur2 of the key, as every Kafka client computes it), so
+    where records land does not change. Keyless records and transactional producers (exactly_once) take the
+    per-record path. `acks()` raises the first send error, which crashes the agent before its batch is
+    acknowledged: the batch is then redelivered, never half lost."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
+        guarantee = app.conf.processing_guarantee
+        self._transactional = str(getattr(guarantee, "value", guarantee)) == "exactly_once"
+        self._open: dict[tuple[str, int], object] = {}  # (topic, partition) -> BatchBuilder being filled
+        self._partition_counts: dict[str, int] = {}
         self._pending: list = []
+        self._records = 0
 
     async def send(
         self,
@@ -169,16 +219,53 @@ class BatchSender:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self._pending.append(await self._app.producer.send(topic, key, value, partition, None, headers))
+        self._records += 1
+        if self._transactional or (partition is None and key is None):
+            self._pending.append(await self._app.producer.send(topic, key, value, partition, None, headers))
+            return
+        if partition is None:
+            partition = await self._default_partition(topic, key)
+        where = (topic, partition)
+        batch = self._open.get(where)
+        if batch is None:
+            batch = self._open[where] = self._aiokafka_producer().create_batch()
+        if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+            await self._submit(where, batch)  # full: send it, start the next one
+            batch = self._open[where] = self._aiokafka_producer().create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+                raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records sent since the last `acks()`."""
+        return self._records
 
     async def acks(self) -> None:
-        pending, self._pending = self._pending, []
+        for where, batch in list(self._open.items()):
+            await self._submit(where, batch)
+        self._open.clear()
+        pending, self._pending, self._records = self._pending, [], 0
         if pending:
             await asyncio.gather(*pending)
+
+    async def _submit(self, where: tuple[str, int], batch) -> None:
+        topic, partition = where
+        self._pending.append(await self._aiokafka_producer().send_batch(batch, topic, partition=partition))
+
+    async def _default_partition(self, topic: str, key: bytes) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(await self._aiokafka_producer().partitions_for(topic))
+        return default_partition(key, count)
+
+    def _aiokafka_producer(self):
+        return self._app.producer._ensure_producer()
+
+
+@functools.lru_cache(maxsize=200_000)
+def default_partition(key: bytes, partition_count: int) -> int:
+    """Kafka's default partitioner for a keyed record (cached: hot SKUs repeat, murmur2 is pure Python)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partition_count
 
 
 def batch_positions(events: list) -> str:

@@ -39,7 +39,7 @@ from app.engine import (
     reasons,
 )
 from app.serialization import SerializationError
-from app.service.ingest import dead_letter_headers
+from app.service.ingest import dead_letter_headers, fit_dead_letter
 from app.service.store import BatchStateStore
 from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
 
@@ -76,6 +76,9 @@ class LedgerBatchProcessor:
         self._channels = frozenset(service.settings.channels)
         self._observer = service.observer
         self._sender = BatchSender(service.app)
+        self._rejections: list[tuple[str, int, int]] = []  # (reason, ledger partition, offset) of this batch
+        self._waiters = service.decision_waiters  # HTTP requests waiting for their command's decision
+        self._decided: list[ReservationDecision] = []
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -93,8 +96,13 @@ class LedgerBatchProcessor:
                 stores.append((partition_events[-1], store))
             await self._sender.acks()  # every record is on the broker before any state changes
             await self._write_back(stores)
+            if self._decided:  # decided, published and stored: answer the HTTP requests waiting for them
+                self._waiters.resolve(self._decided)
         finally:
             _current_event.set(previous)
+            self._decided.clear()
+        if self._rejections:
+            self._log_rejections()
         published_at = int(time.time() * 1000)
         for partition, partition_events in by_partition.items():
             self._observer.batch_applied(partition, len(partition_events), ingest_times[partition], published_at)
@@ -105,6 +113,7 @@ class LedgerBatchProcessor:
         engine = PartitionEngine(partition, store, self._channels)
         send = self._sender.send
         ingest_times: list[int] = []
+        published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
         for event in events:
             message = event.message
             try:
@@ -122,19 +131,37 @@ class LedgerBatchProcessor:
                 if kind is ChannelAvailability:
                     topic, serde = self._availability_serdes[output.channel]
                     await send(topic, output.key.encode(), serde.encode(output.to_record()))
-                    self._observer.published(topic)
+                    published[topic] = published.get(topic, 0) + 1
                 elif kind is ReservationDecision:
                     await send(RESERVATION_DECISIONS.name, output.key.encode(), self._decisions.encode(output.to_record()))
                     self._observer.reservation_decided(output.channel, output.outcome.value)
+                    if self._waiters:
+                        self._decided.append(output)
                 elif kind is Rejection:
                     self._observer.rejected(output.reason)
-                    await self._dead_letter(message, output.reason, output.detail)
+                    self._rejections.append((output.reason, message.partition, message.offset))
+                    await self._dead_letter(message, output.reason, output.detail, log=logger.debug)
+        for topic, count in published.items():
+            self._observer.published(topic, count)
         return ingest_times
 
-    async def _dead_letter(self, message, reason: str, error: str) -> None:
-        logger.warning("dead-lettered %s[%s]@%s: %s: %s", LEDGER.name, message.partition, message.offset, reason, error)
+    def _log_rejections(self) -> None:
+        """One line per batch: rejections are business outcomes (a sale beyond stock, an unknown reservation),
+        many at peak; each one's reason and detail is in its dead letter, and in the DEBUG log."""
+        counts: dict[str, int] = {}
+        for reason, _, _ in self._rejections:
+            counts[reason] = counts.get(reason, 0) + 1
+        reason, partition, offset = self._rejections[0]
+        logger.info("dead-lettered %d rejected ledger entries (%s); first: %s[%d]@%d %s", len(self._rejections),
+                    ", ".join(f"{name} x{count}" for name, count in sorted(counts.items())), LEDGER.name,
+                    partition, offset, reason)
+        self._rejections.clear()
+
+    async def _dead_letter(self, message, reason: str, error: str, log=logger.warning) -> None:
+        log("dead-lettered %s[%s]@%s: %s: %s", LEDGER.name, message.partition, message.offset, reason, error)
         headers = dead_letter_headers(reason, error, LEDGER.name, message.partition, message.offset, message.headers)
-        await self._sender.send(DEAD_LETTERS.name, message.key, message.value, None, headers)
+        key, value, headers = fit_dead_letter(message.key, message.value, headers)
+        await self._sender.send(DEAD_LETTERS.name, key, value, None, headers)
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 
     async def _write_back(self, stores: list) -> None:

@@ -30,6 +30,7 @@ from app.topics import (
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
     DEAD_LETTER_SOURCE_PARTITION_HEADER,
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
+    DEAD_LETTER_TRUNCATED_HEADER,
     DEAD_LETTERS,
     LEDGER,
     LEDGER_BROADCAST_KEY,
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MOVEMENT_INDEX_HEADER = "movement-index"  # which movement of a StockMovementBatch a dead letter is about
+
+# A dead letter must fit in one Kafka record (the producer refuses requests above ~1 MB, and a refused send would
+# end the worker on every retry of the batch: a poison pill). Values and keys above these sizes are cut, and the
+# original headers are kept only up to a total size.
+DEAD_LETTER_MAX_VALUE_BYTES = 256 * 1024
+DEAD_LETTER_MAX_KEY_BYTES = 1024
+DEAD_LETTER_MAX_ORIGINAL_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,14 @@ def dead_letter_headers(
     reason: str, error: str, topic: str, partition: int, offset: int, original: list | tuple | None = None
 ) -> list[tuple[str, bytes]]:
     """The original record's headers followed by the dead-letter headers (reason, error, source position)."""
-    headers = [(name, value) for name, value in (original or ()) if name not in _DEAD_LETTER_HEADER_NAMES]
+    headers, kept_bytes = [], 0
+    for name, value in original or ():
+        if name in _DEAD_LETTER_HEADER_NAMES:
+            continue
+        kept_bytes += len(name) + len(value or b"")
+        if kept_bytes > DEAD_LETTER_MAX_ORIGINAL_HEADER_BYTES:
+            break
+        headers.append((name, value))
     headers += [
         (DEAD_LETTER_REASON_HEADER, reason.encode()),
         (DEAD_LETTER_ERROR_HEADER, error.encode("utf-8", "replace")),
@@ -81,8 +96,20 @@ def dead_letter_headers(
     return headers
 
 
+def fit_dead_letter(key: bytes | None, value: bytes | None, headers: list) -> tuple[bytes | None, bytes | None, list]:
+    """The key, value and headers of a dead letter, cut to fit one Kafka record. A cut value keeps its first
+    DEAD_LETTER_MAX_VALUE_BYTES and gets the `value-truncated-from` header (the original size)."""
+    if key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES:
+        key = key[:DEAD_LETTER_MAX_KEY_BYTES]
+    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+        headers = [*headers, (DEAD_LETTER_TRUNCATED_HEADER, str(len(value)).encode())]
+        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
+    return key, value, headers
+
+
 _DEAD_LETTER_HEADER_NAMES = frozenset(
     {
+        DEAD_LETTER_TRUNCATED_HEADER,
         DEAD_LETTER_REASON_HEADER,
         DEAD_LETTER_ERROR_HEADER,
         DEAD_LETTER_SOURCE_TOPIC_HEADER,
@@ -95,10 +122,11 @@ _DEAD_LETTER_HEADER_NAMES = frozenset(
 class LedgerWriter:
     """Turns source records into ledger records. Pure apart from the codec: no Faust, no I/O."""
 
-    def __init__(self, codec: AvroCodec, partition_count: int) -> None:
+    def __init__(self, codec: AvroCodec, partition_count: int, max_record_bytes: int | None = None) -> None:
         self._codec = codec
         self._ledger = codec.serde(LEDGER)
         self._partition_count = partition_count
+        self._max_record_bytes = max_record_bytes
 
     def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
         record_name, record = event_to_record(event)
@@ -121,6 +149,13 @@ class LedgerWriter:
         result = IngestResult()
         if value is None:
             result.dead_letters.append(DeadLetter(reasons.UNDECODABLE_RECORD, "record has no value"))
+            return result
+        if self._max_record_bytes is not None and len(value) > self._max_record_bytes:
+            result.dead_letters.append(DeadLetter(
+                reasons.RECORD_TOO_LARGE,
+                f"{len(value)} bytes, above AVAILABILITY_MAX_SOURCE_RECORD_BYTES={self._max_record_bytes}; "
+                "split it (e.g. a StockMovementBatch into several)",
+            ))
             return result
         try:
             decoded = self._codec.decode(topic, value)
@@ -166,7 +201,7 @@ def register_ingest_agents(service: AvailabilityService) -> None:
     from app.service.app import BatchSender, end_worker_on_unexpected_error
 
     app, settings, observer = service.app, service.settings, service.observer
-    writer = LedgerWriter(service.codec, settings.partitions)
+    writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
 
     def make_agent(source_topic: str):
         async def ingest_batch(events: list, sender: BatchSender) -> None:
@@ -189,7 +224,8 @@ def register_ingest_agents(service: AvailabilityService) -> None:
                     )
                     if dead.movement_index is not None:
                         headers.append((MOVEMENT_INDEX_HEADER, str(dead.movement_index).encode()))
-                    await sender.send(DEAD_LETTERS.name, message.key, message.value, None, headers)
+                    dead_key, dead_value, headers = fit_dead_letter(message.key, message.value, headers)
+                    await sender.send(DEAD_LETTERS.name, dead_key, dead_value, None, headers)
                     observer.dead_lettered("ingest", source_topic, dead.reason)
             await sender.acks()
 

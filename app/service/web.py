@@ -1,15 +1,21 @@
 """The worker's HTTP API: availability lookups from the tables, liveness, readiness and Prometheus metrics.
 
     GET /availability/{sku}[?channel=<channel>][&location=<location>]
-    GET /health      GET /ready      GET /metrics
+    GET /availability/{sku}/explain[?channel=<channel>][&location=<location>]
+    POST /reservations      DELETE /reservations/{reservation_id}?sku=&channel=   (app.service.reservation_api)
+    GET /health      GET /ready      GET /metrics      GET /openapi.json           (app.service.openapi)
 
 A lookup is answered by the worker that owns the SKU's `sku-state` partition (Faust `table_route` forwards the
 request there), from the table value the availability stage last wrote: it shows what was last published per
 channel key, and each location's stock. While that partition is being restored, or during a rebalance, the answer
 is 503 with `Retry-After`, never a stale or empty value. docs/OPERATIONS.md documents the responses.
 
-The JSON and the validation are pure functions (`parse_lookup`, `availability_document`, `readiness_of`), tested
-without a broker; `register_web(service)` only binds them to Faust views.
+An explanation (`/explain`) is answered the same way, by app.engine.explain over the SKU's state and its
+partition's policy history. Every route but /health and /ready sits behind the optional bearer token and the
+request size limit (app.service.http_security). docs/HTTP_API.md documents the whole API.
+
+The JSON and the validation are pure functions (`parse_lookup`, `parse_explain`, `availability_document`,
+`readiness_of`), tested without a broker; `register_web(service)` only binds them to Faust views.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from app.engine import SkuState, decode_sku_state
+from app.engine import SkuState, decode_partition_state, decode_sku_state
 from app.engine.codec import StateDecodeError
+from app.engine.explain import explain_sku
 from app.topics import IDENTIFIER_PATTERN, availability_key, ledger_partition
+from tables.state import partition_state_key
 
 if TYPE_CHECKING:
     from app.service.app import AvailabilityService
@@ -60,6 +68,16 @@ def parse_lookup(sku: str, parameters: Mapping[str, str], channels: Sequence[str
     if location is not None and not IDENTIFIER_PATTERN.fullmatch(location):
         raise InvalidLookup(f"location {location!r} is not an identifier ({IDENTIFIER_PATTERN.pattern})")
     return LookupQuery(sku, channel, location)
+
+
+def parse_explain(sku: str, pairs, channels: Sequence[str]) -> LookupQuery:
+    """An explanation request: as a lookup, and a query parameter given twice is an error too."""
+    parameters: dict[str, str] = {}
+    for name, value in pairs:
+        if name in parameters:
+            raise InvalidLookup(f"query parameter {name!r} given more than once")
+        parameters[name] = value
+    return parse_lookup(sku, parameters, channels)
 
 
 def availability_document(
@@ -149,17 +167,33 @@ def partition_unavailable_reason(app, changelog_topic: str, partition: int) -> s
     return None if readiness.ready else f"partition {partition}: {readiness.reason}"
 
 
-def _unavailable(view: View, reason: str) -> Response:
+def unavailable(view: View, reason: str) -> Response:
+    """503 with Retry-After: the answer exists, but not here and now (restore, rebalance, owner unreachable)."""
     return view.json({"error": reason}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+_unavailable = unavailable
+
+
 def register_web(service: AvailabilityService) -> None:
-    """Add the lookup, health, readiness and metrics views to `service.app`. Idempotent."""
+    """Add every view of the API (lookup, explanation, reservations, health, readiness, metrics, OpenAPI) and the
+    security middleware to `service.app`. Idempotent."""
     app = service.app
     if getattr(app, "availability_web_registered", False):
         return
     app.availability_web_registered = True
+    from app.service.http_security import is_loopback, security_middleware
+    from app.service.openapi import openapi_document
+    from app.service.reservation_api import register_reservation_views
+
+    settings = service.settings
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    app.web.web_app.middlewares.append(security_middleware(token, settings.max_request_body_bytes))
+    if token is None and not is_loopback(settings.web_host):
+        logger.warning("the HTTP API listens on %s without AVAILABILITY_API_TOKEN: anyone who can reach it can "
+                       "read availability and reserve stock", settings.web_host)
     sku_table = service.tables.sku_state
+    partition_table = service.tables.partition_state
     changelog_topic = sku_table.changelog_topic.get_topic_name()
     channels = tuple(service.settings.channels)
     partitions = service.settings.partitions
@@ -191,6 +225,49 @@ def register_web(service: AvailabilityService) -> None:
         return view.json(document)
 
     answer_from_owner = app.table_route(table=sku_table, match_info="sku")(answer_locally)
+
+    async def explain_locally(view: View, request: Request, *, sku: str, query: LookupQuery) -> Response:
+        try:
+            partition = ledger_partition(query.sku, partitions)
+            reason = partition_unavailable_reason(app, changelog_topic, partition)
+            if reason is not None:
+                return _unavailable(view, reason)
+            value = sku_table.get(query.sku.encode())
+            if value is None:
+                return view.json({"error": f"unknown sku {query.sku!r}"}, status=404)
+            partition_value = partition_table.get(partition_state_key(partition))
+            state = decode_sku_state(value)
+            partition_state = None if partition_value is None else decode_partition_state(partition_value)
+            document = explain_sku(state, partition_state, channel=query.channel, location=query.location)
+        except Exception:
+            logger.exception("explanation of %r failed on its owner", query.sku)
+            return view.json({"error": "internal error"}, status=500)
+        if document is None:
+            return view.json({"error": f"sku {query.sku!r} has no stock position at {query.location!r}"}, status=404)
+        document["ledger_partition"] = partition
+        return view.json(document)
+
+    explain_from_owner = app.table_route(table=sku_table, match_info="sku")(explain_locally)
+
+    @app.page("/availability/{sku}/explain", name="availability_explain")
+    class AvailabilityExplain(View):
+        async def get(self, request: Request, sku: str) -> Response:
+            try:
+                query = parse_explain(sku, request.query.items(), channels)
+            except InvalidLookup as error:
+                return self.json({"error": str(error)}, status=400)
+            try:
+                return await explain_from_owner(self, request, sku=sku, query=query)
+            except Exception as error:  # noqa: BLE001 - routing only, as for lookups
+                logger.warning("explanation of %r could not reach the owner: %s: %s", sku, type(error).__name__, error)
+                return _unavailable(self, f"the worker owning {sku!r} is not known or not reachable yet")
+
+    @app.page("/openapi.json", name="openapi")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(openapi_document())
+
+    register_reservation_views(service)
 
     @app.page("/availability/{sku}", name="availability_lookup")
     class AvailabilityLookup(View):

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.admin import topic_config, wait_for_topics
 from app.connectors import Backoff, ChannelConnector, WebhookSink
+from app.replay import take_snapshot
 from app.serialization import AvroCodec
 from app.settings import Settings
 from app.topics import availability_topic
@@ -164,3 +165,48 @@ def test_restart_resumes_from_committed_offsets(channel_settings: Settings, boot
     assert_in_order_once(acknowledged + second_sink.accepted_versions())
     if not keep_view_file:
         assert second.stats.rebuilt >= 1
+
+
+def test_new_connector_bootstraps_from_a_snapshot_without_reading_history(
+    channel_settings: Settings, bootstrap_servers: str
+) -> None:
+    channel = channel_settings.channels[0]
+    keys = [f"sku-{n}" for n in range(6)]
+    publisher = AvailabilityPublisher(channel_settings, bootstrap_servers)
+    publisher.publish([(key, version) for version in (1, 2, 3) for key in keys])
+    summary = take_snapshot(channel_settings, bootstrap_servers, channel, idle_seconds=0.5)
+    assert summary.keys == len(keys)
+    publisher.publish([(key, 4) for key in keys[:3]])  # live changes after the snapshot
+
+    sink = ScriptedSink()
+    connector = connector_for(channel_settings, sink, f"group-{uuid.uuid4().hex[:8]}", bootstrap_from_snapshot=True)
+    expected = {(key, 3) for key in keys} | {(key, 4) for key in keys[:3]}
+    with running(connector):
+        wait_until(lambda: set(sink.accepted_versions()) >= expected, "the snapshot and the later changes")
+    delivered = sink.accepted_versions()
+    assert set(delivered) == expected, "history before the snapshot was read, or a change is missing"
+    assert_in_order_once(delivered)
+    snapshot_values = [change for change in sink.accepted if change.snapshot]
+    assert {(c.key, c.version) for c in snapshot_values} == {(key, 3) for key in keys}
+    assert all(c.topic == f"availability.{channel}.snapshot" for c in snapshot_values)
+    assert connector.stats.snapshots_applied == len(keys) and connector.stats.version_gaps == 0
+
+
+def test_connector_with_committed_offsets_ignores_the_snapshot(channel_settings: Settings, bootstrap_servers: str) -> None:
+    channel = channel_settings.channels[0]
+    keys = [f"sku-{n}" for n in range(4)]
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    publisher = AvailabilityPublisher(channel_settings, bootstrap_servers)
+    publisher.publish([(key, 1) for key in keys])
+    first_sink = ScriptedSink()
+    with running(connector_for(channel_settings, first_sink, group, bootstrap_from_snapshot=True)):
+        wait_until(lambda: len(first_sink.accepted) == len(keys), "the first run to deliver v1")
+    assert not any(change.snapshot for change in first_sink.accepted)  # no snapshot existed: history was read
+
+    publisher.publish([(key, 2) for key in keys])
+    take_snapshot(channel_settings, bootstrap_servers, channel, idle_seconds=0.5)
+    second_sink = ScriptedSink()
+    second = connector_for(channel_settings, second_sink, group, bootstrap_from_snapshot=True)
+    with running(second):
+        wait_until(lambda: set(second_sink.accepted_versions()) >= {(key, 2) for key in keys}, "v2 of every key")
+    assert not any(change.snapshot for change in second_sink.accepted), "committed offsets must win over a snapshot"

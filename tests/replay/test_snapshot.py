@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from app.replay import load_snapshot, take_snapshot
-from app.replay.namespace import output_topics, snapshot_topic
-from app.replay.snapshot import CHANNEL_OFFSET_HEADER, SNAPSHOT_OF_HEADER
+from app.replay.namespace import output_topics
 from app.serialization import AvroCodec
-from app.topics import availability_topic
+from app.topics import CHANNEL_OFFSET_HEADER, SNAPSHOT_OF_HEADER, availability_snapshot_topic, availability_topic
 from tests.service.harness import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -33,7 +32,7 @@ def test_snapshot_publishes_every_key_once_with_latest_versions(replayed, bootst
     assert summary.keys == len(latest)
     assert summary.records_read == len(source_records)
 
-    published = read_topic(bootstrap_servers, snapshot_topic(channel).name, settings.partitions, idle_seconds=0.5)
+    published = read_topic(bootstrap_servers, availability_snapshot_topic(channel).name, settings.partitions, idle_seconds=0.5)
     assert sorted(record.key for record in published) == sorted(latest)  # every key, exactly once
     for record in published:
         value = codec.decode(live, record.value).value

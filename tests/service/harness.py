@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import SecretStr
 
 from app.broker import free_loopback_port
 from app.serialization import AvroCodec
@@ -39,6 +40,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, (tuple, list)):
             value = json.dumps(list(value))
+        elif isinstance(value, SecretStr):
+            value = value.get_secret_value()  # str() of a SecretStr is '**********'
         environment[f"AVAILABILITY_{name.upper()}"] = str(value)
     environment["PYTHONUNBUFFERED"] = "1"
     return environment
