@@ -41,7 +41,7 @@ from app.engine.codec import StateDecodeError
 from app.topics import IDENTIFIER_PATTERN, RESERVATION_COMMANDS, RESERVATION_DECISIONS, ledger_partition
 
 if TYPE_CHECKING:
-    from faust.web import Request, Response, View
+    from faust.web import Request, Response
 
     from app.service.app import AvailabilityService
 

@@ -14,7 +14,6 @@ from app.engine import (
     ClockTick,
     EncodingStore,
     LocationType,
-    MemoryStore,
     MovementType,
     PolicyChange,
     ReservationAction,

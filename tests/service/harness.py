@@ -48,10 +48,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """`python -m app.service.worker` for `settings`, with its output in `<data_dir>/worker.log`."""
+    """`python -m app.service.worker` for `settings`, with its output in `<data_dir>/worker.log`; or, with
+    `program`, `python -c program` (a worker built differently, e.g. with a stage removed)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, program: str | None = None) -> None:
         self.settings = settings
+        self.arguments = ["-m", "app.service.worker"] if program is None else ["-c", program]
         self.log_path = Path(settings.data_dir) / "worker.log"
         self.process: subprocess.Popen | None = None
         self._log_offset = 0
@@ -62,7 +64,7 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed when we drop it below
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.service.worker"],
+                [sys.executable, *self.arguments],
                 cwd=REPO_ROOT,
                 env=settings_environment(self.settings),
                 stdin=subprocess.DEVNULL,

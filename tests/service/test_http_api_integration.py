@@ -4,8 +4,6 @@ stage is stopped that is decided exactly once later, and schemathesis against th
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -17,11 +15,9 @@ from app.service.openapi import openapi_document
 from app.topics import POLICY_CHANGES, RESERVATION_DECISIONS, STORE_TRANSACTIONS
 from tests.engine.factories import channel, policy, receipt
 from tests.service.harness import (
-    REPO_ROOT,
     WORKER_READY,
     WorkerProcess,
     read_topic,
-    settings_environment,
     wait_for_ledger_entries,
 )
 
@@ -162,15 +158,8 @@ sys.exit(main())
 
 
 class WorkerWithoutCommandIngest(WorkerProcess):
-    def start(self) -> WorkerWithoutCommandIngest:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_WITHOUT_COMMAND_INGEST], cwd=REPO_ROOT,
-                env=settings_environment(self.settings), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
+    def __init__(self, settings) -> None:
+        super().__init__(settings, program=WORKER_WITHOUT_COMMAND_INGEST)
 
 
 @pytest.mark.integration

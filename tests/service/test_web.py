@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -31,11 +29,9 @@ from app.service.web import (
 from app.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic, ledger_partition
 from tests.engine.factories import Ledger, availability, channel, policy, receipt, sale
 from tests.service.harness import (
-    REPO_ROOT,
     WORKER_READY,
     WorkerProcess,
     read_topic,
-    settings_environment,
     wait_for_ledger_entries,
 )
 
@@ -285,14 +281,8 @@ sys.exit(main())
 
 
 class WorkerWithWeb(WorkerProcess):
-    def start(self) -> WorkerWithWeb:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_WITH_WEB], cwd=REPO_ROOT, env=settings_environment(self.settings),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
-        return self
+    def __init__(self, settings) -> None:
+        super().__init__(settings, program=WORKER_WITH_WEB)
 
 
 @pytest.fixture
