@@ -16,7 +16,7 @@ test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -ra $(PYTEST_ARGS)
 
 # The fault-injection suite (worker kills, broker pauses, zombies, poison input, a million-event backlog...), about
-# 20 minutes; figures go to benchmarks/results/chaos.json, see docs/RELIABILITY.md.
+# 25-30 minutes; figures go to benchmarks/results/chaos.json, see docs/RELIABILITY.md.
 chaos: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -ra -m 'chaos or integration' tests/chaos $(PYTEST_ARGS)
 

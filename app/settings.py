@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     tick_interval_seconds: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=1000, ge=1)
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=60_000,
+        description="Longest a worker's fetch waits for data (Faust hard-codes 1500; see app.service.transport).",
+    )
     standby_replicas: int = Field(default=0, ge=0)
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     topic_retention_ms: int = Field(default=SEVEN_DAYS_MS, description="retention.ms of delete topics; -1: forever.")

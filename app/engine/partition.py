@@ -37,12 +37,16 @@ class PartitionEngine:
     """The availability rules for one ledger partition. Deterministic: the same entries from the same state give
     the same outputs and the same state. Never raises on input; a store that raises propagates its error."""
 
-    def __init__(self, partition: int, store: StateStore, channels_with_topics: frozenset[str]) -> None:
+    def __init__(self, partition: int, store: StateStore, channels_with_topics: frozenset[str],
+                 compiled_policies: dict[int, Policy] | None = None) -> None:
+        """`compiled_policies`: effective offset -> compiled Policy, kept by a caller that makes an engine per
+        micro-batch, so a policy is compiled once and not per batch. Compiled policies are immutable, and each use
+        checks that the history still holds the same change at that offset."""
         self.partition = partition
         self.store = store
         self.channels_with_topics = frozenset(channels_with_topics)
         self.state: PartitionState = store.get_partition_state() or PartitionState(partition)
-        self._compiled: dict[int, Policy] = {}
+        self._compiled: dict[int, Policy] = {} if compiled_policies is None else compiled_policies
         self._latest: Policy | None = None  # the compiled latest policy, checked against the history on each use
 
     # ------------------------------------------------------------------------------------------------ policies
@@ -74,7 +78,8 @@ class PartitionEngine:
             policy = self._compiled[effective_offset] = Policy(change, effective_offset)
             if len(self._compiled) > 2 * len(self.state.policies) + 4:
                 live = {offset for offset, _ in self.state.policies}
-                self._compiled = {key: value for key, value in self._compiled.items() if key in live}
+                for key in [key for key in self._compiled if key not in live]:
+                    del self._compiled[key]  # in place: the dict may be the caller's cache
         return policy
 
     @staticmethod

@@ -25,6 +25,8 @@ from faust.sensors import Monitor
 from app.kafka_config import faust_broker_credentials
 from app.serialization import AvroCodec
 from app.service.decision_waiters import DecisionWaiters
+from app.service.freeze_guard import check_not_frozen
+from app.service.transport import WorkerApp
 from app.settings import Settings
 from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, SOURCE_TOPICS, availability_topic, murmur2
 from tables import AvailabilityTables, declare_tables
@@ -127,7 +129,7 @@ def build_service(
     servers = bootstrap_servers or settings.kafka_bootstrap_servers
     if servers is None:
         raise ValueError("no bootstrap servers: start the embedded broker first (app.broker.bootstrap_servers_for)")
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in servers.split(",")],
         store="rocksdb://",
@@ -147,6 +149,7 @@ def build_service(
         recovery_consistency_check=False,
         producer_linger=PRODUCER_LINGER_SECONDS,
         Monitor=QuietMonitor,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
@@ -241,6 +244,7 @@ class BatchSender:
         return self._records
 
     async def acks(self) -> None:
+        check_not_frozen()  # a worker frozen past its session submits nothing more (app.service.freeze_guard)
         for where, batch in list(self._open.items()):
             await self._submit(where, batch)
         self._open.clear()

@@ -39,6 +39,7 @@ from app.engine import (
     reasons,
 )
 from app.serialization import SerializationError
+from app.service.freeze_guard import check_not_frozen
 from app.service.ingest import dead_letter_headers, fit_dead_letter
 from app.service.store import BatchStateStore
 from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
@@ -77,6 +78,7 @@ class LedgerBatchProcessor:
         self._observer = service.observer
         self._sender = BatchSender(service.app)
         self._rejections: list[tuple[str, int, int]] = []  # (reason, ledger partition, offset) of this batch
+        self._compiled_policies: dict[int, dict] = {}  # ledger partition -> PartitionEngine's compiled policies
         self._waiters = service.decision_waiters  # HTTP requests waiting for their command's decision
         self._decided: list[ReservationDecision] = []
 
@@ -110,7 +112,7 @@ class LedgerBatchProcessor:
     async def _apply(self, partition: int, events: list, store: BatchStateStore) -> list[int]:
         """Apply a partition's events; returns the ingest times of its source events (clock ticks excluded), for
         the end-to-end latency metric."""
-        engine = PartitionEngine(partition, store, self._channels)
+        engine = PartitionEngine(partition, store, self._channels, self._compiled_policies.setdefault(partition, {}))
         send = self._sender.send
         ingest_times: list[int] = []
         published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
@@ -165,6 +167,7 @@ class LedgerBatchProcessor:
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 
     async def _write_back(self, stores: list) -> None:
+        check_not_frozen()  # never write table values (changelog records) after being frozen out of the group
         trailers = []
         for current, store in stores:
             writes = store.dirty_writes()
@@ -181,6 +184,7 @@ class LedgerBatchProcessor:
         if not trailers:
             return
         await self._app.producer.flush()
+        check_not_frozen()
         for current, writes in trailers:
             make_current(current)
             for table, key, value in writes:

@@ -7,12 +7,12 @@ transactions, #47), stream buffers full during recovery (#74), a fetcher that ne
 that stopped answering. Faust then logs "Still fetching changelog topics for recovery" or "No event received for
 active tp" warnings forever while `/ready` stays 503 and nothing is processed.
 
-The watchdog samples the restore positions every few seconds. If recovery is in progress and no active changelog
+The watchdog samples the restore positions every second or so, from the moment the app starts. If recovery is in progress and no active changelog
 partition moved for `recovery_stall_timeout_seconds`, it logs one CRITICAL message for the operator (which
 partitions, where they stopped, what to check) and ends the process with EXIT_RECOVERY_STALLED, so the supervisor
 restarts it and the restore starts over from a fresh rebalance, instead of a worker that hangs silently.
 
-`RecoveryStallDetector` is the rule, plain Python and unit-tested; `register_recovery_watchdog` wires it to Faust.
+`RecoveryStallDetector` is the rule, plain Python and unit-tested; `RecoveryWatchdog` runs it inside the app.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from mode import Service
 
 if TYPE_CHECKING:
     from app.service.app import AvailabilityService
@@ -118,14 +120,34 @@ def sample_interval(timeout_seconds: float) -> float:
     return max(0.2, min(1.0, timeout_seconds / 5))
 
 
-def register_recovery_watchdog(service: AvailabilityService) -> RecoveryStallDetector:
-    detector = RecoveryStallDetector(service.settings.recovery_stall_timeout_seconds)
-    app = service.app
+class RecoveryWatchdog(Service):
+    """Samples the app's restore every `sample_interval` seconds from the moment the app starts.
 
-    async def watch_table_recovery() -> None:
-        stall = detector.observe(time.monotonic(), read_restore_progress(app))
-        if stall is not None:
-            end_worker_for_stalled_restore(stall)
+    A mode Service added as a dependency of the app, not an `@app.timer`: Faust starts app timers and tasks only
+    after the FIRST table recovery has completed, which is exactly the wait that must not hang silently."""
 
-    app.timer(sample_interval(detector.timeout_seconds), name="watch_table_recovery")(watch_table_recovery)
-    return detector
+    def __init__(self, app, detector: RecoveryStallDetector, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.detector = detector
+        self.interval = sample_interval(detector.timeout_seconds)
+
+    @Service.task
+    async def _watch_table_recovery(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self.interval)
+            try:
+                progress = read_restore_progress(self.app)
+            except AttributeError:  # the table manager is not set up yet
+                continue
+            stall = self.detector.observe(time.monotonic(), progress)
+            if stall is not None:
+                end_worker_for_stalled_restore(stall)
+
+
+def register_recovery_watchdog(service: AvailabilityService) -> RecoveryWatchdog:
+    watchdog = RecoveryWatchdog(
+        service.app, RecoveryStallDetector(service.settings.recovery_stall_timeout_seconds)
+    )
+    service.app.add_dependency(watchdog)  # started and stopped with the app, before its first recovery
+    return watchdog

@@ -31,6 +31,17 @@ logger = logging.getLogger(__name__)
 EXIT_CONFIGURATION_ERROR = 78
 
 
+def _freeze_bound() -> float:
+    from app.service.app import BROKER_HEARTBEAT_INTERVAL_SECONDS, BROKER_SESSION_TIMEOUT_SECONDS
+
+    # Frozen longer than this, the worker may already be evicted (its last heartbeat can precede the freeze by one
+    # interval): see app.service.freeze_guard.
+    return BROKER_SESSION_TIMEOUT_SECONDS - BROKER_HEARTBEAT_INTERVAL_SECONDS - 0.5
+
+
+FREEZE_BOUND_SECONDS = _freeze_bound()
+
+
 def _new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -56,6 +67,7 @@ def prepare_broker(settings: Settings, bootstrap_servers: str) -> None:
 def run_worker(settings: Settings) -> int:
     """Run a worker until it is told to stop; returns the exit status."""
     from app.service.app import build_service, faust_datadir
+    from app.service.freeze_guard import start_process_freeze_guard
     from app.service.metrics import ServiceMetrics
     from app.service.web import register_web
 
@@ -70,6 +82,7 @@ def run_worker(settings: Settings) -> int:
             return EXIT_CONFIGURATION_ERROR
         faust_datadir(settings).mkdir(parents=True, exist_ok=True)
         service = build_service(settings, bootstrap_servers, observer=ServiceMetrics())
+        start_process_freeze_guard(FREEZE_BOUND_SECONDS)
         register_web(service)
         worker = faust.Worker(service.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True)
         logger.info("worker %s starting on %s (data dir %s)", settings.app_id, bootstrap_servers, settings.data_dir)

@@ -11,6 +11,7 @@ from app.service import recovery_watchdog
 from app.service.recovery_watchdog import (
     EXIT_RECOVERY_STALLED,
     RecoveryStallDetector,
+    RecoveryWatchdog,
     RestoreProgress,
     read_restore_progress,
     sample_interval,
@@ -99,4 +100,7 @@ def test_the_service_registers_the_watchdog_with_the_configured_bound(settings_f
     from app.service.app import build_service
 
     service = build_service(settings_factory(recovery_stall_timeout_seconds=7.5), "127.0.0.1:9")
-    assert "watch_table_recovery" in [getattr(task, "__name__", None) for task in service.app._app_tasks]
+    watchdogs = [child for child in service.app._children if isinstance(child, RecoveryWatchdog)]
+    assert len(watchdogs) == 1 and watchdogs[0].detector.timeout_seconds == 7.5
+    # Not an app timer: Faust starts those only after the first recovery, the very wait being watched.
+    assert "_watch_table_recovery" not in [getattr(task, "__name__", None) for task in service.app._app_tasks]

@@ -1,0 +1,65 @@
+"""Fixtures of the fault-injection suite: a broker of each test's own (paused, resumed or started late by the
+test), settings for it, and workers that are always continued and stopped at teardown, even after SIGSTOP."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.admin import create_topics
+from app.broker import EmbeddedBroker
+from app.serialization import AvroCodec
+from app.settings import Settings
+from tests.chaos.workload import CHAOS_CHANNELS
+from tests.service.harness import SourceProducer, WorkerProcess, worker_settings
+
+
+@pytest.fixture
+def broker(tmp_path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path / "tansu.log") as started:
+        yield started
+
+
+@pytest.fixture
+def chaos_settings(settings_factory, broker) -> Callable[..., Settings]:
+    """Settings for a worker on this test's broker: the workload's four channels, 4 partitions, no clock ticks."""
+    def build(**overrides) -> Settings:
+        values = {"kafka_bootstrap_servers": broker.bootstrap_servers, "channels": CHAOS_CHANNELS}
+        values.update(overrides)
+        return worker_settings(settings_factory, **values)
+
+    return build
+
+
+def second_worker(settings: Settings, name: str) -> Settings:
+    """The same deployment (app id, broker, partitions) with a data dir and web port of its own."""
+    from app.broker import free_loopback_port
+
+    return settings.model_copy(update={"data_dir": settings.data_dir.parent / name, "web_port": free_loopback_port()})
+
+
+@pytest.fixture
+def source_for() -> Callable[[Settings], SourceProducer]:
+    def create(settings: Settings) -> SourceProducer:
+        create_topics(settings, settings.kafka_bootstrap_servers)
+        return SourceProducer(settings, AvroCodec(settings))
+
+    return create
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGCONT)  # a stopped process acts on no other signal
+        worker.stop(grace_seconds=10)
