@@ -1,0 +1,203 @@
+"""The arithmetic of the peak benchmark: throughput, latency percentiles, lag, catch-up and capacity. Pure.
+
+Inputs are what the benchmark read back from the broker: record timestamps (milliseconds, producer CreateTime: all
+processes on one machine and one clock) and ledger positions. Progress of the availability stage is measured from
+the `ledger_partition`/`ledger_offset` that every availability record carries: once an output of ledger offset o of
+partition p exists, the stage has applied every entry of p up to o (it applies each partition in offset order).
+Nothing here uses high watermarks: the embedded broker reports a partition's high watermark as the start of its last
+batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (None when there are none)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(latencies_ms: Iterable[float]) -> dict:
+    values = sorted(latencies_ms)
+    return {
+        "count": len(values),
+        "p50_ms": percentile(values, 0.50),
+        "p99_ms": percentile(values, 0.99),
+        "p999_ms": percentile(values, 0.999),
+        "max_ms": values[-1] if values else None,
+    }
+
+
+def progress_series(positions: Iterable[tuple[int, int, int]], start_offsets: dict[int, int],
+                    end_offsets: dict[int, int] | None = None) -> list[tuple[int, int]]:
+    """(timestamp ms, entries applied since the start offsets) after each output, in time order.
+
+    `positions` are (timestamp, ledger partition, ledger offset) of output records; `start_offsets[p]` is the first
+    ledger offset of the section in partition p, `end_offsets[p]` the first after it (outputs outside are ignored)."""
+    relevant = sorted(
+        (timestamp, partition, offset)
+        for timestamp, partition, offset in positions
+        if partition in start_offsets and start_offsets[partition] <= offset
+        and (end_offsets is None or offset < end_offsets[partition])
+    )
+    applied: dict[int, int] = {}
+    total = 0
+    series: list[tuple[int, int]] = []
+    for timestamp, partition, offset in relevant:
+        done = offset - start_offsets[partition] + 1
+        previous = applied.get(partition, 0)
+        if done > previous:
+            total += done - previous
+            applied[partition] = done
+            if series and series[-1][0] == timestamp:
+                series[-1] = (timestamp, total)
+            else:
+                series.append((timestamp, total))
+    return series
+
+
+def time_to_reach(series: Sequence[tuple[float, float]], count: float) -> float | None:
+    """First time at which the cumulative `series` reaches `count`."""
+    for timestamp, done in series:
+        if done >= count:
+            return timestamp
+    return None
+
+
+def count_at(series: Sequence[tuple[float, float]], timestamp: float) -> float:
+    """Cumulative count of `series` at `timestamp` (0 before its first point)."""
+    index = bisect.bisect_right([point[0] for point in series], timestamp) - 1
+    return series[index][1] if index >= 0 else 0
+
+
+@dataclass(frozen=True)
+class Throughput:
+    events: int
+    events_per_second: float | None  # sustained: between 10% and 90% of the events
+    overall_events_per_second: float | None  # first output to last
+    seconds: float | None  # first output to last
+
+    def as_dict(self) -> dict:
+        return {"events": self.events, "events_per_second": _round(self.events_per_second),
+                "overall_events_per_second": _round(self.overall_events_per_second),
+                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+
+
+def throughput(series: Sequence[tuple[float, float]], events: int, low: float = 0.1, high: float = 0.9) -> Throughput:
+    """Sustained rate from a cumulative (timestamp ms, count) series of a section of `events` events: the slope
+    between the times the count reached `low` and `high` of them, which leaves out start-up and the tail."""
+    if not series or events <= 0:
+        return Throughput(events, None, None, None)
+    t_low, t_high = time_to_reach(series, low * events), time_to_reach(series, high * events)
+    sustained = None
+    if t_low is not None and t_high is not None and t_high > t_low:
+        sustained = (high - low) * events / ((t_high - t_low) / 1000)
+    first, last = series[0][0], series[-1][0]
+    overall = series[-1][1] / ((last - first) / 1000) if last > first else None
+    return Throughput(events, sustained, overall, (last - first) / 1000)
+
+
+def rate_over_time(series: Sequence[tuple[float, float]], origin_ms: float, bin_seconds: float = 1.0
+                   ) -> list[tuple[float, float]]:
+    """(seconds since origin, events per second in that bin) from a cumulative series."""
+    if not series:
+        return []
+    bins: dict[int, float] = {}
+    previous = 0.0
+    for timestamp, done in series:
+        index = int((timestamp - origin_ms) / 1000 // bin_seconds)
+        bins[index] = bins.get(index, 0.0) + done - previous
+        previous = done
+    return [(index * bin_seconds, count / bin_seconds) for index, count in sorted(bins.items())]
+
+
+def latency_over_time(samples: Sequence[tuple[float, float]], origin_ms: float, bin_seconds: float = 1.0
+                      ) -> list[tuple[float, float, float]]:
+    """(seconds since origin, p50, p99) of latencies binned by the time their event was sent."""
+    bins: dict[int, list[float]] = {}
+    for sent_ms, latency in samples:
+        bins.setdefault(int((sent_ms - origin_ms) / 1000 // bin_seconds), []).append(latency)
+    out = []
+    for index, values in sorted(bins.items()):
+        values.sort()
+        out.append((index * bin_seconds, percentile(values, 0.5), percentile(values, 0.99)))
+    return out
+
+
+def lag_series(produced: Sequence[tuple[float, float]], done: Sequence[tuple[float, float]], start_ms: float,
+               end_ms: float, step_ms: float = 100.0) -> list[tuple[float, float]]:
+    """(timestamp ms, produced - done) on a grid: events sent but not yet ledgered (or published)."""
+    out = []
+    produced_times = [point[0] for point in produced]
+    done_times = [point[0] for point in done]
+    grid = []
+    timestamp = start_ms
+    while timestamp < end_ms:
+        grid.append(timestamp)
+        timestamp += step_ms
+    grid.append(end_ms)  # the last point is the end itself, however the grid falls
+    for timestamp in grid:
+        sent = _value_at(produced, produced_times, timestamp)
+        finished = _value_at(done, done_times, timestamp)
+        out.append((timestamp, max(0.0, sent - finished)))
+    return out
+
+
+def catch_up_seconds(lag: Sequence[tuple[float, float]], burst_end_ms: float, threshold: float) -> float | None:
+    """Seconds from the end of a burst until the lag is back within `threshold` (None: not within the data)."""
+    for timestamp, value in lag:
+        if timestamp >= burst_end_ms and value <= threshold:
+            return (timestamp - burst_end_ms) / 1000
+    return None
+
+
+def capacity_line(target_rate: float, per_worker_rate: float | None, scaling_efficiency: float | None,
+                  partitions: int, utilisation: float = 0.5) -> dict:
+    """Workers needed for `target_rate` events/s.
+
+    Model: N workers sustain N x per_worker_rate x efficiency, where efficiency is the measured rate of 2 workers
+    over twice the rate of one (1.0 if not measured, capped at 1). `at_full_load` runs the workers at their
+    sustained maximum (no headroom for bursts); `at_latency_load` keeps them at `utilisation` of it, the load at
+    which the latency target is stated. A worker is one consumer of the ledger, so N beyond `partitions` needs
+    more partitions."""
+    if not per_worker_rate:
+        return {"target_events_per_second": target_rate, "workers_at_full_load": None, "workers_at_latency_load": None}
+    efficiency = min(1.0, scaling_efficiency) if scaling_efficiency else 1.0
+    measured = scaling_efficiency is not None
+    effective = per_worker_rate * efficiency
+    full = math.ceil(target_rate / effective)
+    headroom = math.ceil(target_rate / (effective * utilisation))
+    return {
+        "target_events_per_second": target_rate,
+        "per_worker_events_per_second": _round(per_worker_rate),
+        "scaling_efficiency": round(efficiency, 3),
+        "scaling_efficiency_measured": measured,
+        "scaling_efficiency_capped": measured and scaling_efficiency > 1.0,
+        "utilisation_for_latency": utilisation,
+        "workers_at_full_load": full,
+        "workers_at_latency_load": headroom,
+        "partitions": partitions,
+        "needs_more_partitions": headroom > partitions,
+    }
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or not baseline:
+        return None
+    return round(value / baseline, 4)
+
+
+def _value_at(series: Sequence[tuple[float, float]], times: list[float], timestamp: float) -> float:
+    index = bisect.bisect_right(times, timestamp) - 1
+    return series[index][1] if index >= 0 else 0.0
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,254 @@
+"""Broker-side plumbing of the peak benchmark: worker processes, producing, committed offsets, reading results back.
+
+Completion is judged from counts and committed offsets (the consumer group's position on the ledger, which a
+worker commits only after the outputs of those entries are acknowledged), never from high watermarks: the embedded
+broker reports a partition's high watermark as the start of its last batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import logging
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from app.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# librdkafka logs a disconnect when a scenario's broker stops under an idle client: expected, so kept quiet.
+QUIET_LIBRDKAFKA = logging.getLogger("benchmarks.librdkafka")
+QUIET_LIBRDKAFKA.setLevel(logging.CRITICAL)
+QUIET_LIBRDKAFKA.propagate = False
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that makes `Settings()` in a child process equal to `settings`."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.upper().startswith("AVAILABILITY_") and key.upper() != "KAFKA_BOOTSTRAP_SERVERS"}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        environment[f"AVAILABILITY_{name.upper()}"] = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+class ServiceWorker:
+    """One `python -m app.service.worker` process (the real worker, uvloop, metrics, web) with its log in its data
+    dir. `started_ms` is the wall-clock time of the spawn, for restart-to-first-output."""
+
+    def __init__(self, settings: Settings, log_name: str = "worker.log") -> None:
+        self.settings = settings
+        self.log_path = Path(settings.data_dir) / log_name
+        self.process: subprocess.Popen | None = None
+        self.started_ms: float | None = None
+        self.peak_rss_mib: float | None = None
+
+    def start(self) -> ServiceWorker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.started_ms = time.time() * 1000
+            self.process = subprocess.Popen([sys.executable, "-m", "app.service.worker"], cwd=REPO_ROOT,
+                                            env=settings_environment(self.settings), stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker exited with status {self.process.returncode}; log tail:\n{tail}")
+
+    def log_count(self, text: str) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count(text)
+        except FileNotFoundError:
+            return 0
+
+    def read_peak_rss(self) -> float | None:
+        """VmHWM (peak resident set) from /proc, in MiB; kept after the process ends."""
+        if self.pid is not None:
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mib = round(int(line.split()[1]) / 1024, 1)
+            except OSError:
+                pass
+        return self.peak_rss_mib
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        if self.process is None:
+            return
+        self.read_peak_rss()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def run_module(module: str, arguments: list[str], timeout: float, log_path: Path) -> None:
+    """Run `python -m module arguments` to completion (baselines), output to `log_path`."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", module, *arguments], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+            raise RuntimeError(f"{module} {arguments[0]} did not finish within {timeout:.0f}s (log {log_path})")
+    if process.returncode != 0:
+        raise RuntimeError(f"{module} {arguments[0]} failed ({process.returncode}):\n"
+                           + log_path.read_text(errors="replace")[-3000:])
+
+
+class RecordProducer:
+    """A batching confluent-kafka producer for pre-encoded records; `sent_ms` keeps each record's send time."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5,
+                                   "partitioner": "murmur2_random", "batch.num.messages": 10_000,
+                                   "queue.buffering.max.messages": 1_000_000,
+                                   "queue.buffering.max.kbytes": 2 * 1024 * 1024, "logger": QUIET_LIBRDKAFKA})
+        self.failures: list[str] = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        kwargs = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 120.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining or self.failures:
+            raise RuntimeError(f"{remaining} records not delivered; failures: {self.failures[:3]}")
+
+    def _on_delivery(self, error, message) -> None:
+        if error is not None:
+            self.failures.append(str(error))
+
+
+class CommitWatcher:
+    """Polls a group's committed ledger offsets; reuses one consumer (cheap enough to poll a few times a second)."""
+
+    def __init__(self, bootstrap_servers: str, group: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group,
+                                   "enable.auto.commit": False, "logger": QUIET_LIBRDKAFKA})
+        self._partitions = [TopicPartition(topic, partition) for partition in range(partitions)]
+
+    def offsets(self) -> list[int]:
+        try:
+            committed = self._consumer.committed(self._partitions, timeout=10)
+        except Exception:  # a transient broker hiccup: report no progress this time
+            return [0] * len(self._partitions)
+        return [max(0, tp.offset) for tp in committed]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_for_commits(watcher: CommitWatcher, expected: list[int], timeout: float,
+                     on_progress: Callable[[int], None] | None = None,
+                     alive: Callable[[], None] | None = None) -> float:
+    """Wait until every partition's committed offset reaches `expected`; returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        offsets = watcher.offsets()
+        done = sum(min(offset, want) for offset, want in zip(offsets, expected))
+        if on_progress is not None:
+            on_progress(done)
+        if all(offset >= want for offset, want in zip(offsets, expected)):
+            return time.monotonic() - started
+        if alive is not None:
+            alive()
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"committed ledger offsets {offsets} did not reach {expected} within {timeout:.0f}s")
+        time.sleep(0.25)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    timestamp: int  # CreateTime, ms
+    event_id: str
+    ledger_partition: int
+    ledger_offset: int
+
+
+def read_records(bootstrap_servers: str, topics: Iterable[str], partitions: int, idle_seconds: float = 2.0,
+                 timeout: float = 600.0):
+    """Every record of `topics` from the beginning until nothing new arrived for `idle_seconds` (the writers are
+    done before this is called: their acknowledged records are all there). Yields confluent-kafka messages."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"bench-reader-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 32 * 1024 * 1024,
+                         "logger": QUIET_LIBRDKAFKA})
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic in topics
+                     for partition in range(partitions)])
+    deadline = time.monotonic() + timeout
+    last_arrival = time.monotonic()
+    try:
+        while time.monotonic() - last_arrival < idle_seconds:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {list(topics)} took more than {timeout:.0f}s")
+            messages = consumer.consume(num_messages=10_000, timeout=0.2)
+            if messages:
+                last_arrival = time.monotonic()
+            for message in messages:
+                if message.error() is None:
+                    yield message
+    finally:
+        consumer.close()
+
+
+def read_outputs(bootstrap_servers: str, codec, topics: list[str], partitions: int) -> list[OutputRecord]:
+    """The availability records of `topics`: timestamp, causing event id and ledger position of each."""
+    serdes = {topic: codec.serde(topic) for topic in topics}
+    out = []
+    for message in read_records(bootstrap_servers, topics, partitions):
+        value = serdes[message.topic()].decode(message.value()).value
+        out.append(OutputRecord(message.timestamp()[1], value["event_id"], value["ledger_partition"],
+                                value["ledger_offset"]))
+    return out
+
+
+def read_positions(bootstrap_servers: str, topic: str, partitions: int) -> list[tuple[int, int, int]]:
+    """(timestamp, partition, offset) of every record of `topic` (no decoding)."""
+    return [(message.timestamp()[1], message.partition(), message.offset())
+            for message in read_records(bootstrap_servers, [topic], partitions)]
+
+
+def count_records(bootstrap_servers: str, topic: str, partitions: int) -> int:
+    return sum(1 for _ in read_records(bootstrap_servers, [topic], partitions, idle_seconds=1.0))
+
+
+def disk_usage_bytes(path: Path) -> int:
+    """Bytes allocated on disk under `path`, like `du` (st_blocks x 512)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total

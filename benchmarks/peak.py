@@ -1,0 +1,834 @@
+"""Peak-season benchmark of the availability service: one command, every figure, each against baselines measured in
+the same run.
+
+    python -m benchmarks.peak --profile quick     # under 2 minutes: every step, small sizes, N=1
+    python -m benchmarks.peak --profile peak      # the real run (about 15 minutes): bigger sizes, N=1 and N=2
+    availability benchmark --profile quick        # the same, through the CLI
+
+Two scenarios, each on a fresh embedded broker (always embedded, so that runs are comparable), with the real worker
+processes (`python -m app.service.worker`) and the seeded workload of benchmarks/generator.py on the real source
+topics. Each is a sequence of sections, and each section's figures come from its own ledger range:
+
+1. `main`, one worker: a backlog of single-event records (store transactions, reservation commands), a backlog of
+   bulk StockMovementBatch records (200 movements each), a backlog of the realistic mix (each class with SKUs of
+   its own), each followed by the baselines over its source records; then a live run of the mix at half the mix's
+   sustained rate with a 4x burst; then restarts with warm and cold local state.
+2. `mix-N`: the same mix backlog drained by 1 and by N workers (separate data dirs), each on a fresh broker and
+   fresh state, for the scaling ratio.
+
+Before a section's records are sent, its stock loads (and the policy) are written straight to the ledger and the
+workers have applied them: the stock on hand before the peak. The baselines of benchmarks/baselines.py consume the
+section's own source records on the same broker. Figures are read back from the broker
+afterwards (record timestamps and ledger positions, see benchmarks/analysis.py), so measuring costs the service no
+CPU while it runs. Results: benchmarks/results/<profile>.json, .md and .png; docs/PERFORMANCE.md explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.admin import create_topics
+from app.broker import EmbeddedBroker, free_loopback_port
+from app.engine import event_from_record
+from app.serialization import AvroCodec
+from app.service.ingest import LedgerWriter
+from app.settings import Settings
+from app.topics import (
+    DEAD_LETTERS,
+    LEDGER,
+    RESERVATION_COMMANDS,
+    RESERVATION_DECISIONS,
+    STOCK_MOVEMENTS,
+    STORE_TRANSACTIONS,
+    CleanupPolicy,
+    TopicSpec,
+    availability_topic,
+    ledger_key,
+    murmur2,
+)
+from benchmarks import analysis
+from benchmarks.baselines import BASELINE_OUTPUT_TOPIC
+from benchmarks.generator import CHANNELS, GeneratedRecord, RateSchedule, Workload, WorkloadConfig
+from benchmarks.harness import (
+    CommitWatcher,
+    RecordProducer,
+    ServiceWorker,
+    disk_usage_bytes,
+    read_outputs,
+    read_positions,
+    read_records,
+    run_module,
+    wait_for_commits,
+)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PARTITIONS = 8
+BURST_FACTOR = 4.0
+FAUST_MINIMUM_RECORDS = 300
+STEADY_FRACTION = 0.5  # the live run's steady rate, as a fraction of the sustained maximum just measured
+TARGETS = {
+    "single_vs_faust_consume_only": 0.80,
+    "bulk_events_per_second_per_worker": 100_000,
+    "p99_ms_at_half_max": 250,
+    "burst_catch_up_seconds": 60,
+}
+SINGLE_TOPICS = (STORE_TRANSACTIONS.name, RESERVATION_COMMANDS.name)
+BULK_TOPICS = (STOCK_MOVEMENTS.name,)
+MIX_TOPICS = SINGLE_TOPICS + BULK_TOPICS
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    single_events: int
+    bulk_events: int
+    mix_events: int
+    workers: tuple[int, ...]  # worker counts for the mix backlog (1 runs in the `mix` scenario)
+    steady_seconds: float  # live run: steady load before the burst
+    burst_seconds: float  # live run: BURST_FACTOR x the steady rate
+    after_max_seconds: float  # live run: steady load after the burst, at most (ends earlier once caught up)
+    settle_seconds: float  # live run: kept going this long after the lag looks caught up
+    warmup_seconds: float  # live run: left out of the steady latency figures
+    cold_restart: bool = True
+    baselines: bool = True
+    max_live_rate: float | None = None  # cap of the live run's steady rate (events/s)
+    drain_timeout_seconds: float = 900.0
+    cold_restart_timeout_seconds: float = 600.0
+
+
+PROFILES = {
+    # for the test suite: every code path that the quick profile has, at toy sizes
+    "smoke": Profile("smoke", single_events=0, bulk_events=0, mix_events=2_000, workers=(1,),
+                     steady_seconds=3, burst_seconds=2, after_max_seconds=6, settle_seconds=1, warmup_seconds=1,
+                     cold_restart=False, max_live_rate=250, drain_timeout_seconds=120,
+                     cold_restart_timeout_seconds=60),
+    "quick": Profile("quick", single_events=3_000, bulk_events=8_000, mix_events=4_000, workers=(1,),
+                     steady_seconds=4, burst_seconds=3, after_max_seconds=5, settle_seconds=1, warmup_seconds=1,
+                     drain_timeout_seconds=300, cold_restart_timeout_seconds=120),
+    "peak": Profile("peak", single_events=40_000, bulk_events=60_000, mix_events=60_000, workers=(1, 2),
+                    steady_seconds=40, burst_seconds=60, after_max_seconds=90, settle_seconds=10,
+                    warmup_seconds=10),
+}
+
+
+# ----------------------------------------------------------------------------------------------------- progress
+class Reporter:
+    """Progress bars and step lines (rich)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+
+    def step(self, text: str) -> None:
+        self.console.log(text)
+
+    @contextmanager
+    def bar(self, description: str, total: int) -> Iterator:
+        task = self.progress.add_task(description, total=max(total, 1))
+        try:
+            yield lambda done: self.progress.update(task, completed=done)
+        finally:
+            self.progress.update(task, completed=self.progress.tasks[task].completed)
+            self.progress.stop_task(task)
+
+
+# ------------------------------------------------------------------------------------------------------ scenario
+@dataclass
+class Section:
+    name: str
+    start_offsets: dict[int, int]  # first ledger offset of the section, per partition
+    events: int
+    first_seq: int
+    records: list[GeneratedRecord] = field(default_factory=list)
+    sent_ms: array = field(default_factory=lambda: array("d"))  # per record
+    started_ms: float = 0.0
+    end_offsets: dict[int, int] | None = None  # first ledger offset after the section, per partition
+    source_start: dict[tuple[str, int], int] = field(default_factory=dict)  # first source offsets of the section
+    source_end: dict[tuple[str, int], int] = field(default_factory=dict)  # first source offsets after it
+
+
+class Scenario:
+    """One embedded broker with the service's topics, one workload, its workers and what was sent."""
+
+    def __init__(self, name: str, scratch: Path, workload: Workload, reporter: Reporter, stack: ExitStack) -> None:
+        self.name = name
+        self._workload = workload
+        self.reporter = reporter
+        self.directory = scratch / name
+        self.broker = stack.enter_context(EmbeddedBroker(self.directory / "tansu.log"))
+        self.bootstrap = self.broker.bootstrap_servers
+        self.settings = Settings(kafka_bootstrap_servers=self.bootstrap, app_id=f"peak-{name}",
+                                 data_dir=self.directory / "worker-1", partitions=PARTITIONS,
+                                 web_port=free_loopback_port(), tick_interval_seconds=3600, channels=CHANNELS,
+                                 log_level="INFO")
+        create_topics(self.settings, self.bootstrap)
+        create_topics(self.settings, self.bootstrap, specs=[TopicSpec(
+            BASELINE_OUTPUT_TOPIC, "sku", None, "any", CleanupPolicy.DELETE, ("baseline",), (), "baseline output")])
+        self.codec = AvroCodec(self.settings)
+        self.ledger = LedgerWriter(self.codec, PARTITIONS)
+        self.producer = RecordProducer(self.bootstrap)
+        self.ledger_counts = [0] * PARTITIONS  # entries written to each ledger partition so far
+        self.source_records: Counter[str] = Counter()
+        self.source_events: Counter[str] = Counter()
+        self.source_offsets: Counter[tuple[str, int]] = Counter()  # records sent per source topic partition
+        self.workloads = [workload]
+        self.sections: dict[str, Section] = {}
+        self.workers: list[ServiceWorker] = []
+        self.watcher = CommitWatcher(self.bootstrap, self.settings.app_id, LEDGER.name, PARTITIONS)
+        stack.callback(self.watcher.close)
+        stack.callback(self.stop_workers)
+        self.policy_written = False
+
+    @property
+    def workload(self) -> Workload:
+        return self._workload
+
+    @workload.setter
+    def workload(self, workload: Workload) -> None:
+        self._workload = workload
+        if workload not in self.workloads:
+            self.workloads.append(workload)
+
+    # -- ledger-direct writes ---------------------------------------------------------------------------------
+
+    def write_stock(self, loads) -> None:
+        """The policy (once) and the stock loads, straight to the ledger, ahead of the records that need them."""
+        now = int(time.time() * 1000)
+        if not self.policy_written:
+            policy = event_from_record("PolicyChange", self.workload.policy())
+            for append in self.ledger.broadcast(self.ledger.entry_value(policy, None, now)):
+                self.producer.produce(LEDGER.name, append.key, append.value, append.partition)
+                self.ledger_counts[append.partition] += 1
+            self.policy_written = True
+        for load in loads:
+            event = event_from_record("StockMovement", self.workload.stock_load_record(load))
+            partition = self.workload.partition_of(load.sku)
+            self.producer.produce(LEDGER.name, ledger_key(load.sku).encode(),
+                                  self.ledger.entry_value(event, None, now), partition)
+            self.ledger_counts[partition] += 1
+        self.producer.flush()
+
+    # -- workers --------------------------------------------------------------------------------------------
+
+    def start_workers(self, count: int, data_dir_suffix: str = "") -> list[ServiceWorker]:
+        started = []
+        for index in range(count):
+            settings = self.settings.model_copy(update={
+                "data_dir": self.directory / f"worker-{index + 1}{data_dir_suffix}",
+                "web_port": free_loopback_port()})
+            started.append(ServiceWorker(settings).start())
+        self.workers.extend(started)
+        return started
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = [worker for worker in self.workers if worker.process is not None
+                        and worker.process.poll() is None]
+
+    def alive(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+    def wait_until_applied(self, description: str, timeout: float, done_before: int = 0) -> float:
+        expected = list(self.ledger_counts)
+        with self.reporter.bar(description, sum(expected) - done_before) as update:
+            return wait_for_commits(self.watcher, expected, timeout,
+                                    on_progress=lambda done: update(max(0, done - done_before)), alive=self.alive)
+
+    def wait_until_ready(self, workers: list[ServiceWorker], timeout: float = 120.0) -> None:
+        """Every worker has finished a recovery ("Worker ready") and the ledger so far is applied."""
+        deadline = time.monotonic() + timeout
+        while any(worker.log_count("Worker ready") == 0 for worker in workers):
+            self.alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers not ready in time")
+            time.sleep(0.2)
+
+    # -- sections -------------------------------------------------------------------------------------------
+
+    def new_section(self, name: str, records: list[GeneratedRecord]) -> Section:
+        events = sum(record.events for record in records)
+        first = min((record.seqs[0] for record in records if record.seqs[0] >= 0), default=0)
+        section = Section(name, dict(enumerate(self.ledger_counts)), events, first, records)
+        section.source_start = dict(self.source_offsets)
+        self.sections[name] = section
+        return section
+
+    def encode(self, records: list[GeneratedRecord]) -> list[tuple[str, bytes, bytes]]:
+        encode = self.codec.encode
+        return [(record.topic.name, record.key.encode(), encode(record.topic, record.value)) for record in records]
+
+    def send(self, section: Section, encoded: list[tuple[str, bytes, bytes]], index: int) -> None:
+        topic, key, value = encoded[index]
+        record = section.records[index]
+        section.sent_ms.append(time.time() * 1000)
+        self.producer.produce(topic, key, value)
+        # the producer's partitioner (murmur2_random) puts a keyed record where Kafka's default partitioner does
+        self.source_offsets[(topic, (murmur2(key) & 0x7FFFFFFF) % PARTITIONS)] += 1
+        self.source_records[topic] += 1
+        self.source_events[topic] += record.events
+        for partition in record.partitions:
+            self.ledger_counts[partition] += 1
+
+    def blast(self, section: Section) -> None:
+        """Send a section's records as fast as the producer takes them (a backlog)."""
+        encoded = self.encode(section.records)
+        section.started_ms = time.time() * 1000
+        for index in range(len(encoded)):
+            self.send(section, encoded, index)
+            if index % 2000 == 0:
+                self.producer.poll()
+        self.producer.flush()
+        section.end_offsets = dict(enumerate(self.ledger_counts))
+        section.source_end = dict(self.source_offsets)
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+class PeakBenchmark:
+    def __init__(self, profile: Profile, seed: int, target_rate: float, scratch: Path, reporter: Reporter,
+                 py_spy: Path | None = None) -> None:
+        self.profile = profile
+        self.config = WorkloadConfig(seed=seed, partitions=PARTITIONS)
+        self.target_rate = target_rate
+        self.scratch = scratch
+        self.reporter = reporter
+        self.py_spy = py_spy
+        self.result: dict = {"throughput": {}, "restart": {}, "resources": {}}
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        self.result["load_average_at_start"] = _load_average()
+        self.main_scenario()
+        if any(count > 1 for count in self.profile.workers):
+            # every worker count on a fresh broker with the same backlog, 1 included: the same conditions
+            for count in sorted(set(self.profile.workers) | {1}):
+                self.scaling_scenario(count)
+        self.result["duration_seconds"] = round(time.monotonic() - started, 1)
+        self.result["load_average_at_end"] = _load_average()
+        return self.finish()
+
+    # -- scenarios ------------------------------------------------------------------------------------------
+
+    def main_scenario(self) -> None:
+        profile = self.profile
+        classes = [(mix, events, topics, prefix) for mix, events, topics, prefix in (
+            ("single", profile.single_events, SINGLE_TOPICS, "S"), ("bulk", profile.bulk_events, BULK_TOPICS, "B"),
+            ("mix", profile.mix_events, MIX_TOPICS, "SKU")) if events]
+        self.reporter.step("[bold]main[/]: backlogs of " + ", ".join(f"{events:,} {mix}" for mix, events, _, _
+                                                                  in classes)
+                           + f" events (each followed by its baselines), a live run with a {BURST_FACTOR:g}x burst, "
+                           "restarts")
+        with ExitStack() as stack:
+            mixed = Workload(self.config, "mixed")
+            scenario = Scenario("main", self.scratch, mixed, self.reporter, stack)
+            workers = scenario.start_workers(1)
+            drained = []
+            baselines: dict[str, dict] = {}
+            profiler = None
+            for mix, events, topics, prefix in classes:
+                workload = mixed if mix == "mix" else Workload(self.config, mix, prefix=f"p{prefix.lower()}",
+                                                               sku_prefix=prefix)
+                scenario.workload = workload
+                records = list(workload.records(events))
+                before = sum(scenario.ledger_counts)
+                scenario.write_stock(workload.take_stock_loads())
+                scenario.wait_until_applied(f"{mix}: stock loads", 300, before)
+                section = scenario.new_section(mix, records)
+                if mix == "mix":
+                    profiler = self.start_py_spy(workers[0])
+                scenario.blast(section)
+                scenario.wait_until_applied(f"{mix}: service drain", profile.drain_timeout_seconds,
+                                            sum(section.start_offsets.values()))
+                drained.append((mix, topics, section))
+                if profile.baselines:
+                    # now, while the section is the last thing on its topics: a baseline reading the section's
+                    # range then never competes with records sent after it (the worker idles meanwhile)
+                    baselines[mix] = self.baselines(scenario, topics, section)
+            outputs = self.read_outputs(scenario)
+            for mix, topics, section in drained:
+                service = self.section_throughput(section, outputs, workers=1)
+                self.result["throughput"][mix] = {"service": service, "records": len(section.records),
+                                                  "events": section.events}
+            scenario.workload = mixed
+            mix_rate = self.result["throughput"].get("mix", {}).get("service", {}).get("events_per_second")
+            live = self.live_run(scenario, mixed, mix_rate)
+            self.stop_py_spy(profiler)
+            workers[0].read_peak_rss()
+            scenario.stop_workers()
+            held = sum(len(workload.positions) for workload in scenario.workloads)
+            disk = disk_usage_bytes(Path(workers[0].settings.data_dir) / "worker")
+            self.result["resources"] = {
+                "peak_rss_mib_per_worker": workers[0].peak_rss_mib,
+                "rocksdb_bytes": disk,
+                "sku_locations_held": held,
+                "rocksdb_mib_per_million_sku_locations": round(disk / 2**20 / (held / 1e6), 1) if held else None,
+                "measured_after": "every backlog and the live run, worker stopped cleanly (RocksDB flushed)",
+            }
+            self.restarts(scenario, mixed)
+            outputs = self.read_outputs(scenario)
+            if live is not None:
+                self.result["live"] = self.live_figures(scenario, live, outputs)
+            self.result["restart"] = self.restart_figures(scenario, outputs)
+            dead_letters = self.count(scenario, DEAD_LETTERS.name)
+            decisions = self.count(scenario, RESERVATION_DECISIONS.name)
+            self.result["validity"] = {
+                "dead_letters": dead_letters, "reservation_decisions": decisions,
+                "note": "the generated events are valid by construction: dead letters here are races between "
+                        "source topics (docs/PERFORMANCE.md)"}
+            for mix, topics, section in drained:
+                entry = self.result["throughput"][mix]
+                entry["service"]["peak_rss_mib"] = [workers[0].peak_rss_mib]
+                entry["dead_letters"] = dead_letters  # of the whole scenario
+                if mix in baselines:
+                    entry["baselines"] = baselines[mix]
+                    entry["ratios"] = self.ratios(entry["service"], entry["baselines"])
+
+    def scaling_scenario(self, count: int) -> None:
+        self.reporter.step(f"[bold]mix x{count}[/]: the same backlog, {count} workers (own data dirs)")
+        with ExitStack() as stack:
+            workload = Workload(self.config, "mixed")
+            scenario = Scenario(f"mix-{count}", self.scratch, workload, self.reporter, stack)
+            section = scenario.new_section("drain", list(workload.records(self.profile.mix_events)))
+            scenario.write_stock(workload.take_stock_loads())
+            section.start_offsets = dict(enumerate(scenario.ledger_counts))
+            workers = scenario.start_workers(count)
+            scenario.wait_until_ready(workers)
+            scenario.wait_until_applied(f"mix x{count}: stock loads", 300)
+            scenario.blast(section)
+            scenario.wait_until_applied(f"mix x{count}: service drain", self.profile.drain_timeout_seconds,
+                                        sum(section.start_offsets.values()))
+            rss = [worker.read_peak_rss() for worker in workers]
+            scenario.stop_workers()
+            service = self.section_throughput(section, self.read_outputs(scenario), workers=count)
+            service["peak_rss_mib"] = rss
+            service["ready_rebalances"] = [worker.log_count("Worker ready") for worker in workers]
+            one = (self.result["throughput"].get("mix_1_workers") or self.result["throughput"]["mix"])["service"][
+                "events_per_second"]
+            service["scaling_efficiency"] = analysis.ratio(service["events_per_second"], count * one if one else None)
+            entry = {"service": service, "events": section.events}
+            baselines = self.result["throughput"]["mix"].get("baselines")
+            if baselines:
+                entry["ratios"] = self.ratios(service, baselines)
+            self.result["throughput"][f"mix_{count}_workers"] = entry
+
+    # -- live run -------------------------------------------------------------------------------------------
+
+    def live_run(self, scenario: Scenario, workload: Workload, max_rate: float | None) -> dict:
+        profile = self.profile
+        steady_rate = max(50.0, STEADY_FRACTION * (max_rate or 100.0))
+        if profile.max_live_rate is not None:
+            steady_rate = min(steady_rate, profile.max_live_rate)
+        burst = (profile.steady_seconds, profile.burst_seconds, BURST_FACTOR)
+        schedule = RateSchedule(steady_rate, (burst,))
+        horizon = profile.steady_seconds + profile.burst_seconds + profile.after_max_seconds
+        events = int(schedule.events_by(horizon))
+        self.reporter.step(f"live: {steady_rate:,.0f} events/s steady, {BURST_FACTOR:g}x for "
+                           f"{profile.burst_seconds:g}s after {profile.steady_seconds:g}s (up to {events:,} events)")
+        records = list(workload.records(events))
+        before = sum(scenario.ledger_counts)
+        scenario.write_stock(workload.take_stock_loads())
+        section = scenario.new_section("live", records)
+        scenario.wait_until_applied("live: stock loads", 300, before)
+        section.start_offsets = dict(enumerate(scenario.ledger_counts))
+        encoded = scenario.encode(records)
+        burst_end = profile.steady_seconds + profile.burst_seconds
+        sent_events = 0
+        caught_up_at = None
+        next_check = 0.0
+        with self.reporter.bar("live: events sent", events) as update:
+            section.started_ms = start = time.time() * 1000
+            origin = time.monotonic()
+            for index, record in enumerate(records):
+                due = schedule.time_of(sent_events + record.events)
+                elapsed = time.monotonic() - origin
+                if due > elapsed:
+                    time.sleep(due - elapsed)
+                scenario.send(section, encoded, index)
+                scenario.producer.poll()
+                sent_events += record.events
+                now = time.monotonic() - origin
+                if now >= next_check:
+                    next_check = now + 0.5
+                    update(sent_events)
+                    scenario.alive()
+                    if now > burst_end + 3 and caught_up_at is None:
+                        committed = sum(scenario.watcher.offsets()) - sum(section.start_offsets.values())
+                        # committed offsets trail by up to a commit interval (2.8 s): within 4 s of events is caught up
+                        if sent_events - committed <= steady_rate * 4:
+                            caught_up_at = now
+                    if caught_up_at is not None and now > caught_up_at + profile.settle_seconds:
+                        break
+            update(sent_events)
+        scenario.producer.flush()
+        sending_seconds = round((time.time() * 1000 - start) / 1000, 1)
+        section.end_offsets = dict(enumerate(scenario.ledger_counts))
+        section.source_end = dict(scenario.source_offsets)
+        section.events = sent_events
+        del section.records[len(section.sent_ms):]
+        scenario.wait_until_applied("live: service catches up", profile.drain_timeout_seconds,
+                                    sum(section.start_offsets.values()))
+        return {"steady_rate": steady_rate, "burst_rate": steady_rate * BURST_FACTOR, "schedule": schedule,
+                "start_ms": start, "section": section, "events_sent": sent_events,
+                "sent_seconds": sending_seconds,
+                "caught_up_seconds_after_start": round((time.time() * 1000 - start) / 1000, 1)}
+
+    def live_figures(self, scenario: Scenario, live: dict, outputs) -> dict:
+        profile = self.profile
+        section: Section = live["section"]
+        start = live["start_ms"]
+        burst_start = start + profile.steady_seconds * 1000
+        burst_end = burst_start + profile.burst_seconds * 1000
+        record_of = self.record_index(section)
+        prefix = scenario.workload.prefix
+        samples: list[tuple[float, float]] = []  # (sent ms, latency ms)
+        for output in outputs:
+            seq = _seq(output.event_id, prefix)
+            if seq is None:
+                continue
+            index = record_of.get(seq)
+            if index is not None:
+                sent = section.sent_ms[index]
+                samples.append((sent, output.timestamp - sent))
+        windows = {
+            "steady": (start + profile.warmup_seconds * 1000, burst_start),
+            "burst": (burst_start, burst_end),
+            "after_burst": (burst_end, float("inf")),
+        }
+        latency = {name: analysis.latency_summary(lat for sent, lat in samples if low <= sent < high)
+                   for name, (low, high) in windows.items()}
+        produced, total = [], 0
+        for index, record in enumerate(section.records):
+            total += record.events
+            produced.append((section.sent_ms[index], total))
+        applied = analysis.progress_series(((o.timestamp, o.ledger_partition, o.ledger_offset) for o in outputs),
+                                           section.start_offsets, section.end_offsets)
+        ledgered = analysis.progress_series(read_positions(scenario.bootstrap, LEDGER.name, PARTITIONS),
+                                            section.start_offsets, section.end_offsets)
+        end = max(applied[-1][0] if applied else start, produced[-1][0] if produced else start)
+        publish_lag = analysis.lag_series(produced, applied, start, end)
+        ledger_lag = analysis.lag_series(produced, ledgered, start, end)
+        # "lag back to zero": no more than a quarter second of events in flight (the 250 ms latency target's worth)
+        threshold = live["steady_rate"] * 0.25
+        catch_up = analysis.catch_up_seconds(publish_lag, burst_end, threshold)
+        lag_at_burst_start = analysis.count_at(publish_lag, burst_start)
+        self.chart_data = {
+            "origin_ms": start, "burst": (profile.steady_seconds, profile.steady_seconds + profile.burst_seconds),
+            "sent_rate": analysis.rate_over_time(produced, start),
+            "applied_rate": analysis.rate_over_time(applied, start),
+            "latency": analysis.latency_over_time(samples, start),
+            "lag": [((t - start) / 1000, v) for t, v in publish_lag],
+            "ledger_lag": [((t - start) / 1000, v) for t, v in ledger_lag],
+        }
+        return {
+            "steady_events_per_second": round(live["steady_rate"], 1),
+            "burst_events_per_second": round(live["burst_rate"], 1),
+            "steady_fraction_of_sustained_max": round(live["steady_rate"] / self.result["throughput"]["mix"]["service"]
+                                                      ["events_per_second"], 3)
+            if self.result["throughput"]["mix"]["service"]["events_per_second"] else None,
+            "burst_seconds": profile.burst_seconds,
+            "events_sent": live["events_sent"],
+            "seconds_sent": live["sent_seconds"],
+            "seconds_until_all_applied": live["caught_up_seconds_after_start"],
+            "latency": latency,
+            "latency_measure": "availability record CreateTime (worker's producer, at send) minus source record "
+                               "CreateTime (benchmark's producer, at produce()); one clock; per availability record",
+            "max_publish_lag_events": round(max((v for _, v in publish_lag), default=0)),
+            "max_ledger_lag_events": round(max((v for _, v in ledger_lag), default=0)),
+            "caught_up_lag_events": round(threshold),
+            "publish_lag_at_burst_start_events": round(lag_at_burst_start),
+            "catch_up_seconds_after_burst": None if catch_up is None else round(catch_up, 1),
+            "burst_backlog_arithmetic": _burst_arithmetic(live["steady_rate"], BURST_FACTOR, profile.burst_seconds,
+                                                          self.result["throughput"]["mix"]["service"]
+                                                          ["events_per_second"]),
+        }
+
+    # -- restarts -------------------------------------------------------------------------------------------
+
+    def restarts(self, scenario: Scenario, workload: Workload) -> None:
+        kinds = [("warm", scenario.settings.data_dir)]
+        if self.profile.cold_restart:
+            kinds.append(("cold", scenario.directory / "worker-cold"))
+        self.restart_runs = {}
+        for kind, data_dir in kinds:
+            probes = workload.probe_records(kind)
+            section = scenario.new_section(f"probe-{kind}", probes)
+            encoded = scenario.encode(probes)
+            for index in range(len(probes)):
+                scenario.send(section, encoded, index)
+            scenario.producer.flush()
+            settings = scenario.settings.model_copy(update={"data_dir": data_dir, "web_port": free_loopback_port()})
+            worker = ServiceWorker(settings, log_name=f"worker-{kind}.log").start()
+            scenario.workers.append(worker)
+            timeout = 300 if kind == "warm" else self.profile.cold_restart_timeout_seconds
+            try:
+                waited = scenario.wait_until_applied(f"restart ({kind} state)", timeout,
+                                                     sum(section.start_offsets.values()))
+                self.restart_runs[kind] = {"started_ms": worker.started_ms, "waited_seconds": round(waited, 1),
+                                           "tag": kind}
+            except TimeoutError:
+                self.restart_runs[kind] = {"started_ms": worker.started_ms, "timed_out_seconds": timeout, "tag": kind}
+            worker.read_peak_rss()
+            scenario.stop_workers()
+
+    def restart_figures(self, scenario: Scenario, outputs) -> dict:
+        figures = {}
+        for kind, run in self.restart_runs.items():
+            marker = f"{scenario.workload.prefix}-probe{kind}-"
+            times = [output.timestamp for output in outputs if output.event_id.startswith(marker)]
+            first = (min(times) - run["started_ms"]) / 1000 if times else None
+            per_partition: dict[int, int] = {}
+            for output in outputs:
+                if output.event_id.startswith(marker):
+                    partition = int(output.event_id[len(marker):])
+                    per_partition[partition] = min(per_partition.get(partition, output.timestamp), output.timestamp)
+            figures[kind] = {
+                "seconds_to_first_output": None if first is None else round(first, 2),
+                "seconds_to_output_on_every_partition": round((max(per_partition.values()) - run["started_ms"]) / 1000,
+                                                              2) if len(per_partition) == PARTITIONS else None,
+                "timed_out_after_seconds": run.get("timed_out_seconds"),
+                "local_state": "RocksDB data dir of the previous run (changelog tail only)" if kind == "warm"
+                else "empty data dir: tables restored from the changelog topics",
+            }
+        return figures
+
+    # -- baselines ------------------------------------------------------------------------------------------
+
+    def baselines(self, scenario: Scenario, topics: tuple[str, ...], section: Section) -> dict:
+        """Both baselines over exactly the section's source records: its offset range in every source partition."""
+        records = sum(1 for record in section.records if record.topic.name in topics)
+        events = sum(record.events for record in section.records if record.topic.name in topics)
+        start = {f"{topic}:{partition}": section.source_start.get((topic, partition), 0)
+                 for topic in topics for partition in range(PARTITIONS)}
+        end = {f"{topic}:{partition}": section.source_end.get((topic, partition), 0)
+               for topic in topics for partition in range(PARTITIONS)}
+        if sum(end.values()) - sum(start.values()) != records:
+            raise RuntimeError(f"{section.name}: source offsets {start} .. {end} do not hold its {records} records")
+        events_per_record = events / records if records else 1.0
+        out = {}
+        for kind in ("faust", "confluent"):
+            if kind == "faust" and records < FAUST_MINIMUM_RECORDS:
+                # take_events hands over up to 2,000 records at a time: a handful of records is a single batch
+                out[kind] = {"events_per_second": None, "records": records,
+                             "note": f"not run: {records} records arrive as one take_events batch, which has no rate"}
+                continue
+            self.reporter.step(f"{section.name}: baseline {kind} over {records:,} records ({events:,} events)")
+            result_file = scenario.directory / f"baseline-{section.name}-{kind}.json"
+            run_module("benchmarks.baselines", [kind, "--bootstrap", scenario.bootstrap, "--topics", ",".join(topics),
+                                                "--partitions", str(PARTITIONS), "--records", str(records),
+                                                "--start-offsets", json.dumps(start), "--end-offsets",
+                                                json.dumps(end), "--result", str(result_file),
+                                                "--data-dir", str(scenario.directory / f"faust-{section.name}")],
+                       timeout=600, log_path=scenario.directory / f"baseline-{kind}.log")
+            result = json.loads(result_file.read_text())
+            scale = events_per_record if kind == "faust" else 1.0  # Faust counts records; the loop counts events
+            series = [(timestamp, done * scale) for timestamp, done in result["series"]]
+            figure = analysis.throughput(series, int(result["events"] * scale)).as_dict()
+            figure["records"] = result["records"]
+            out[kind] = figure
+        return out
+
+    @staticmethod
+    def ratios(service: dict, baselines: dict) -> dict:
+        """Service events/s per worker over each baseline's (sustained; first-to-last where a run was too short
+        for a 10%-90% slope)."""
+        per_worker = service.get("events_per_second_per_worker")
+        return {f"vs_{kind}": analysis.ratio(per_worker, figure.get("events_per_second")
+                                             or figure.get("overall_events_per_second"))
+                for kind, figure in baselines.items()}
+
+    # -- reading back ---------------------------------------------------------------------------------------
+
+    def read_outputs(self, scenario: Scenario):
+        topics = [availability_topic(channel).name for channel in CHANNELS]
+        return read_outputs(scenario.bootstrap, scenario.codec, topics, PARTITIONS)
+
+    @staticmethod
+    def count(scenario: Scenario, topic: str) -> int:
+        return sum(1 for _ in read_records(scenario.bootstrap, [topic], PARTITIONS, idle_seconds=1.0))
+
+    def section_throughput(self, section: Section, outputs, workers: int) -> dict:
+        series = analysis.progress_series(((o.timestamp, o.ledger_partition, o.ledger_offset) for o in outputs),
+                                          section.start_offsets, section.end_offsets)
+        figure = analysis.throughput(series, section.events).as_dict()
+        rate = figure["events_per_second"]
+        figure["workers"] = workers
+        figure["events_per_second_per_worker"] = None if rate is None else round(rate / workers, 1)
+        figure["seconds_from_first_send_to_last_output"] = (
+            round((series[-1][0] - section.started_ms) / 1000, 2) if series else None)
+        return figure
+
+    @staticmethod
+    def record_index(section: Section) -> dict[int, int]:
+        index = {}
+        for position, record in enumerate(section.records):
+            for seq in record.seqs:
+                index[seq] = position
+        return index
+
+    # -- py-spy ---------------------------------------------------------------------------------------------
+
+    def start_py_spy(self, worker: ServiceWorker):
+        if self.py_spy is None:
+            return None
+        binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if binary is None:
+            raise RuntimeError("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+        self.py_spy.parent.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen([binary, "record", "--pid", str(worker.pid), "--rate", "100", "--format",
+                                 "speedscope", "--output", str(self.py_spy), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def stop_py_spy(self, profiler) -> None:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+            self.reporter.step(f"py-spy profile of the mix drain: {self.py_spy}")
+
+    # -- results --------------------------------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        throughput = self.result["throughput"]
+        mix = (throughput.get("mix_1_workers") or throughput.get("mix", {})).get("service", {})
+        scaled = next((throughput[key]["service"] for key in throughput
+                       if key.startswith("mix_") and key != "mix_1_workers"), None)
+        self.result["capacity"] = analysis.capacity_line(
+            self.target_rate, mix.get("events_per_second_per_worker"),
+            scaled.get("scaling_efficiency") if scaled else None, PARTITIONS)
+        self.result["capacity"]["assumptions"] = (
+            "N workers sustain N x (1-worker sustained rate of the realistic mix, fresh state) x the 2-worker "
+            "scaling efficiency measured against it (1.0 when not measured, capped at 1.0: a worker is one Python "
+            "process, at most one core, so 2 workers on 2 cores can beat twice one worker that shares its core with "
+            "the broker). 'latency load' keeps workers at "
+            f"{STEADY_FRACTION:.0%} of their maximum, the load at which the p99 target is stated. One worker per "
+            "ledger partition at most.")
+        self.result["targets"] = self.targets()
+        return self.result
+
+    def targets(self) -> list[dict]:
+        throughput = self.result["throughput"]
+        live = self.result.get("live", {})
+        rows = []
+        single = throughput.get("single", {})
+        rows.append({"target": "single-event records >= 80% of bare Faust consume-only rate per worker",
+                     "measured": single.get("ratios", {}).get("vs_faust"),
+                     "threshold": TARGETS["single_vs_faust_consume_only"], "higher_is_better": True})
+        bulk = throughput.get("bulk", {}).get("service", {})
+        rows.append({"target": "bulk >= 100k events/s per worker end to end",
+                     "measured": bulk.get("events_per_second_per_worker"),
+                     "threshold": TARGETS["bulk_events_per_second_per_worker"], "higher_is_better": True})
+        rows.append({"target": "p99 < 250 ms at half the sustained max (steady window)",
+                     "measured": live.get("latency", {}).get("steady", {}).get("p99_ms"),
+                     "threshold": TARGETS["p99_ms_at_half_max"], "higher_is_better": False})
+        catch_up = live.get("catch_up_seconds_after_burst")
+        rows.append({"target": "4x bursts absorbed, lag back to zero (<= 250 ms of events) within 60 s",
+                     "measured": catch_up, "threshold": TARGETS["burst_catch_up_seconds"],
+                     "higher_is_better": False})
+        for row in rows:
+            value = row["measured"]
+            row["met"] = None if value is None else (value >= row["threshold"] if row["higher_is_better"]
+                                                     else value < row["threshold"])
+        if live and catch_up is None:
+            rows[-1]["met"] = False
+            rows[-1]["note"] = "lag not back within the run"
+        return rows
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the shared machine was (2 cores: above 2 means contention)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _seq(event_id: str, prefix: str) -> int | None:
+    if event_id.startswith(prefix):
+        digits = event_id[len(prefix):]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+def _burst_arithmetic(steady: float, factor: float, seconds: float, capacity: float | None) -> dict | None:
+    """What the arithmetic says a burst leaves behind, for reading the measured lag."""
+    if not capacity:
+        return None
+    backlog = max(0.0, (steady * factor - capacity) * seconds)
+    spare = capacity - steady
+    return {"backlog_events_expected": round(backlog), "drain_seconds_expected": round(backlog / spare, 1)
+            if spare > 0 else None}
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--seed", type=int, default=WorkloadConfig().seed)
+    parser.add_argument("--target-rate", type=float, default=50_000.0,
+                        help="peak events/s to size the capacity line for (default 50,000)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--py-spy", type=Path, metavar="FILE",
+                        help="record the mix drain's worker with py-spy (speedscope JSON) into FILE")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep the brokers' logs and data dirs")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    # SIGTERM unwinds like Ctrl-C, so that every worker and broker this run started is stopped
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    console = Console(stderr=True)
+    reporter = Reporter(console)
+    scratch = Path(tempfile.mkdtemp(prefix=f"peak-{profile.name}-"))
+    try:
+        with reporter.progress:
+            benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy)
+            result = benchmark.run()
+        result = {"benchmark": "peak", "profile": profile.name, "profile_settings": asdict(profile),
+                  "seed": args.seed, "partitions": PARTITIONS, "machine": _machine(),
+                  "workload": _workload_description(benchmark.config), **result}
+        from benchmarks.report import write_results
+
+        paths = write_results(result, getattr(benchmark, "chart_data", None), args.results_dir, chart=not args.no_chart)
+        console.print("\n".join(str(path) for path in paths))
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        if args.keep_scratch:
+            console.print(f"scratch kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def _machine() -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "broker": "embedded Tansu (memory storage)",
+            "note": "one machine runs the broker, the workers and the benchmark; other processes may share it"}
+
+
+def _workload_description(config: WorkloadConfig) -> dict:
+    description = asdict(config)
+    description["channels"] = list(CHANNELS)
+    return description
+
+
+if __name__ == "__main__":
+    sys.exit(main())

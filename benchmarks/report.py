@@ -1,0 +1,168 @@
+"""Writes a peak benchmark result: <profile>.json (everything), <profile>.md (the tables docs/PERFORMANCE.md
+explains) and <profile>.png (throughput, latency and lag over time of the live run; matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_results(result: dict, chart_data: dict | None, directory: Path, chart: bool = True) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = result["profile"]
+    paths = [directory / f"{name}.json", directory / f"{name}.md"]
+    paths[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if chart and chart_data:
+        png = directory / f"{name}.png"
+        write_chart(chart_data, png, f"Live run ({name} profile): {result['live']['steady_events_per_second']:,.0f} "
+                                     f"events/s steady, {result['live']['burst_events_per_second']:,.0f} in the burst")
+        paths.append(png)
+        result = {**result, "chart": png.name}
+    paths[1].write_text(markdown(result))
+    return paths
+
+
+def _n(value, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{round(value):,}{suffix}"
+
+
+def _ratio(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Peak benchmark: `{result['profile']}` profile", ""]
+    machine = result["machine"]
+    lines += [
+        f"Python {machine['python']}, {machine['cpus']} CPUs, {machine['broker']}; {result['partitions']} partitions; "
+        f"seed {result['seed']}; run took {result.get('duration_seconds', 'n/a')} s; load average (1/5/15 min) "
+        f"{result.get('load_average_at_start')} at the start, {result.get('load_average_at_end')} at the end. The "
+        "broker, the workers, the "
+        "baselines and the benchmark share the machine: compare the ratios, not the absolute figures, across "
+        "machines. `docs/PERFORMANCE.md` explains every figure.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | threshold | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for row in result["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        measured = row["measured"]
+        shown = _ratio(measured) if isinstance(measured, float) and measured < 5 and "80%" in row["target"] else \
+            _n(measured, 1)
+        threshold = _ratio(row["threshold"]) if "80%" in row["target"] else _n(row["threshold"])
+        lines.append(f"| {row['target']} | {shown} | {threshold} | {met} |")
+    lines += ["", "## Throughput (events/s; sustained = 10% to 90% of the section's events)", "",
+              "| section | events | service | per worker | bare Faust consume-only | plain confluent-kafka loop | "
+              "service / Faust | service / confluent | dead letters |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in result["throughput"].items():
+        service = entry["service"]
+        baselines = entry.get("baselines") or {}
+        ratios = entry.get("ratios") or {}
+        lines.append(
+            f"| {name} | {_n(entry.get('events'))} | {_n(service.get('events_per_second'))} | "
+            f"{_n(service.get('events_per_second_per_worker'))} | "
+            f"{_n(baselines.get('faust', {}).get('events_per_second'))} | "
+            f"{_n(baselines.get('confluent', {}).get('events_per_second'))} | {_ratio(ratios.get('vs_faust'))} | "
+            f"{_ratio(ratios.get('vs_confluent'))} | {_n(entry.get('dead_letters'))} |")
+    scaled = [entry["service"] for name, entry in result["throughput"].items()
+              if name.startswith("mix_") and entry["service"]["workers"] > 1]
+    for service in scaled:
+        lines.append("")
+        lines.append(f"Scaling: {service['workers']} workers sustain {_n(service['events_per_second'])} events/s, "
+                     f"efficiency {_ratio(service.get('scaling_efficiency'))} of {service['workers']} x one worker.")
+    live = result.get("live")
+    if live:
+        lines += ["", "## Live run: latency and lag", "",
+                  f"Steady {_n(live['steady_events_per_second'])} events/s (half the sustained maximum of the mix), "
+                  f"a {live['burst_seconds']:g} s burst at {_n(live['burst_events_per_second'])} events/s; "
+                  f"{_n(live['events_sent'])} events sent in {live['seconds_sent']} s, all applied "
+                  f"{live.get('seconds_until_all_applied', 'n/a')} s after the start. "
+                  f"Latency: {live['latency_measure']}.",
+                  "", "| window | outputs | p50 ms | p99 ms | p99.9 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
+        for window, figures in live["latency"].items():
+            lines.append(f"| {window} | {_n(figures['count'])} | {_n(figures['p50_ms'])} | {_n(figures['p99_ms'])} | "
+                         f"{_n(figures['p999_ms'])} | {_n(figures['max_ms'])} |")
+        arithmetic = live.get("burst_backlog_arithmetic") or {}
+        lines += ["",
+                  f"- maximum lag: {_n(live['max_ledger_lag_events'])} events sent but not yet on the ledger, "
+                  f"{_n(live['max_publish_lag_events'])} sent but not yet published",
+                  f"- lag when the burst began: {_n(live['publish_lag_at_burst_start_events'])} events unpublished",
+                  f"- catch-up after the burst: {_n(live['catch_up_seconds_after_burst'], 1, ' s')} (lag back to "
+                  f"<= {_n(live['caught_up_lag_events'])} events, a quarter second of the steady rate; n/a: not "
+                  "within the run)",
+                  f"- arithmetic: the burst leaves ~{_n(arithmetic.get('backlog_events_expected'))} events, drained "
+                  f"in ~{_n(arithmetic.get('drain_seconds_expected'), 1, ' s')} at the measured maximum"]
+    resources = result.get("resources") or {}
+    restart = result.get("restart") or {}
+    lines += ["", "## Resources and restarts", ""]
+    if resources:
+        lines += [f"- peak RSS per worker: {_n(resources.get('peak_rss_mib_per_worker'), 1, ' MiB')}",
+                  f"- RocksDB on disk: {_n(resources['rocksdb_bytes'] / 2**20 if resources.get('rocksdb_bytes') else None, 1, ' MiB')} "
+                  f"for {_n(resources.get('sku_locations_held'))} SKU-locations = "
+                  f"**{_n(resources.get('rocksdb_mib_per_million_sku_locations'), 1, ' MiB')} per million "
+                  f"SKU-locations** ({resources.get('measured_after')})"]
+    for kind, figures in restart.items():
+        lines.append(f"- restart with {kind} local state: first output after "
+                     f"{_n(figures['seconds_to_first_output'], 2, ' s')}, every partition after "
+                     f"{_n(figures['seconds_to_output_on_every_partition'], 2, ' s')} ({figures['local_state']})")
+    capacity = result.get("capacity") or {}
+    if capacity.get("workers_at_full_load"):
+        lines += ["", "## Capacity", "",
+                  f"For {_n(capacity['target_events_per_second'])} events/s of the realistic mix: "
+                  f"**{capacity['workers_at_full_load']} workers** at full load, "
+                  f"**{capacity['workers_at_latency_load']} workers** at {capacity['utilisation_for_latency']:.0%} "
+                  f"load (per worker {_n(capacity['per_worker_events_per_second'])} events/s, scaling efficiency "
+                  f"{capacity['scaling_efficiency']:.0%}"
+                  f"{' (capped)' if capacity.get('scaling_efficiency_capped') else ''}"
+                  f"{'' if capacity['scaling_efficiency_measured'] else ' assumed, not measured in this profile'}; "
+                  f"{capacity['partitions']} partitions"
+                  f"{' — more partitions needed' if capacity['needs_more_partitions'] else ''}). "
+                  f"Assumptions: {capacity['assumptions']}"]
+    if result.get("chart"):
+        lines += ["", f"![throughput, latency and lag over time]({result['chart']})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(data: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate_axis, latency_axis, lag_axis) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    burst_start, burst_end = data["burst"]
+    for axis in (rate_axis, latency_axis, lag_axis):
+        axis.axvspan(burst_start, burst_end, color="orange", alpha=0.15, label="burst")
+        axis.grid(alpha=0.3)
+    if data["sent_rate"]:
+        rate_axis.plot(*zip(*data["sent_rate"]), label="sent", color="grey", linestyle="--")
+    if data["applied_rate"]:
+        rate_axis.plot(*zip(*data["applied_rate"]), label="published (applied)", color="tab:blue")
+    rate_axis.set_ylabel("events/s")
+    rate_axis.legend(loc="upper right")
+    if data["latency"]:
+        seconds, p50, p99 = zip(*data["latency"])
+        latency_axis.plot(seconds, p50, label="p50", color="tab:green")
+        latency_axis.plot(seconds, p99, label="p99", color="tab:red")
+        latency_axis.set_yscale("log")
+    latency_axis.axhline(250, color="black", linewidth=0.8, linestyle=":", label="250 ms target")
+    latency_axis.set_ylabel("end-to-end latency, ms\n(by send time)")
+    latency_axis.legend(loc="upper right")
+    if data["lag"]:
+        lag_axis.plot(*zip(*data["lag"]), label="sent, not yet published", color="tab:purple")
+    if data["ledger_lag"]:
+        lag_axis.plot(*zip(*data["ledger_lag"]), label="sent, not yet on the ledger", color="tab:olive")
+    lag_axis.set_ylabel("lag, events")
+    lag_axis.set_xlabel("seconds since the live run started")
+    lag_axis.legend(loc="upper right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

@@ -1,0 +1,195 @@
+"""The peak workload generator and the benchmark's arithmetic: pure, no broker."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from app.engine import MemoryStore, PartitionEngine, Rejection, ReservationDecision, event_from_record
+from app.serialization import AvroCodec
+from app.settings import Settings
+from app.topics import RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, ledger_partition
+from benchmarks import analysis
+from benchmarks.generator import CHANNELS, RateSchedule, Workload, WorkloadConfig
+
+SMALL = WorkloadConfig(skus=5_000, stores=40)
+
+
+def events_of(records):
+    for record in records:
+        if record.topic is STOCK_MOVEMENTS:
+            for movement in record.value["movements"]:
+                yield "StockMovement", movement
+        elif record.topic is RESERVATION_COMMANDS:
+            yield "ReservationCommand", record.value
+        else:
+            yield "StockMovement", record.value
+
+
+def apply_in_send_order(workload: Workload, records, loads) -> Counter:
+    """The pure engine over the policy, the stock loads and the records in the order they are sent."""
+    engines: dict[int, PartitionEngine] = {}
+    offsets: Counter = Counter()
+    outcomes: Counter = Counter()
+    policy = event_from_record("PolicyChange", workload.policy())
+
+    def apply(sku: str, event) -> None:
+        partition = workload.partition_of(sku)
+        engine = engines.get(partition)
+        if engine is None:
+            engine = engines[partition] = PartitionEngine(partition, MemoryStore(), frozenset(CHANNELS))
+            engine.apply(policy, 0)
+            offsets[partition] = 1
+        for output in engine.apply(event, offsets[partition]):
+            if type(output) is Rejection:
+                outcomes[f"rejection:{output.reason}"] += 1
+            elif type(output) is ReservationDecision and output.reason is not None:
+                outcomes[f"refused:{output.reason}"] += 1
+            else:
+                outcomes[type(output).__name__] += 1
+        offsets[partition] += 1
+
+    for load in loads:
+        apply(load.sku, event_from_record("StockMovement", workload.stock_load_record(load)))
+    for record_name, value in events_of(records):
+        apply(value["sku"], event_from_record(record_name, value))
+    return outcomes
+
+
+def test_same_seed_same_records_and_another_seed_others():
+    first = list(Workload(SMALL).records(3_000))
+    again = list(Workload(SMALL).records(3_000))
+    other = list(Workload(WorkloadConfig(skus=5_000, stores=40, seed=7)).records(3_000))
+    assert first == again
+    assert [record.value for record in first] != [record.value for record in other]
+
+
+def test_every_record_encodes_with_the_project_codec_and_event_ids_are_unique():
+    codec = AvroCodec(Settings())
+    workload = Workload(SMALL)
+    records = list(workload.records(4_000))
+    ids = [value["event_id"] for _, value in events_of(records)]
+    assert len(ids) == len(set(ids)) == workload.events_generated
+    for record in records:
+        assert codec.decode(record.topic, codec.encode(record.topic, record.value)).value is not None
+    for load in workload.take_stock_loads():
+        codec.encode(STORE_TRANSACTIONS, workload.stock_load_record(load))
+    codec.encode("source.policy-changes", workload.policy())
+
+
+def test_the_mix_has_the_documented_shares():
+    workload = Workload(WorkloadConfig())
+    records = list(workload.records(40_000))
+    kinds = Counter()
+    for record in records:
+        kinds[record.topic.name] += record.events
+        if record.topic is STOCK_MOVEMENTS:
+            assert record.key.startswith("wms-DC")
+    total = sum(kinds.values())
+    assert total == 40_000
+    assert kinds[RESERVATION_COMMANDS.name] / total == pytest.approx(0.20, abs=0.02)
+    assert kinds[STOCK_MOVEMENTS.name] / total == pytest.approx(0.35, abs=0.02)
+    assert kinds[STORE_TRANSACTIONS.name] / total == pytest.approx(0.45, abs=0.02)
+    batches = [record for record in records if record.topic is STOCK_MOVEMENTS]
+    assert all(record.events == 200 for record in batches[:-5])  # the last batch of each DC feed may be partial
+    channels = Counter(record.value["channel"] for record in records if record.topic is RESERVATION_COMMANDS)
+    assert set(channels) == set(CHANNELS)
+
+
+def test_sku_popularity_is_zipf():
+    workload = Workload(WorkloadConfig(), mix="single")
+    counts = Counter(value["sku"] for _, value in events_of(workload.records(40_000)))
+    top = counts.most_common(1)[0]
+    assert top[0] == "SKU000000"
+    # rank r has weight 1/(r+1)^1.1: the top SKU is sold about 2.1x as often as the second, 12.6x the tenth
+    assert counts["SKU000000"] / counts["SKU000009"] == pytest.approx(10 ** 1.1, rel=0.35)
+    assert len(counts) > 5_000  # the long tail is there
+
+
+def test_single_and_bulk_mixes_use_only_their_topics():
+    single = Workload(SMALL, mix="single")
+    assert {record.topic for record in single.records(2_000)} == {STORE_TRANSACTIONS, RESERVATION_COMMANDS}
+    bulk = Workload(SMALL, mix="bulk")
+    assert {record.topic for record in bulk.records(2_000)} == {STOCK_MOVEMENTS}
+
+
+@pytest.mark.parametrize("mix", ["mixed", "single", "bulk"])
+def test_the_engine_applies_the_workload_without_rejections(mix):
+    workload = Workload(SMALL, mix=mix)
+    records = list(workload.records(6_000))
+    outcomes = apply_in_send_order(workload, records, workload.take_stock_loads())
+    rejected = {kind: count for kind, count in outcomes.items() if kind.startswith(("rejection", "refused"))}
+    assert sum(rejected.values()) <= 2, rejected  # a count racing a journal overflow is the one known exception
+    assert outcomes["ChannelAvailability"] > 6_000
+
+
+def test_a_transfer_is_received_on_the_same_feed_after_it_was_shipped():
+    workload = Workload(SMALL, mix="bulk")
+    in_transit: Counter = Counter()
+    received = 0
+    for record in workload.records(6_000):
+        for movement in record.value["movements"]:
+            if movement["type"] == "TRANSFER_SHIPPED":
+                assert record.key == f"wms-{movement['location']}"
+                in_transit[(movement["sku"], movement["location"], movement["counterparty_location"])] += \
+                    movement["quantity"]
+            elif movement["type"] == "TRANSFER_RECEIVED":
+                assert record.key == f"wms-{movement['counterparty_location']}"
+                key = (movement["sku"], movement["counterparty_location"], movement["location"])
+                assert in_transit[key] >= movement["quantity"]
+                in_transit[key] -= movement["quantity"]
+                received += 1
+    assert received > 1_000
+
+
+def test_records_carry_each_events_ledger_partition():
+    workload = Workload(SMALL)
+    for record in workload.records(1_000):
+        assert list(record.partitions) == [ledger_partition(value["sku"], 8) for _, value in events_of([record])]
+
+
+def test_probes_cover_every_ledger_partition():
+    workload = Workload(SMALL)
+    probes = workload.probe_records("warm")
+    assert sorted(record.partitions[0] for record in probes) == list(range(8))
+    assert all(record.value["quantity"] > 1 for record in probes)  # beyond the store safety stock: it publishes
+
+
+def test_rate_schedule_bursts_and_inverse():
+    schedule = RateSchedule(100.0, ((10.0, 5.0, 4.0),))
+    assert schedule.rate_at(5) == 100 and schedule.rate_at(12) == 400 and schedule.rate_at(20) == 100
+    assert schedule.events_by(10) == pytest.approx(1_000)
+    assert schedule.events_by(15) == pytest.approx(3_000)
+    assert schedule.events_by(20) == pytest.approx(3_500)
+    for seconds in (0.5, 9.9, 10.0, 12.3, 15.0, 19.0):
+        assert schedule.time_of(schedule.events_by(seconds)) == pytest.approx(seconds)
+    with pytest.raises(ValueError):
+        RateSchedule(10.0, ((1.0, 5.0, 4.0), (3.0, 1.0, 2.0)))
+
+
+def test_throughput_is_the_slope_between_10_and_90_percent():
+    # 1,000 events: a slow start, then 100 events/s
+    series = [(0.0, 1)] + [(2000.0 + 10 * index, index + 1) for index in range(1, 1000)]
+    figure = analysis.throughput(series, 1000)
+    assert figure.events_per_second == pytest.approx(100.0, rel=0.01)
+    assert figure.overall_events_per_second < figure.events_per_second
+
+
+def test_progress_counts_ledger_positions_from_the_section_start():
+    outputs = [(100, 0, 5), (110, 1, 3), (120, 0, 6), (130, 0, 4), (140, 1, 2)]
+    series = analysis.progress_series(outputs, {0: 5, 1: 3})
+    assert series == [(100, 1), (110, 2), (120, 3)]
+
+
+def test_latency_lag_catch_up_and_capacity():
+    summary = analysis.latency_summary(range(1, 1001))
+    assert (summary["p50_ms"], summary["p99_ms"], summary["p999_ms"]) == (500, 990, 999)
+    produced = [(0, 100), (1000, 200), (2000, 300)]
+    done = [(500, 100), (1500, 150), (2500, 300)]
+    lag = analysis.lag_series(produced, done, 0, 3000, step_ms=500)
+    assert [value for _, value in lag] == [100, 0, 100, 50, 150, 0, 0]
+    assert analysis.catch_up_seconds(lag, 2000, threshold=0) == 0.5
+    capacity = analysis.capacity_line(10_000, 1_000, 0.8, partitions=8)
+    assert capacity["workers_at_full_load"] == 13 and capacity["workers_at_latency_load"] == 25
+    assert capacity["needs_more_partitions"]
