@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service on a seeded peak-season workload, each against baselines measured in the same run; results in "
         "benchmarks/results/<profile>.json/.md/.png (docs/PERFORMANCE.md). Always starts its own embedded brokers.")
     benchmark.add_argument("--profile", choices=("smoke", "quick", "peak"), default="quick",
-                           help="quick: under 2 minutes; peak: the real run, about 15 minutes (default quick)")
+                           help="quick: under 2 minutes; peak: the real run, about 16 minutes (default quick)")
     benchmark.add_argument("--target-rate", type=_positive_float, default=50_000.0, metavar="EVENTS_PER_SECOND",
                            help="peak rate the capacity line sizes workers for (default 50000)")
     benchmark.add_argument("--results-dir", metavar="DIR", help="where to write the results (default "

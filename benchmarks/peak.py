@@ -2,7 +2,7 @@
 the same run.
 
     python -m benchmarks.peak --profile quick     # under 2 minutes: every step, small sizes, N=1
-    python -m benchmarks.peak --profile peak      # the real run (about 15 minutes): bigger sizes, N=1 and N=2
+    python -m benchmarks.peak --profile peak      # the real run (about 16 minutes): bigger sizes, N=1 and N=2
     availability benchmark --profile quick        # the same, through the CLI
 
 Two scenarios, each on a fresh embedded broker (always embedded, so that runs are comparable), with the real worker
