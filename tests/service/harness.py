@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import SecretStr
 
@@ -204,3 +205,19 @@ def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions
         return min(counts) >= count_per_partition
 
     return read_topic(bootstrap_servers, LEDGER.name, partitions, until=done, timeout=timeout, idle_seconds=0)
+
+
+def poll(fetch: Callable, until: Callable, timeout: float, what: str):
+    """Call `fetch()` until `until(result)` holds; AssertionError with the last result at the deadline. HTTP errors
+    (a worker not listening yet) count as results that do not hold."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = fetch()
+        except httpx.HTTPError as error:
+            result = error
+        if not isinstance(result, Exception) and until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached after {timeout}s; last: {result!r}")
+        time.sleep(0.2)

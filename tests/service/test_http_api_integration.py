@@ -17,6 +17,7 @@ from tests.engine.factories import channel, policy, receipt
 from tests.service.harness import (
     WORKER_READY,
     WorkerProcess,
+    poll,
     read_topic,
     wait_for_ledger_entries,
 )
@@ -29,18 +30,6 @@ RULES = (
 )
 
 
-def poll(fetch: Callable, until: Callable, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = fetch()
-        except httpx.HTTPError as error:
-            result = error
-        if not isinstance(result, Exception) and until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached after {timeout}s; last: {result!r}")
-        time.sleep(0.2)
 
 
 def client_for(settings) -> httpx.Client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -31,6 +30,7 @@ from tests.engine.factories import Ledger, availability, channel, policy, receip
 from tests.service.harness import (
     WORKER_READY,
     WorkerProcess,
+    poll,
     read_topic,
     wait_for_ledger_entries,
 )
@@ -294,19 +294,6 @@ def worker_with_web(service_settings) -> Iterator[WorkerWithWeb]:
         worker.stop(grace_seconds=10)  # SIGTERM to this PID, SIGKILL after the grace period
 
 
-def poll(fetch, until, timeout: float, what: str):
-    """Call `fetch()` until `until(result)` holds; AssertionError with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = fetch()
-        except httpx.HTTPError as error:
-            result = error
-        if not isinstance(result, Exception) and until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached after {timeout}s; last: {result!r}")
-        time.sleep(0.2)
 
 
 def last_published(bootstrap_servers: str, codec, settings, channel_name: str, until) -> dict:
