@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     tick_interval_seconds: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=1000, ge=1)
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
+    state_cache_skus: int = Field(
+        default=10_000, ge=0,
+        description="Decoded SKU states a worker keeps between micro-batches, per ledger partition it owns.",
+    )
+    ledger_batch_max_entries: int = Field(
+        default=500, ge=1, le=100_000,
+        description="Most events per ledger record (a LedgerEntryBatch per ledger partition per source micro-batch);"
+        " 1 writes one record per event.",
+    )
     fetch_max_wait_ms: int = Field(
         default=50, ge=1, le=60_000,
         description="Longest a worker's fetch waits for data (Faust hard-codes 1500; see app.service.transport).",

@@ -27,6 +27,7 @@ DEAD_LETTER_SOURCE_TOPIC_HEADER = "source-topic"
 DEAD_LETTER_SOURCE_PARTITION_HEADER = "source-partition"
 DEAD_LETTER_SOURCE_OFFSET_HEADER = "source-offset"
 DEAD_LETTER_TRUNCATED_HEADER = "value-truncated-from"  # only on a dead letter whose value was cut: original size
+DEAD_LETTER_LEDGER_INDEX_HEADER = "ledger-index"  # only on the dead letter of one entry of a LedgerEntryBatch
 DEAD_LETTER_HEADERS = (
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_ERROR_HEADER,

@@ -100,6 +100,7 @@ CHANNEL_AVAILABILITY = {
     "event_id": "pos-1.000017",
     "ledger_partition": 3,
     "ledger_offset": 1234,
+    "ledger_index": 0,
     "policy_version": 12,
     "event_time": 1_700_000_000_000,
     "snapshot": False,
@@ -116,6 +117,7 @@ RESERVATION_DECISION = {
     "event_id": "om-77",
     "ledger_partition": 3,
     "ledger_offset": 1235,
+    "ledger_index": 17,
     "event_time": 1_700_000_000_500,
 }
 
@@ -149,6 +151,15 @@ SAMPLES = {  # record name -> representative records, fully specified so a round
         ledger_entry("PolicyChange", POLICY_CHANGE, ("source.policy-changes", 0, 3)),
         {
             **ledger_entry("ClockTick", CLOCK_TICK),
+            **{"source_topic": None, "source_partition": None, "source_offset": None},
+        },
+        {
+            **ledger_entry("LedgerEntryBatch", {"entries": [
+                {"entry": (full_name("StockMovement"), STOCK_MOVEMENT_SALE),
+                 "source_topic": "source.store-transactions", "source_partition": 0, "source_offset": 41},
+                {"entry": (full_name("ReservationCommand"), RESERVATION_COMMAND),
+                 "source_topic": "source.reservation-commands", "source_partition": 2, "source_offset": 7},
+            ]}),
             **{"source_topic": None, "source_partition": None, "source_offset": None},
         },
     ],
@@ -231,7 +242,8 @@ def test_every_topic_value_record_has_samples():
 def test_ledger_entry_union_keeps_the_branch_name():
     parsed = load_schema_library().parsed("LedgerEntry")
     names = [round_trip(parsed, entry)["entry"][0] for entry in SAMPLES["LedgerEntry"]]
-    assert names == [full_name(name) for name in ("StockMovement", "ReservationCommand", "PolicyChange", "ClockTick")]
+    assert names == [full_name(name) for name in
+                     ("StockMovement", "ReservationCommand", "PolicyChange", "ClockTick", "LedgerEntryBatch")]
 
 
 def test_optional_fields_default_when_omitted():

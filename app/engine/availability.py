@@ -20,12 +20,12 @@ OUT_OF_STOCK = AvailabilityStatus.OUT_OF_STOCK
 class Cause:
     """The ledger entry an output is attributed to."""
 
-    __slots__ = ("event_id", "partition", "offset", "event_time", "policy_version")
+    __slots__ = ("event_id", "partition", "position", "event_time", "policy_version")
 
-    def __init__(self, event_id: str, partition: int, offset: int, event_time: int, policy_version: int) -> None:
+    def __init__(self, event_id: str, partition: int, position: int, event_time: int, policy_version: int) -> None:
         self.event_id = event_id
         self.partition = partition
-        self.offset = offset
+        self.position = position  # ledger position (app.engine.positions)
         self.event_time = event_time
         self.policy_version = policy_version
 
@@ -160,7 +160,7 @@ def _emit(state: SkuState, key, last: Published | None, quantity: int, status, c
             version,
             cause.event_id,
             cause.partition,
-            cause.offset,
+            cause.position,
             cause.policy_version,
             cause.event_time,
         )

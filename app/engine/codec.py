@@ -50,7 +50,7 @@ def _lines(flat: list) -> tuple[tuple[str, int], ...]:
 def encode_sku_state(state: SkuState) -> bytes:
     body = [
         state.sku,
-        state.last_ledger_offset,
+        state.last_position,
         [
             [
                 location,
@@ -89,7 +89,7 @@ def decode_sku_state(value: bytes) -> SkuState:
             body.append([])
         sku, last_offset, positions, reservations, finished, recent_ids, published, history = body
         state = SkuState(sku)
-        state.last_ledger_offset = last_offset
+        state.last_position = last_offset
         state.positions = {
             item[0]: Position(item[1], item[2], item[3], item[4], item[5], item[6], item[7], item[8])
             for item in positions
@@ -115,7 +115,7 @@ _SKU_STATE_FORMATS = frozenset({1, SKU_STATE_FORMAT})
 def encode_partition_state(state: PartitionState) -> bytes:
     body = [
         state.partition,
-        state.last_ledger_offset,
+        state.last_position,
         state.clock,
         [[offset, event_to_record(change)[1]] for offset, change in state.policies],
         sorted([expires_at, sku, rid] for (sku, rid), expires_at in state.expiries.items()),
@@ -129,7 +129,7 @@ def decode_partition_state(value: bytes) -> PartitionState:
     try:
         partition, last_offset, clock, policies, expiries = _loads(value[1:])
         state = PartitionState(partition)
-        state.last_ledger_offset = last_offset
+        state.last_position = last_offset
         state.clock = clock
         state.policies = [(offset, event_from_record("PolicyChange", record)) for offset, record in policies]
         state.expiries = {(sku, rid): expires_at for expires_at, sku, rid in expiries}

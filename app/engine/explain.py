@@ -20,6 +20,7 @@ from app.engine.availability import channel_quantity, rebuild_derived, status_of
 from app.engine.codec import decode_sku_state, encode_sku_state
 from app.engine.outputs import AvailabilityStatus
 from app.engine.policy import BASIS_POINTS, ChannelPlan, Policy
+from app.engine.positions import split_position
 from app.engine.state import PartitionState, SkuState
 
 
@@ -28,11 +29,11 @@ def policy_for(state: SkuState, partition_state: PartitionState | None) -> Polic
     entry (a later policy would have re-evaluated the SKU and moved that offset)."""
     if partition_state is None:
         return None
-    found = partition_state.policy_change_at(state.last_ledger_offset)
+    found = partition_state.policy_change_at(state.last_position)
     if found is None:
         return None
-    effective_offset, change = found
-    return Policy(change, effective_offset)
+    effective_position, change = found
+    return Policy(change, effective_position)
 
 
 def explain_sku(
@@ -57,10 +58,15 @@ def explain_sku(
     return {
         "sku": state.sku,
         "ledger_partition": partition,
-        "last_ledger_offset": state.last_ledger_offset,
+        "last_ledger_offset": split_position(state.last_position)[0],
+        "last_ledger_index": split_position(state.last_position)[1],
         "policy": None
         if policy is None
-        else {"version": policy.version, "event_id": policy.event_id, "effective_offset": policy.effective_offset},
+        else {
+            "version": policy.version,
+            "event_id": policy.event_id,
+            "effective_offset": split_position(policy.effective_position)[0],  # a policy is a record of its own
+        },
         "locations": [
             _location(state, policy, name)
             for name in sorted(state.positions)
@@ -91,11 +97,12 @@ def explain_sku(
                 "event_id": event_id,
                 "kind": kind,
                 "ledger_partition": entry_partition,
-                "ledger_offset": offset,
+                "ledger_offset": split_position(position)[0],
+                "ledger_index": split_position(position)[1],
                 "result": result,
                 "reservation_id": reservation_id,
             }
-            for event_id, kind, entry_partition, offset, result, reservation_id in reversed(state.history)
+            for event_id, kind, entry_partition, position, result, reservation_id in reversed(state.history)
         ],
     }
 

@@ -1,8 +1,10 @@
 """What the engine returns: channel availability changes, reservation decisions and rejections.
 
 `to_record()` gives the Avro dict (field names of avro/ChannelAvailability.avsc and avro/ReservationDecision.avsc);
-`key` gives the record key. The engine does not know topic names: the service routes ChannelAvailability to
-`availability.<channel>`, ReservationDecision to `reservation-decisions` and Rejection to `dead-letters`/metrics.
+`key` gives the record key. Outputs carry the engine's ledger position; their records carry it as the pair
+(`ledger_offset`, `ledger_index`) (app.engine.positions). The engine does not know topic names: the service routes
+ChannelAvailability to `availability.<channel>`, ReservationDecision to `reservation-decisions` and Rejection to
+`dead-letters`/metrics.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from enum import Enum
 from typing import Union
+
+from app.engine.positions import POSITION_STRIDE
+
+POSITION_SHIFT = POSITION_STRIDE.bit_length() - 1  # split_position() as shifts: two per published record
+INDEX_MASK = POSITION_STRIDE - 1
 
 
 class AvailabilityStatus(str, Enum):
@@ -36,7 +43,7 @@ class ChannelAvailability:
     version: int
     event_id: str
     ledger_partition: int
-    ledger_offset: int
+    ledger_position: int  # app.engine.positions: (ledger_offset, ledger_index) in the record
     policy_version: int
     event_time: int
     snapshot: bool = False
@@ -56,7 +63,8 @@ class ChannelAvailability:
             "version": self.version,
             "event_id": self.event_id,
             "ledger_partition": self.ledger_partition,
-            "ledger_offset": self.ledger_offset,
+            "ledger_offset": self.ledger_position >> POSITION_SHIFT,
+            "ledger_index": self.ledger_position & INDEX_MASK,
             "policy_version": self.policy_version,
             "event_time": self.event_time,
             "snapshot": self.snapshot,
@@ -81,7 +89,7 @@ class ReservationDecision:
     lines: tuple[ReservationLine, ...]
     event_id: str
     ledger_partition: int
-    ledger_offset: int
+    ledger_position: int  # app.engine.positions: (ledger_offset, ledger_index) in the record
     event_time: int
 
     @property
@@ -100,7 +108,8 @@ class ReservationDecision:
             "lines": [{"location": line.location, "quantity": line.quantity} for line in self.lines],
             "event_id": self.event_id,
             "ledger_partition": self.ledger_partition,
-            "ledger_offset": self.ledger_offset,
+            "ledger_offset": self.ledger_position >> POSITION_SHIFT,
+            "ledger_index": self.ledger_position & INDEX_MASK,
             "event_time": self.event_time,
         }
 
@@ -116,7 +125,7 @@ class Rejection:
     event_id: str | None
     sku: str | None
     ledger_partition: int
-    ledger_offset: int
+    ledger_position: int  # app.engine.positions: (ledger_offset, ledger_index) in the record
 
     @property
     def key(self) -> str:
@@ -131,7 +140,8 @@ class Rejection:
             "event_id": self.event_id,
             "sku": self.sku,
             "ledger_partition": self.ledger_partition,
-            "ledger_offset": self.ledger_offset,
+            "ledger_offset": self.ledger_position >> POSITION_SHIFT,
+            "ledger_index": self.ledger_position & INDEX_MASK,
         }
 
 

@@ -19,6 +19,7 @@ from app.engine.events import ClockTick, Event, PolicyChange, ReservationCommand
 from app.engine.movements import apply_movement
 from app.engine.outputs import Output, Rejection
 from app.engine.policy import Policy
+from app.engine.positions import split_position
 from app.engine.reservations import apply_command, expire
 from app.engine.state import HISTORY_LIMIT, RECENT_EVENT_IDS_LIMIT, PartitionState, SkuState
 from app.engine.store import MemoryStore, StateStore
@@ -28,9 +29,11 @@ APPLIED = "APPLIED"  # SkuState.history result of an entry that was applied (com
 POLICY_ENTRY = "POLICY"  # SkuState.history kind of a policy change re-evaluating the SKU
 
 
-def tick_event_id(partition: int, ledger_offset: int) -> str:
-    """The id EXPIRED decisions carry when a clock tick (which has no id of its own) caused them."""
-    return f"tick-{partition}-{ledger_offset}"
+def tick_event_id(partition: int, position: int) -> str:
+    """The id EXPIRED decisions carry when a clock tick (which has no id of its own) caused them: its ledger
+    offset (a tick is a record of its own), with the index inside the record if it is not the first."""
+    offset, index = split_position(position)
+    return f"tick-{partition}-{offset}" if index == 0 else f"tick-{partition}-{offset}.{index}"
 
 
 class PartitionEngine:
@@ -51,31 +54,31 @@ class PartitionEngine:
 
     # ------------------------------------------------------------------------------------------------ policies
 
-    def policy_at(self, ledger_offset: int) -> Policy | None:
-        """The compiled policy in force for an entry at `ledger_offset`."""
+    def policy_at(self, position: int) -> Policy | None:
+        """The compiled policy in force for an entry at `position`."""
         policies = self.state.policies
         if policies:  # the common case: the latest policy, already compiled
-            effective_offset, change = policies[-1]
+            effective_position, change = policies[-1]
             latest = self._latest
             if (
-                ledger_offset >= effective_offset
+                position >= effective_position
                 and latest is not None
                 and latest.change is change
-                and latest.effective_offset == effective_offset
+                and latest.effective_position == effective_position
             ):
                 return latest
-            if ledger_offset >= effective_offset:
-                latest = self._compiled.get(effective_offset)
+            if position >= effective_position:
+                latest = self._compiled.get(effective_position)
                 if latest is not None and latest.change is change:
                     self._latest = latest
                     return latest
-        found = self.state.policy_change_at(ledger_offset)
+        found = self.state.policy_change_at(position)
         if found is None:
             return None
-        effective_offset, change = found
-        policy = self._compiled.get(effective_offset)
+        effective_position, change = found
+        policy = self._compiled.get(effective_position)
         if policy is None or policy.change is not change and policy.change != change:
-            policy = self._compiled[effective_offset] = Policy(change, effective_offset)
+            policy = self._compiled[effective_position] = Policy(change, effective_position)
             if len(self._compiled) > 2 * len(self.state.policies) + 4:
                 live = {offset for offset, _ in self.state.policies}
                 for key in [key for key in self._compiled if key not in live]:
@@ -92,8 +95,8 @@ class PartitionEngine:
 
     # ------------------------------------------------------------------------------------------------- entries
 
-    def apply(self, event: Event, ledger_offset: int) -> list[Output]:
-        """Apply the ledger entry at `ledger_offset`; returns what to publish, in order."""
+    def apply(self, event: Event, position: int) -> list[Output]:
+        """Apply the ledger entry at `position`; returns what to publish, in order."""
         out: list[Output] = []
         reason = validate(event)
         if reason is not None:
@@ -106,34 +109,34 @@ class PartitionEngine:
                     event_id if isinstance(event_id, str) else None,
                     sku if isinstance(sku, str) else None,
                     self.partition,
-                    ledger_offset,
+                    position,
                 )
             )
             return out
         partition = self.state
-        fresh = ledger_offset > partition.last_ledger_offset
+        fresh = position > partition.last_position
         kind = type(event)
-        if fresh and kind is PolicyChange and not self._accept_policy(event, ledger_offset, out):
-            self._advance(event, ledger_offset, out)  # a rejected policy still moves the clock: it is on the ledger
+        if fresh and kind is PolicyChange and not self._accept_policy(event, position, out):
+            self._advance(event, position, out)  # a rejected policy still moves the clock: it is on the ledger
         else:
             if fresh:
                 # _advance() inlined for the common case: the clock does not move, or nothing is due yet
                 event_time = event.event_time
                 if event_time <= partition.clock:
-                    partition.last_ledger_offset = ledger_offset
+                    partition.last_position = position
                 elif not partition.has_due(event_time):
-                    partition.last_ledger_offset = ledger_offset
+                    partition.last_position = position
                     partition.clock = event_time
                 else:
-                    self._advance(event, ledger_offset, out)
+                    self._advance(event, position, out)
             if kind is StockMovement or kind is ReservationCommand:
-                self._apply_to_sku(event, ledger_offset, out)
+                self._apply_to_sku(event, position, out)
             elif kind is PolicyChange:
-                self._reevaluate_all(event, ledger_offset, out)
+                self._reevaluate_all(event, position, out)
         self.store.put_partition_state(partition)
         return out
 
-    def _accept_policy(self, change: PolicyChange, ledger_offset: int, out: list) -> bool:
+    def _accept_policy(self, change: PolicyChange, position: int, out: list) -> bool:
         unknown = sorted({rule.channel for rule in change.channels} - self.channels_with_topics)
         current = self.state.policies[-1][1] if self.state.policies else None
         if unknown:
@@ -143,24 +146,24 @@ class PartitionEngine:
                 return False  # the same policy again: a duplicate changes nothing
             reason, detail = reasons.STALE_POLICY_VERSION, f"version {change.version} <= {current.version}"
         else:
-            self.state.add_policy(ledger_offset, change)
+            self.state.add_policy(position, change)
             return True
-        out.append(Rejection(reason, detail, change.event_id, None, self.partition, ledger_offset))
+        out.append(Rejection(reason, detail, change.event_id, None, self.partition, position))
         return False
 
-    def _advance(self, event: Event, ledger_offset: int, out: list) -> None:
+    def _advance(self, event: Event, position: int, out: list) -> None:
         """Move the partition clock and expire every reservation it has reached."""
         partition = self.state
-        partition.last_ledger_offset = ledger_offset
+        partition.last_position = position
         if event.event_time <= partition.clock:
             return
         partition.clock = event.event_time
         due = partition.pop_due(partition.clock)
         if not due:
             return
-        policy = self.policy_at(ledger_offset)
-        event_id = event.event_id if type(event) is not ClockTick else tick_event_id(self.partition, ledger_offset)
-        cause = Cause(event_id, self.partition, ledger_offset, event.event_time, policy.version if policy else 0)
+        policy = self.policy_at(position)
+        event_id = event.event_id if type(event) is not ClockTick else tick_event_id(self.partition, position)
+        cause = Cause(event_id, self.partition, position, event.event_time, policy.version if policy else 0)
         store = self.store
         for sku, reservation_id, expires_at in due:
             state = store.get_sku_state(sku)
@@ -205,12 +208,12 @@ class PartitionEngine:
         state.next_expiry = next_expiry
         return touched
 
-    def _apply_to_sku(self, event, ledger_offset: int, out: list) -> None:
+    def _apply_to_sku(self, event, position: int, out: list) -> None:
         store = self.store
         sku = event.sku
         state = store.get_sku_state(sku)
         existed = state is not None
-        if existed and ledger_offset <= state.last_ledger_offset:
+        if existed and position <= state.last_position:
             self._reregister_expiries(state)
             return  # redelivery: already applied, its records already published
         if not existed:
@@ -221,13 +224,13 @@ class PartitionEngine:
             policy is None
             or not policies
             or policies[-1][1] is not policy.change
-            or policies[-1][0] != policy.effective_offset
-            or ledger_offset < policy.effective_offset
+            or policies[-1][0] != policy.effective_position
+            or position < policy.effective_position
         ):
-            policy = self.policy_at(ledger_offset)
+            policy = self.policy_at(position)
         if state.policy is not policy:
             self._use_policy(state, policy)
-        state.last_ledger_offset = ledger_offset
+        state.last_position = position
         event_id = event.event_id
         recent_event_ids = state.recent_event_ids
         if event_id in recent_event_ids:
@@ -235,7 +238,7 @@ class PartitionEngine:
                 store.put_sku_state(state)
             return  # duplicate: changes nothing
         cause = Cause(
-            event_id, self.partition, ledger_offset, event.event_time, policy.version if policy is not None else 0
+            event_id, self.partition, position, event.event_time, policy.version if policy is not None else 0
         )
         touched: list[str] | tuple[str, ...] = ()
         if state.next_expiry is not None and state.next_expiry <= self.state.clock:
@@ -250,12 +253,12 @@ class PartitionEngine:
             else:
                 reason, changed = apply_movement(state, policy, event)
             if reason is not None:
-                out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, ledger_offset))
+                out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, position))
                 if not existed:
                     return  # nothing to keep for a SKU never seen (so its duplicates are rejected again)
             kind, result, reservation_id = event.type.value, reason or APPLIED, None
         history = state.history  # SkuState.remember_entry, inlined (every applied entry passes here)
-        history.append((event_id, kind, self.partition, ledger_offset, result, reservation_id))
+        history.append((event_id, kind, self.partition, position, result, reservation_id))
         if len(history) > HISTORY_LIMIT:
             del history[0]
         # processed once, applied or not (SkuState.remember_event, inlined)
@@ -266,23 +269,23 @@ class PartitionEngine:
             publish_changes(state, policy, _merge(touched, changed) if touched else changed, cause, out)
         store.put_sku_state(state)
 
-    def _reevaluate_all(self, change: PolicyChange, ledger_offset: int, out: list) -> None:
-        """Every SKU of the partition, in sorted order, under the policy that took effect at `ledger_offset`."""
-        policy = self.policy_at(ledger_offset)
-        if policy is None or policy.effective_offset != ledger_offset:
+    def _reevaluate_all(self, change: PolicyChange, position: int, out: list) -> None:
+        """Every SKU of the partition, in sorted order, under the policy that took effect at `position`."""
+        policy = self.policy_at(position)
+        if policy is None or policy.effective_position != position:
             return  # this entry was rejected when it was first applied
-        cause = Cause(change.event_id, self.partition, ledger_offset, change.event_time, policy.version)
+        cause = Cause(change.event_id, self.partition, position, change.event_time, policy.version)
         store = self.store
         for sku in list(store.skus()):
             state = store.get_sku_state(sku)
             if state is None:
                 continue
-            if ledger_offset <= state.last_ledger_offset:
+            if position <= state.last_position:
                 self._reregister_expiries(state)
                 continue
             self._use_policy(state, policy)
-            state.last_ledger_offset = ledger_offset
-            state.remember_entry(change.event_id, POLICY_ENTRY, self.partition, ledger_offset, APPLIED)
+            state.last_position = position
+            state.remember_entry(change.event_id, POLICY_ENTRY, self.partition, position, APPLIED)
             publish_all(state, policy, cause, out)
             store.put_sku_state(state)
 
@@ -300,14 +303,14 @@ def _merge(first, second) -> list[str] | tuple[str, ...]:
 def run_ledger(
     entries: Iterable[tuple[int, int, Event]], channels: frozenset[str] | Iterable[str]
 ) -> list[Output]:
-    """The reference run: every (partition, offset, event) applied in the given order by one PartitionEngine per
+    """The reference run: every (partition, position, event) applied in the given order by one PartitionEngine per
     partition on fresh memory stores; the concatenated outputs. End-to-end tests compare the service with this."""
     channels = frozenset(channels)
     engines: dict[int, PartitionEngine] = {}
     outputs: list[Output] = []
-    for partition, offset, event in entries:
+    for partition, position, event in entries:
         engine = engines.get(partition)
         if engine is None:
             engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels)
-        outputs.extend(engine.apply(event, offset))
+        outputs.extend(engine.apply(event, position))
     return outputs

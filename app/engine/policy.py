@@ -62,14 +62,14 @@ class ChannelPlan:
 
 
 class Policy:
-    """A compiled policy version, in force from ledger offset `effective_offset` (the PolicyChange's own offset)."""
+    """A compiled policy version, in force from ledger position `effective_position` (the PolicyChange's own)."""
 
     __slots__ = (
         "change",
         "version",
         "event_id",
         "event_time",
-        "effective_offset",
+        "effective_position",
         "location_types",
         "channels",
         "channel_by_name",
@@ -82,12 +82,12 @@ class Policy:
         "_safety_by_type",
     )
 
-    def __init__(self, change: PolicyChange, effective_offset: int) -> None:
+    def __init__(self, change: PolicyChange, effective_position: int) -> None:
         self.change = change
         self.version = change.version
         self.event_id = change.event_id
         self.event_time = change.event_time
-        self.effective_offset = effective_offset
+        self.effective_position = effective_position
         self.location_types = {item.location: item.location_type for item in change.locations}
 
         self._safety_by_sku_location: dict[tuple[str, str], int] = {}

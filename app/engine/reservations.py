@@ -73,7 +73,7 @@ def _decision(
         tuple(decision_lines),
         cause.event_id,
         cause.partition,
-        cause.offset,
+        cause.position,
         cause.event_time,
     )
 
@@ -83,7 +83,7 @@ def _refuse(state: SkuState, command: ReservationCommand, reason: str, cause: Ca
         _decision(state.sku, command.reservation_id, command.channel, REJECTED, reason, command.quantity, (), cause)
     )
     if reason in _BAD_EVENT_REASONS:
-        out.append(Rejection(reason, command.command.value, command.event_id, state.sku, cause.partition, cause.offset))
+        out.append(Rejection(reason, command.command.value, command.event_id, state.sku, cause.partition, cause.position))
 
 
 def apply_command(
@@ -314,7 +314,7 @@ def expire(
     """Expire an active reservation (its expiry has been reached on the partition clock)."""
     reservation = state.reservations[reservation_id]
     _end(state, policy, partition, reservation, EXPIRED)
-    state.remember_entry(cause.event_id, EXPIRY_ENTRY, cause.partition, cause.offset, EXPIRED.value, reservation_id)
+    state.remember_entry(cause.event_id, EXPIRY_ENTRY, cause.partition, cause.position, EXPIRED.value, reservation_id)
     out.append(
         _decision(
             state.sku, reservation_id, reservation.channel, EXPIRED, None, reservation.requested, reservation.lines, cause

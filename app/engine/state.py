@@ -20,11 +20,11 @@ FINISHED_RESERVATIONS_LIMIT = 256
 """Decided-and-finished (or rejected) reservations remembered per SKU, so a repeated command gets the same answer."""
 
 HISTORY_LIMIT = 10
-"""Ledger entries remembered per SKU as (event_id, kind, ledger partition, ledger offset, result, reservation id), so
+"""Ledger entries remembered per SKU as (event_id, kind, ledger partition, ledger position, result, reservation id), so
 an operator can see which entries made its numbers (GET /availability/{sku}/explain). State only: never published."""
 
 POLICY_HISTORY_LIMIT = 16
-"""Policy versions kept per partition, so a redelivered entry is evaluated with the policy in force at its offset."""
+"""Policy versions kept per partition, so a redelivered entry is evaluated with the policy in force at its position."""
 
 NO_OFFSET = -1
 
@@ -154,7 +154,7 @@ class Published:
 class SkuState:
     __slots__ = (
         "sku",
-        "last_ledger_offset",
+        "last_position",
         "positions",
         "reservations",
         "finished",
@@ -172,7 +172,7 @@ class SkuState:
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
-        self.last_ledger_offset = NO_OFFSET
+        self.last_position = NO_OFFSET
         self.positions: dict[str, Position] = {}
         self.reservations: dict[str, Reservation] = {}
         self.finished: dict[str, FinishedReservation] = {}
@@ -180,7 +180,7 @@ class SkuState:
         # (channel, location or None) -> last published record of that key
         self.published: dict[tuple[str, str | None], Published] = {}
         # the last HISTORY_LIMIT entries applied to this SKU, oldest first, each
-        # (event_id, kind, ledger partition, ledger offset, result, reservation id or None) (a list once decoded).
+        # (event_id, kind, ledger partition, ledger position, result, reservation id or None) (a list once decoded).
         # `kind` is the movement type, the command, POLICY or EXPIRY; `result` is APPLIED, the decision outcome, or
         # the refusal's reason.
         self.history: list = []
@@ -199,10 +199,10 @@ class SkuState:
             del ids[next(iter(ids))]
 
     def remember_entry(
-        self, event_id: str, kind: str, partition: int, offset: int, result: str, reservation_id: str | None = None
+        self, event_id: str, kind: str, partition: int, position: int, result: str, reservation_id: str | None = None
     ) -> None:
         history = self.history
-        history.append((event_id, kind, partition, offset, result, reservation_id))
+        history.append((event_id, kind, partition, position, result, reservation_id))
         if len(history) > HISTORY_LIMIT:
             del history[0]
 
@@ -220,13 +220,13 @@ class PartitionState:
     `expiries` maps (sku, reservation_id) to expires_at for every active reservation with an expiry; `_heap` orders
     them and may hold stale entries (released early, or re-registered), which are dropped when popped."""
 
-    __slots__ = ("partition", "last_ledger_offset", "clock", "policies", "expiries", "_heap")
+    __slots__ = ("partition", "last_position", "clock", "policies", "expiries", "_heap")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.last_ledger_offset = NO_OFFSET
+        self.last_position = NO_OFFSET
         self.clock = 0
-        self.policies: list[tuple[int, PolicyChange]] = []  # (effective ledger offset, policy), ascending
+        self.policies: list[tuple[int, PolicyChange]] = []  # (effective ledger position, policy), ascending
         self.expiries: dict[tuple[str, str], int] = {}
         self._heap: list[tuple[int, str, str]] = []
 
@@ -264,14 +264,14 @@ class PartitionState:
             due.append((sku, reservation_id, expires_at))
         return due
 
-    def policy_change_at(self, ledger_offset: int) -> tuple[int, PolicyChange] | None:
-        """The (effective offset, policy) in force for an entry at `ledger_offset`, or None before any policy."""
-        for effective_offset, change in reversed(self.policies):
-            if effective_offset <= ledger_offset:
-                return effective_offset, change
+    def policy_change_at(self, position: int) -> tuple[int, PolicyChange] | None:
+        """The (effective position, policy) in force for an entry at ledger `position`, or None before any policy."""
+        for effective_position, change in reversed(self.policies):
+            if effective_position <= position:
+                return effective_position, change
         return None
 
-    def add_policy(self, effective_offset: int, change: PolicyChange) -> None:
-        self.policies.append((effective_offset, change))
+    def add_policy(self, effective_position: int, change: PolicyChange) -> None:
+        self.policies.append((effective_position, change))
         if len(self.policies) > POLICY_HISTORY_LIMIT:
             del self.policies[0]

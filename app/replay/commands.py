@@ -57,22 +57,23 @@ def confirm_live(args: argparse.Namespace, console: Console) -> None:
 
 @contextmanager
 def progress_display(console: Console, enabled: bool):
-    """Yields a progress callback: a rich bar with events done, events/s and time left (None when disabled)."""
+    """Yields a progress callback: a rich bar with ledger records read, events/s and time left (None when
+    disabled)."""
     if not enabled:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("replaying ledger"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("replaying ledger records"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} events/s"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("replay", total=None, rate=0.0)
         started = time.monotonic()
 
-        def update(done: int, expected: int) -> None:
+        def update(done: int, expected: int, events: int) -> None:
             elapsed = time.monotonic() - started
             progress.update(task, completed=done, total=max(expected, done) or None,
-                            rate=done / elapsed if elapsed > 0 else 0.0)
+                            rate=events / elapsed if elapsed > 0 else 0.0)
 
         yield update
 

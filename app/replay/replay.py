@@ -31,12 +31,14 @@ from app.engine import (
     event_from_record,
     reasons,
 )
+from app.engine.positions import ledger_position
 from app.kafka_config import client_config
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
 from app.serialization import AvroCodec, SerializationError
-from app.service.ingest import dead_letter_headers
-from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.ledger import LedgerItem, entry_record, item_key, ledger_items
+from app.service.ingest import dead_letter_headers, fit_dead_letter
+from app.topics import DEAD_LETTER_LEDGER_INDEX_HEADER, DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -63,7 +65,8 @@ class ReplayOptions:
 class ReplaySummary:
     namespace: str
     from_earliest: bool
-    events: int = 0
+    events: int = 0  # ledger entries applied (a batch record holds many)
+    ledger_records: int = 0
     records: Counter = field(default_factory=Counter)  # output topic -> records written
     rejections: Counter = field(default_factory=Counter)  # reason -> count (each one also a dead letter)
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last offset)
@@ -76,7 +79,8 @@ class ReplaySummary:
         return self.events / seconds if seconds > 0 else 0.0
 
 
-ProgressCallback = Callable[[int, int], None]  # (events done, events expected), called about twice a second
+ProgressCallback = Callable[[int, int, int], None]
+"""(ledger records read, records expected, events applied), called about twice a second."""
 
 
 def parse_offsets(text: str) -> dict[int, int]:
@@ -172,29 +176,29 @@ class Replayer:
             # after it: some brokers answer a time lookup with an earlier offset.
             self._before_start = set(reader.starts) if self.options.from_time_ms is not None else set()
             expected = reader.expected_records
-            self._report(0, expected, force=True)
+            self._report(summary, expected, force=True)
             last_applied = started
             for batch in reader.batches():
                 self._apply_batch(batch, producer, summary)
                 producer.poll(0)
                 last_applied = time.monotonic()
-                self._report(summary.events, max(expected, summary.events))
+                self._report(summary, expected)
         flush_started = time.monotonic()
         remaining = producer.flush(120)
         summary.seconds = time.monotonic() - started
         summary.busy_seconds = last_applied - started + time.monotonic() - flush_started
-        self._report(summary.events, summary.events, force=True)
+        self._report(summary, summary.ledger_records, force=True)
         if remaining or self._delivery_errors:
             raise ReplayError(f"{remaining} records not delivered; first errors: {'; '.join(self._delivery_errors)}")
         return summary
 
     _last_report = 0.0
 
-    def _report(self, done: int, expected: int, force: bool = False) -> None:
+    def _report(self, summary: ReplaySummary, expected: int, force: bool = False) -> None:
         now = time.monotonic()
         if self.on_progress is not None and (force or now - self._last_report >= 0.5):
             self._last_report = now
-            self.on_progress(done, expected)
+            self.on_progress(summary.ledger_records, max(expected, summary.ledger_records), summary.events)
 
     def _apply_batch(self, batch: list, producer: Producer, summary: ReplaySummary) -> None:
         engines = self._engines
@@ -214,32 +218,48 @@ class Replayer:
             if engine is None:
                 engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels)
                 summary.partitions[partition] = (offset, offset)
-            summary.events += 1
+            summary.ledger_records += 1
             try:
-                entry_name, entry = ledger.decode(message.value()).value["entry"]
-                event = event_from_record(entry_name, entry)
-            except (SerializationError, EventDecodeError, TypeError, KeyError, ValueError) as error:
-                reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
-                self._dead_letter(produce, message, reason, f"{type(error).__name__}: {error}", summary)
+                items = ledger_items(ledger.decode(message.value()).value)
+            except (SerializationError, TypeError, KeyError, ValueError) as error:
+                summary.events += 1
+                self._dead_letter(produce, message, None, reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}",
+                                  summary)
                 continue
-            for output in engine.apply(event, offset):
-                kind = type(output)
-                if kind is ChannelAvailability:
-                    topic, encode = availability[output.channel]
-                    produce(topic, encode(output.to_record()), output.key.encode())
-                    records[topic] += 1
-                elif kind is ReservationDecision:
-                    produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
-                    records[decisions_topic] += 1
-                elif kind is Rejection:
-                    self._dead_letter(produce, message, output.reason, output.detail, summary)
+            base_position = ledger_position(offset)
+            for item in items:
+                summary.events += 1
+                try:
+                    event = event_from_record(item.record_name, item.record)
+                except (EventDecodeError, TypeError, KeyError, ValueError) as error:
+                    reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
+                    self._dead_letter(produce, message, item, reason, f"{type(error).__name__}: {error}", summary)
+                    continue
+                for output in engine.apply(event, base_position + item.index):
+                    kind = type(output)
+                    if kind is ChannelAvailability:
+                        topic, encode = availability[output.channel]
+                        produce(topic, encode(output.to_record()), output.key.encode())
+                        records[topic] += 1
+                    elif kind is ReservationDecision:
+                        produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
+                        records[decisions_topic] += 1
+                    elif kind is Rejection:
+                        self._dead_letter(produce, message, item, output.reason, output.detail, summary)
             summary.partitions[partition] = (summary.partitions[partition][0], offset)
 
-    def _dead_letter(self, produce, message, reason: str, error: str, summary: ReplaySummary) -> None:
+    def _dead_letter(self, produce, message, item: LedgerItem | None, reason: str, error: str,
+                     summary: ReplaySummary) -> None:
+        """As the availability stage dead-letters it: the record, or one entry of a batch record on its own."""
         headers = dead_letter_headers(reason, error, LEDGER.name, message.partition(), message.offset(),
                                       message.headers())
+        key, value = message.key(), message.value()
+        if item is not None and item.batched:
+            key, value = item_key(item), self._ledger_serde.encode(entry_record(item))
+            headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
+        key, value, headers = fit_dead_letter(key, value, headers)
         topic = self.topics[DEAD_LETTERS.name].name
-        produce(topic, message.value(), message.key(), headers)
+        produce(topic, value, key, headers)
         summary.records[topic] += 1
         summary.rejections[reason] += 1
 

@@ -79,13 +79,14 @@ def read_namespace_topic(bootstrap_servers: str, topic_name: str, live_name: str
 def identity_of(live_name: str, value: bytes, headers: tuple, codec: AvroCodec) -> tuple:
     if live_name == DEAD_LETTERS.name:
         named = dict(headers)
-        return ("ledger", named.get("source-partition"), named.get("source-offset"), named.get("reason"))
+        return ("ledger", named.get("source-partition"), named.get("source-offset"), named.get("ledger-index"),
+                named.get("reason"))
     try:
         record = codec.decode(live_name, value).value
     except SerializationError:
         return ("undecodable", value)
     if live_name == RESERVATION_DECISIONS.name:
-        return ("ledger", record["ledger_partition"], record["ledger_offset"], record["outcome"])
+        return ("ledger", record["ledger_partition"], record["ledger_offset"], record["ledger_index"], record["outcome"])
     return ("v", record["version"])
 
 
@@ -93,8 +94,9 @@ def describe_identity(identity: tuple) -> str:
     if identity[0] == "v":
         return f"v{identity[1]}"
     if identity[0] == "ledger":
-        rest = [part.decode() if isinstance(part, bytes) else str(part) for part in identity[1:]]
-        return f"ledger {rest[0]}@{rest[1]} {rest[2]}"
+        rest = ["0" if part is None else part.decode() if isinstance(part, bytes) else str(part)
+                for part in identity[1:]]
+        return f"ledger {rest[0]}@{rest[1]}.{rest[2]} {rest[3]}"
     return "undecodable record"
 
 

@@ -1,14 +1,17 @@
 """Availability stage: `ledger` -> engine -> `availability.<channel>`, `reservation-decisions`, `dead-letters`.
 
-One agent on the ledger, reading micro-batches (`take_events`). Per batch:
-1. group the events by ledger partition, keeping offset order; per partition, run a PartitionEngine over a
-   BatchStateStore (read-through, write-back cache of the tables) with an event of that partition current, since
-   Faust tables read and write the partition of the current event;
-2. send every output of the batch (ChannelAvailability to its channel topic, ReservationDecision, and Rejections as
-   dead letters carrying the original ledger record) and await ALL acknowledgements;
+One agent on the ledger, reading micro-batches (`take_events`), applied in chunks of at most APPLY_CHUNK_BYTES of
+ledger records (a ledger record may hold hundreds of entries, app/ledger.py). Per chunk:
+1. group the records by ledger partition, keeping offset order; per partition, run its PartitionEngine over its
+   PartitionStateStore (read-through, write-back cache of the tables, kept between chunks until the next
+   rebalance) with an event of that partition current, since
+   Faust tables read and write the partition of the current event; entry i of the record at offset o is applied
+   at position (o, i) (app/engine/positions.py);
+2. send every output of the chunk (ChannelAvailability to its channel topic, ReservationDecision, and Rejections as
+   dead letters carrying the ledger entry) and await ALL acknowledgements;
 3. only then write the changed table values, one per key, per partition with that partition's event current;
-4. the batch is acknowledged (committed later) when the loop body returns.
-A crash before 3 replays the batch from the old state: the engine is deterministic, so the same records come out,
+4. the batch is acknowledged (committed later) when the loop body returns, after its last chunk.
+A crash before 3 replays the chunk from the old state: the engine is deterministic, so the same records come out,
 byte-identical, with the same versions. A crash after 3 redelivers entries the state has already applied: they
 change nothing and produce nothing, and their records are already on the broker.
 
@@ -38,11 +41,13 @@ from app.engine import (
     event_from_record,
     reasons,
 )
+from app.engine.positions import ledger_position
+from app.ledger import LedgerItem, entry_record, item_key, ledger_items
 from app.serialization import SerializationError
 from app.service.freeze_guard import check_not_frozen
 from app.service.ingest import dead_letter_headers, fit_dead_letter
-from app.service.store import BatchStateStore
-from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
+from app.service.store import PartitionStateStore
+from app.topics import DEAD_LETTER_LEDGER_INDEX_HEADER, DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
 
 if TYPE_CHECKING:
     from app.service.app import AvailabilityService
@@ -57,6 +62,25 @@ def make_current(event) -> None:
     background buffering reads to pair each new value with its event; changing it under that task pairs new
     values with old events (records silently skipped or repeated)."""
     _current_event.set(weakref.ref(event))
+
+
+APPLY_CHUNK_BYTES = 2 * 1024 * 1024
+"""Ledger bytes applied between two write-backs: a micro-batch of batch records (up to `ledger_batch_max_entries`
+events each) is applied in chunks, so the outputs waiting for acknowledgement and the dirty states stay bounded."""
+
+
+def chunks_by_size(events: list, limit: int) -> list[list]:
+    """`events` in order, cut into runs of at most `limit` value bytes (a larger record is a run of its own)."""
+    chunks: list[list] = [[]]
+    size = 0
+    for event in events:
+        length = len(event.message.value or b"")
+        if size + length > limit and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(event)
+        size += length
+    return chunks
 
 
 class LedgerBatchProcessor:
@@ -78,23 +102,27 @@ class LedgerBatchProcessor:
         self._observer = service.observer
         self._sender = BatchSender(service.app)
         self._rejections: list[tuple[str, int, int]] = []  # (reason, ledger partition, offset) of this batch
-        self._compiled_policies: dict[int, dict] = {}  # ledger partition -> PartitionEngine's compiled policies
+        # ledger partition -> its store (decoded states cached between chunks) and engine (compiled policies)
+        self._partitions: dict[int, tuple[PartitionStateStore, PartitionEngine]] = {}
+        self._cache_limit = service.settings.state_cache_skus
         self._waiters = service.decision_waiters  # HTTP requests waiting for their command's decision
         self._decided: list[ReservationDecision] = []
+        self._published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
-        stores: list[tuple[object, BatchStateStore]] = []
+        stores: list[tuple[object, PartitionStateStore]] = []
         ingest_times: dict[int, list[int]] = {}
+        applied: dict[int, int] = {}
         previous = _current_event.get(None)
         try:
             for partition, partition_events in by_partition.items():
                 partition_events.sort(key=lambda event: event.message.offset)
                 make_current(partition_events[-1])
-                store = BatchStateStore(partition, self._tables)
-                ingest_times[partition] = await self._apply(partition, partition_events, store)
+                store, engine = self._engine_for(partition)
+                applied[partition], ingest_times[partition] = await self._apply(engine, partition_events)
                 stores.append((partition_events[-1], store))
             await self._sender.acks()  # every record is on the broker before any state changes
             await self._write_back(stores)
@@ -105,47 +133,73 @@ class LedgerBatchProcessor:
             self._decided.clear()
         if self._rejections:
             self._log_rejections()
+        for topic, count in self._published.items():
+            self._observer.published(topic, count)
+        self._published.clear()
         published_at = int(time.time() * 1000)
-        for partition, partition_events in by_partition.items():
-            self._observer.batch_applied(partition, len(partition_events), ingest_times[partition], published_at)
+        for partition, count in applied.items():
+            self._observer.batch_applied(partition, count, ingest_times[partition], published_at)
 
-    async def _apply(self, partition: int, events: list, store: BatchStateStore) -> list[int]:
-        """Apply a partition's events; returns the ingest times of its source events (clock ticks excluded), for
-        the end-to-end latency metric."""
-        engine = PartitionEngine(partition, store, self._channels, self._compiled_policies.setdefault(partition, {}))
-        send = self._sender.send
+    def forget_state(self) -> None:
+        """Drop every partition's cached states and engine: on a rebalance, since another worker may change a
+        partition while this one does not own it. A chunk being applied keeps the store it started with."""
+        self._partitions.clear()
+
+    def _engine_for(self, partition: int) -> tuple[PartitionStateStore, PartitionEngine]:
+        """The partition's store and engine (created on first use: reads the partition state, so an event of the
+        partition must be current)."""
+        found = self._partitions.get(partition)
+        if found is None:
+            store = PartitionStateStore(partition, self._tables, self._cache_limit)
+            found = self._partitions[partition] = (store, PartitionEngine(partition, store, self._channels))
+        return found
+
+    async def _apply(self, engine: PartitionEngine, events: list) -> tuple[int, list[int]]:
+        """Apply a partition's ledger records; returns the number of entries applied and the ingest times of its
+        source events (clock ticks excluded), for the end-to-end latency metric."""
         ingest_times: list[int] = []
-        published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
+        applied = 0
         for event in events:
             message = event.message
             try:
-                decoded = self._ledger.decode(message.value).value
-                entry_name, entry = decoded["entry"]
-                ledger_event = event_from_record(entry_name, entry)
-            except (SerializationError, EventDecodeError, TypeError, KeyError, ValueError) as error:
-                reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
-                await self._dead_letter(message, reason, f"{type(error).__name__}: {error}")
+                items = ledger_items(self._ledger.decode(message.value).value)
+            except (SerializationError, TypeError, KeyError, ValueError) as error:
+                await self._dead_letter(message, None, reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
                 continue
-            if type(ledger_event) is not ClockTick:
-                ingest_times.append(decoded["ingest_time"])
-            for output in engine.apply(ledger_event, message.offset):
-                kind = type(output)
-                if kind is ChannelAvailability:
-                    topic, serde = self._availability_serdes[output.channel]
-                    await send(topic, output.key.encode(), serde.encode(output.to_record()))
-                    published[topic] = published.get(topic, 0) + 1
-                elif kind is ReservationDecision:
-                    await send(RESERVATION_DECISIONS.name, output.key.encode(), self._decisions.encode(output.to_record()))
-                    self._observer.reservation_decided(output.channel, output.outcome.value)
-                    if self._waiters:
-                        self._decided.append(output)
-                elif kind is Rejection:
-                    self._observer.rejected(output.reason)
-                    self._rejections.append((output.reason, message.partition, message.offset))
-                    await self._dead_letter(message, output.reason, output.detail, log=logger.debug)
-        for topic, count in published.items():
-            self._observer.published(topic, count)
-        return ingest_times
+            base_position = ledger_position(message.offset)
+            for item in items:
+                try:
+                    ledger_event = event_from_record(item.record_name, item.record)
+                except (EventDecodeError, TypeError, KeyError, ValueError) as error:
+                    reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
+                    await self._dead_letter(message, item, reason, f"{type(error).__name__}: {error}")
+                    continue
+                applied += 1
+                if type(ledger_event) is not ClockTick:
+                    ingest_times.append(item.ingest_time)
+                outputs = engine.apply(ledger_event, base_position + item.index)
+                if outputs:
+                    await self._publish(outputs, message, item)
+        return applied, ingest_times
+
+    async def _publish(self, outputs: list, message, item: LedgerItem) -> None:
+        send = self._sender.send
+        published = self._published
+        for output in outputs:
+            kind = type(output)
+            if kind is ChannelAvailability:
+                topic, serde = self._availability_serdes[output.channel]
+                await send(topic, output.key.encode(), serde.encode(output.to_record()))
+                published[topic] = published.get(topic, 0) + 1
+            elif kind is ReservationDecision:
+                await send(RESERVATION_DECISIONS.name, output.key.encode(), self._decisions.encode(output.to_record()))
+                self._observer.reservation_decided(output.channel, output.outcome.value)
+                if self._waiters:
+                    self._decided.append(output)
+            elif kind is Rejection:
+                self._observer.rejected(output.reason)
+                self._rejections.append((output.reason, message.partition, message.offset))
+                await self._dead_letter(message, item, output.reason, output.detail, log=logger.debug)
 
     def _log_rejections(self) -> None:
         """One line per batch: rejections are business outcomes (a sale beyond stock, an unknown reservation),
@@ -159,10 +213,17 @@ class LedgerBatchProcessor:
                     partition, offset, reason)
         self._rejections.clear()
 
-    async def _dead_letter(self, message, reason: str, error: str, log=logger.warning) -> None:
+    async def _dead_letter(self, message, item: LedgerItem | None, reason: str, error: str,
+                           log=logger.warning) -> None:
+        """Dead-letters a ledger record, or one entry of a batch record (`item`): the entry alone, as a LedgerEntry
+        keyed by its SKU, with its index in the `ledger-index` header."""
         log("dead-lettered %s[%s]@%s: %s: %s", LEDGER.name, message.partition, message.offset, reason, error)
         headers = dead_letter_headers(reason, error, LEDGER.name, message.partition, message.offset, message.headers)
-        key, value, headers = fit_dead_letter(message.key, message.value, headers)
+        key, value = message.key, message.value
+        if item is not None and item.batched:
+            key, value = item_key(item), self._ledger.encode(entry_record(item))
+            headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
+        key, value, headers = fit_dead_letter(key, value, headers)
         await self._sender.send(DEAD_LETTERS.name, key, value, None, headers)
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 
@@ -181,15 +242,16 @@ class LedgerBatchProcessor:
                     previous[0][previous[1]] = previous[2]
                 last_per_table[id(table)] = (table, key, value)
             trailers.append((current, list(last_per_table.values())))
-        if not trailers:
-            return
-        await self._app.producer.flush()
-        check_not_frozen()
-        for current, writes in trailers:
-            make_current(current)
-            for table, key, value in writes:
-                table[key] = value
-        await self._app.producer.flush()
+        if trailers:
+            await self._app.producer.flush()
+            check_not_frozen()
+            for current, writes in trailers:
+                make_current(current)
+                for table, key, value in writes:
+                    table[key] = value
+            await self._app.producer.flush()
+        for _, store in stores:
+            store.written()
 
 
 def register_availability_agent(service: AvailabilityService) -> None:
@@ -201,6 +263,12 @@ def register_availability_agent(service: AvailabilityService) -> None:
     async def apply_ledger(stream) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
             with end_worker_on_unexpected_error("apply_ledger", events):
-                await processor.process(events)
+                for chunk in chunks_by_size(events, APPLY_CHUNK_BYTES):
+                    await processor.process(chunk)
+
+    async def forget_state_on_rebalance(*args, **kwargs) -> None:
+        processor.forget_state()
+
+    service.app.on_partitions_revoked.connect(forget_state_on_rebalance)
 
     service.app.agent(service.topics.ledger, name="apply_ledger")(apply_ledger)

@@ -3,10 +3,13 @@
 One agent per source topic, reading micro-batches (`take_events`). Per source record:
 - decode with the codec, convert (`event_from_record`) and `validate`; a failure dead-letters the ORIGINAL key,
   bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`;
-- a stock movement or reservation command becomes one LedgerEntry on `ledger_partition(sku)`, keyed by SKU;
+- a stock movement or reservation command becomes an entry of ledger partition `ledger_partition(sku)`;
 - a StockMovementBatch becomes one entry per movement, in its order (an invalid movement is dead-lettered on its
   own, with the movement's index in a header, and does not hold back the others);
 - a PolicyChange is written to EVERY ledger partition, so it takes effect at a defined position in each.
+The entries of one micro-batch are written per ledger partition, in arrival order, as LedgerEntryBatch records of
+up to `ledger_batch_max_entries` (app/ledger.py): the availability stage then pays Faust's per-record cost once per
+record, not once per event. A policy change flushes what came before it, so it keeps its place in every partition.
 The batch's records are sent together and their acknowledgements awaited before the batch is acknowledged:
 a crash re-ingests the batch (duplicates on the ledger are harmless: the engine ignores repeated event ids).
 
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 from app.engine import EventDecodeError, PolicyChange, event_from_record, event_to_record, validate
 from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
 from app.engine import reasons
+from app.ledger import LedgerAppend, LedgerBatcher
 from app.topics import (
     DEAD_LETTER_ERROR_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -34,7 +38,6 @@ from app.topics import (
     DEAD_LETTERS,
     LEDGER,
     LEDGER_BROADCAST_KEY,
-    ledger_key,
     ledger_partition,
 )
 
@@ -54,22 +57,26 @@ DEAD_LETTER_MAX_ORIGINAL_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerAppend:
-    partition: int
-    key: bytes
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class DeadLetter:
     reason: str
     error: str
     movement_index: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntryDraft:
+    """A movement or command bound for one ledger partition, as its Avro record (batched by LedgerBatcher)."""
+
+    partition: int
+    sku: str
+    record_name: str
+    record: dict
+
+
 @dataclass
 class IngestResult:
-    appends: list[LedgerAppend] = field(default_factory=list)
+    entries: list[LedgerEntryDraft] = field(default_factory=list)  # movements and commands, in order
+    appends: list[LedgerAppend] = field(default_factory=list)  # policy changes, one record per ledger partition
     dead_letters: list[DeadLetter] = field(default_factory=list)
     event_types: list[str] = field(default_factory=list)
 
@@ -181,14 +188,14 @@ class LedgerWriter:
         if reason is not None:
             result.dead_letters.append(DeadLetter(reason, f"{record_name} failed validation: {reason}", index))
             return
-        value = self.entry_value(event, source, ingest_time)
         result.event_types.append(type(event).__name__)
         if isinstance(event, PolicyChange):
-            result.appends.extend(self.broadcast(value))
+            result.appends.extend(self.broadcast(self.entry_value(event, source, ingest_time)))
         else:
             sku = event.sku
-            result.appends.append(
-                LedgerAppend(ledger_partition(sku, self._partition_count), ledger_key(sku).encode(), value)
+            name, converted = event_to_record(event)
+            result.entries.append(
+                LedgerEntryDraft(ledger_partition(sku, self._partition_count), sku, name, converted)
             )
 
 
@@ -204,13 +211,21 @@ def register_ingest_agents(service: AvailabilityService) -> None:
     writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
 
     def make_agent(source_topic: str):
-        async def ingest_batch(events: list, sender: BatchSender) -> None:
+        async def send_ledger(appends: list[LedgerAppend], sender: BatchSender) -> None:
+            for append in appends:
+                await sender.send(LEDGER.name, append.key, append.value, append.partition)
+
+        async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher) -> None:
             ingest_time = _now_ms()
             for event in events:
                 message = event.message
                 result = writer.ingest(source_topic, message.partition, message.offset, message.value, ingest_time)
-                for append in result.appends:
-                    await sender.send(LEDGER.name, append.key, append.value, append.partition)
+                source = (source_topic, message.partition, message.offset)
+                for draft in result.entries:
+                    batcher.add(draft.partition, draft.sku, draft.record_name, draft.record, source, ingest_time)
+                if result.appends:  # a policy change: everything before it goes first, in every partition
+                    await send_ledger(batcher.flush(), sender)
+                    await send_ledger(result.appends, sender)
                 for event_type in result.event_types:
                     observer.ingested(source_topic, event_type)
                 for dead in result.dead_letters:
@@ -227,13 +242,15 @@ def register_ingest_agents(service: AvailabilityService) -> None:
                     dead_key, dead_value, headers = fit_dead_letter(message.key, message.value, headers)
                     await sender.send(DEAD_LETTERS.name, dead_key, dead_value, None, headers)
                     observer.dead_lettered("ingest", source_topic, dead.reason)
+            await send_ledger(batcher.flush(), sender)
             await sender.acks()
 
         async def ingest(stream) -> None:
             sender = BatchSender(app)
+            batcher = LedgerBatcher(service.codec.serde(LEDGER), settings.ledger_batch_max_entries)
             async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
                 with end_worker_on_unexpected_error(ingest.__name__, events):
-                    await ingest_batch(events, sender)
+                    await ingest_batch(events, sender, batcher)
 
         ingest.__name__ = ingest.__qualname__ = f"ingest_{source_topic.replace('.', '_').replace('-', '_')}"
         return ingest

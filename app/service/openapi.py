@@ -108,6 +108,7 @@ def _schemas() -> dict[str, Any]:
                 "sku": IDENTIFIER,
                 "ledger_partition": INTEGER,
                 "last_ledger_offset": INTEGER,
+                "last_ledger_index": INTEGER,
                 "availability": {
                     "type": "array",
                     "items": _object(
@@ -129,6 +130,7 @@ def _schemas() -> dict[str, Any]:
                 "sku": IDENTIFIER,
                 "ledger_partition": INTEGER,
                 "last_ledger_offset": INTEGER,
+                "last_ledger_index": INTEGER,
                 "policy": {
                     "oneOf": [
                         {"type": "null"},
@@ -228,6 +230,7 @@ def _schemas() -> dict[str, Any]:
                             "kind": {"type": "string"},
                             "ledger_partition": INTEGER,
                             "ledger_offset": INTEGER,
+                            "ledger_index": INTEGER,
                             "result": {"type": "string"},
                             "reservation_id": {"type": ["string", "null"]},
                         }
@@ -263,6 +266,7 @@ def _schemas() -> dict[str, Any]:
                 "event_id": {"type": ["string", "null"], "description": "The deciding command; null from state."},
                 "ledger_partition": INTEGER,
                 "ledger_offset": NULLABLE_INTEGER,
+                "ledger_index": NULLABLE_INTEGER,
                 "event_time": NULLABLE_INTEGER,
                 "answered_from": {
                     "type": "string",

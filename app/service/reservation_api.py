@@ -204,6 +204,7 @@ def _answer(sku: str, reservation_id: str, channel: str, outcome: str, reason: s
         "event_id": None,
         "ledger_partition": partition,
         "ledger_offset": None,
+        "ledger_index": None,
         "event_time": None,
         "answered_from": ANSWERED_FROM_STATE,
     }

@@ -1,12 +1,18 @@
-"""The engine's StateStore for one ledger partition and one micro-batch, backed by the availability tables.
+"""The engine's StateStore for one ledger partition, backed by the availability tables, kept between micro-batches.
 
-Reads go through to the tables once per key per batch and are kept as live objects; writes stay in memory
-(write-back) until `write_back()`, which the availability agent calls only after every record of the batch has
-been acknowledged by the broker. One table write (and one changelog record) per changed key per batch, however
-many events touched it.
+Reads go through to the tables once per key and are kept as live, decoded objects, so a hot SKU is decoded once and
+not once per batch (at most `cache_limit` SKUs, least recently used dropped first, never a changed one); writes stay
+in memory (write-back) until `dirty_writes()`, which the availability agent calls only after every record of the
+chunk has been acknowledged by the broker, and `written()` after the table writes. One table write (and one
+changelog record) per changed key per chunk, however many events touched it.
+
+The cache holds exactly what the tables hold once a chunk is written back, for as long as this worker owns the
+partition: the agent drops the store on every rebalance (another worker may have changed the partition meanwhile),
+and any failure while applying ends the worker, so states changed in memory by a chunk that was not written back
+never outlive it.
 
 Faust tables read and write the partition of the *current event*: the caller must make an event of this
-partition current (see app.service.availability) around `read`s that miss the cache and around `write_back()`.
+partition current (see app.service.availability) around `read`s that miss the cache and around the writes.
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ from app.engine import (
 from app.topics import ledger_partition
 from tables.state import AvailabilityTables, partition_state_key
 
+DEFAULT_CACHE_LIMIT = 20_000
 
-class BatchStateStore:
-    """StateStore (app.engine.store) over the tables for ledger partition `partition`, for one batch."""
 
-    def __init__(self, partition: int, tables: AvailabilityTables) -> None:
+class PartitionStateStore:
+    """StateStore (app.engine.store) over the tables for ledger partition `partition`."""
+
+    def __init__(self, partition: int, tables: AvailabilityTables, cache_limit: int = DEFAULT_CACHE_LIMIT) -> None:
         self.partition = partition
         self._tables = tables
-        self._sku_states: dict[str, SkuState | None] = {}
+        self._cache_limit = cache_limit
+        self._sku_states: dict[str, SkuState | None] = {}  # in least recently used order
         self._dirty_skus: set[str] = set()
         self._partition_state: PartitionState | None = None
         self._partition_state_loaded = False
@@ -42,8 +51,11 @@ class BatchStateStore:
     # -- StateStore -------------------------------------------------------------------------------------------
 
     def get_sku_state(self, sku: str) -> SkuState | None:
+        states = self._sku_states
         try:
-            return self._sku_states[sku]
+            state = states.pop(sku)
+            states[sku] = state  # now the most recently used
+            return state
         except KeyError:
             value = self._tables.sku_state.get(sku.encode())
             state = None if value is None else decode_sku_state(value)
@@ -67,7 +79,7 @@ class BatchStateStore:
         self._partition_state_dirty = True
 
     def skus(self) -> list[str]:
-        """Every SKU with a state in this partition (stored or created in this batch), sorted."""
+        """Every SKU with a state in this partition (stored, or created since the last write-back), sorted."""
         known = {sku for sku, state in self._sku_states.items() if state is not None}
         known.update(self._stored_skus())
         return sorted(known)
@@ -94,6 +106,16 @@ class BatchStateStore:
                 )
             )
         return writes
+
+    def written(self) -> None:
+        """The dirty values are in the tables: forget that they changed, and keep the cache within its limit."""
+        self._dirty_skus.clear()
+        self._partition_state_dirty = False
+        states = self._sku_states
+        excess = len(states) - self._cache_limit
+        if excess > 0:
+            for sku in [sku for sku, _ in zip(states, range(excess))]:
+                del states[sku]
 
     def _stored_skus(self) -> Iterator[str]:
         data = self._tables.sku_state.data

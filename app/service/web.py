@@ -31,6 +31,7 @@ from faust.web import Request, Response, View
 from app.engine import SkuState, decode_partition_state, decode_sku_state
 from app.engine.codec import StateDecodeError
 from app.engine.explain import explain_sku
+from app.engine.positions import split_position
 from app.topics import IDENTIFIER_PATTERN, availability_key, ledger_partition
 from tables.state import partition_state_key
 
@@ -122,7 +123,8 @@ def availability_document(
     return {
         "sku": state.sku,
         "ledger_partition": partition,
-        "last_ledger_offset": state.last_ledger_offset,
+        "last_ledger_offset": split_position(state.last_position)[0],
+        "last_ledger_index": split_position(state.last_position)[1],
         "availability": records,
         "locations": positions,
     }

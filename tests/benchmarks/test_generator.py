@@ -176,10 +176,33 @@ def test_throughput_is_the_slope_between_10_and_90_percent():
     assert figure.overall_events_per_second < figure.events_per_second
 
 
-def test_progress_counts_ledger_positions_from_the_section_start():
-    outputs = [(100, 0, 5), (110, 1, 3), (120, 0, 6), (130, 0, 4), (140, 1, 2)]
-    series = analysis.progress_series(outputs, {0: 5, 1: 3})
-    assert series == [(100, 1), (110, 2), (120, 3)]
+def test_progress_counts_events_from_the_section_start():
+    # (timestamp, partition, events of the partition through the causing entry); the section holds events 6..8 of
+    # partition 0 and 4..5 of partition 1
+    outputs = [(100, 0, 6), (110, 1, 4), (120, 0, 8), (130, 0, 5), (140, 1, 3), (150, 0, 7), (160, 1, 6),
+               (170, 1, None)]
+    series = analysis.progress_series(outputs, {0: 5, 1: 3}, {0: 8, 1: 5})
+    assert series == [(100, 1), (110, 2), (120, 4)]
+
+
+def test_ledger_map_counts_the_events_of_batched_records():
+    ledger = analysis.LedgerMap(2)
+    ledger.add(0, 0, 1000, ["policy"])
+    ledger.add(0, 1, 1010, ["a", "b", "c"])  # a batch of three
+    ledger.add(0, 2, 1020, [])  # a clock tick: no event
+    ledger.add(0, 3, 1030, ["d"])
+    ledger.add(0, 5, 1040, ["c", "e", "d", "f"])  # a re-ingested batch repeats c and d (and offset 4 is a gap)
+    assert ledger.events(0) == 7 and ledger.events(1) == 0 and ledger.repeated_events == 2
+    assert [ledger.events_through(0, 1, index) for index in range(3)] == [2, 3, 4]
+    assert ledger.events_through(0, 2, 0) == 4 and ledger.events_through(0, 3, 0) == 5
+    assert [ledger.events_through(0, 5, index) for index in range(4)] == [5, 6, 6, 7]
+    assert ledger.events_through(0, 4, 0) is None and ledger.events_through(0, 6, 0) is None
+    assert [ledger.events_before(0, offset) for offset in (0, 1, 2, 3, 4, 5, 6, 99)] == [0, 1, 4, 4, 5, 5, 7, 7]
+    # the committed offset that has applied the first n events of partition 0
+    assert [ledger.end_offset(0, events) for events in range(9)] == [0, 1, 2, 2, 2, 4, 6, 6, None]
+    assert ledger.end_offset(1, 0) == 0 and ledger.end_offset(1, 1) is None
+    assert ledger.records_between(0, 1, 4) == 3
+    assert list(ledger.ledgered()) == [(1000, 0, 1), (1010, 0, 4), (1020, 0, 4), (1030, 0, 5), (1040, 0, 7)]
 
 
 def test_latency_lag_catch_up_and_capacity():

@@ -32,6 +32,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from app.engine import ChannelAvailability, ClockTick, PolicyChange, ReservationDecision, ReservationOutcome
 from app.engine import event_from_record, run_ledger
+from app.engine.positions import ledger_position
+from app.ledger import ledger_items
 from app.serialization import AvroCodec
 from app.settings import Settings
 from app.topics import LEDGER, RESERVATION_DECISIONS, availability_topic
@@ -71,18 +73,18 @@ def consume_topic(bootstrap_servers: str, topic: str, on_message: Callable, done
 
 
 def read_ledger_entries(bootstrap_servers: str, codec: AvroCodec, event_ids: set[str], timeout: float = 300.0):
-    """(partition, offset, event) of the whole ledger, in per-partition offset order, once it holds `event_ids`."""
+    """(partition, position, event) of the whole ledger, in ledger order, once it holds `event_ids`."""
     entries: list[tuple[int, int, object]] = []
     missing = set(event_ids)
     ledger = codec.serde(LEDGER)
 
     def on_message(message) -> None:
-        name, value = ledger.decode(message.value()).value["entry"]
-        event = event_from_record(name, value)
-        entries.append((message.partition(), message.offset(), event))
-        event_id = getattr(event, "event_id", None)
-        if event_id is not None:
-            missing.discard(event_id)
+        for item in ledger_items(ledger.decode(message.value()).value):
+            event = event_from_record(item.record_name, item.record)
+            entries.append((message.partition(), ledger_position(message.offset(), item.index), event))
+            event_id = getattr(event, "event_id", None)
+            if event_id is not None:
+                missing.discard(event_id)
 
     complete = consume_topic(bootstrap_servers, LEDGER.name, on_message, done=lambda: not missing, timeout=timeout)
     assert complete, f"the ledger lacks {len(missing)} of the {len(event_ids)} events sent, e.g. {sorted(missing)[:5]}"

@@ -12,8 +12,10 @@ import pytest
 from confluent_kafka import Producer
 
 from app.engine import event_to_record, reasons
+from app.ledger import ledger_items
 from app.service.ingest import DEAD_LETTER_MAX_VALUE_BYTES, MOVEMENT_INDEX_HEADER, LedgerWriter
 from app.topics import (
+    DEAD_LETTER_LEDGER_INDEX_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
     DEAD_LETTER_SOURCE_PARTITION_HEADER,
@@ -140,15 +142,18 @@ def test_poison_input_is_dead_lettered_and_the_stream_keeps_going(chaos_settings
         headers = headers_of(record)
         position = (headers[DEAD_LETTER_SOURCE_TOPIC_HEADER].decode(),
                     int(headers[DEAD_LETTER_SOURCE_PARTITION_HEADER]), int(headers[DEAD_LETTER_SOURCE_OFFSET_HEADER]))
+        if DEAD_LETTER_LEDGER_INDEX_HEADER in headers:  # one entry of a ledger batch record
+            position += (int(headers[DEAD_LETTER_LEDGER_INDEX_HEADER]),)
         letters.setdefault(position, []).append(record)
 
     report = check_against_engine(broker.bootstrap_servers, settings, codec, workload.sent_event_ids)
     ledger_positions = {}
 
     def on_ledger(record) -> None:  # where the two rule-refused events landed on the ledger
-        name, value = codec.decode(LEDGER.name, record.value()).value["entry"]
-        if value.get("event_id") in ("poison-location", "poison-sku"):
-            ledger_positions[(LEDGER.name, record.partition(), record.offset())] = value["event_id"]
+        for item in ledger_items(codec.decode(LEDGER.name, record.value()).value):
+            if item.record.get("event_id") in ("poison-location", "poison-sku"):
+                position = (LEDGER.name, record.partition(), record.offset())
+                ledger_positions[position + ((item.index,) if item.batched else ())] = item.record["event_id"]
 
     consume_topic(broker.bootstrap_servers, LEDGER.name, on_ledger, idle_seconds=0.5,
                   done=lambda: len(ledger_positions) >= 2, timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from app.engine.positions import ledger_position
 from app.engine import (
     ChannelAvailability,
     ChannelGranularity,
@@ -166,7 +167,7 @@ def tick(time: int) -> ClockTick:
 
 
 class Ledger:
-    """Feeds one PartitionEngine with consecutive offsets and keeps every output."""
+    """Feeds one PartitionEngine with consecutive offsets (one entry per ledger record) and keeps every output."""
 
     def __init__(self, partition: int = 0, store=None, channels: frozenset[str] = CHANNELS) -> None:
         self.store = store if store is not None else MemoryStore()
@@ -174,11 +175,16 @@ class Ledger:
         self.offset = -1
         self.outputs: list = []
 
+    @property
+    def position(self) -> int:
+        """The engine position of the last entry (entries are records of their own: index 0)."""
+        return ledger_position(self.offset)
+
     def apply(self, event, offset: int | None = None) -> list:
         if offset is None:
             self.offset += 1
             offset = self.offset
-        out = self.engine.apply(event, offset)
+        out = self.engine.apply(event, ledger_position(offset))
         self.outputs.extend(out)
         return out
 

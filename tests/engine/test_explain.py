@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given
 
+from app.engine.positions import ledger_position
 from app.engine import (
     ReservationOutcome,
     decode_sku_state,
@@ -72,7 +73,7 @@ def test_reservations_show_as_own_reserved_and_in_the_history():
     ]
     newest = document["recent_entries"][0]
     assert newest == {"event_id": "c-r1", "kind": "RESERVE", "ledger_partition": 0,
-                      "ledger_offset": ledger.offset, "result": "ACCEPTED", "reservation_id": "r1"}
+                      "ledger_offset": ledger.offset, "ledger_index": 0, "result": "ACCEPTED", "reservation_id": "r1"}
 
 
 def test_location_filter_keeps_network_channels_whole():
@@ -97,7 +98,7 @@ def test_explaining_does_not_change_the_state():
     before = encode_sku_state(ledger.sku())
     explain_sku(ledger.sku(), ledger.engine.state)
     assert encode_sku_state(ledger.sku()) == before
-    assert ledger.sku().policy is ledger.engine.policy_at(ledger.offset)
+    assert ledger.sku().policy is ledger.engine.policy_at(ledger.position)
 
 
 # -- the entry history -------------------------------------------------------------------------------------------
@@ -111,10 +112,10 @@ def test_history_keeps_the_last_entries_with_their_positions_and_results():
     ledger.feed(reserve("r1", 1, expires_at=50, event_id="c1"), tick(60))
     history = [list(entry) for entry in ledger.sku().history]
     assert history == [
-        ["m1", "RECEIPT", 3, 1, "APPLIED", None],
-        ["m2", "SALE", 3, 2, reasons.INSUFFICIENT_STOCK, None],
-        ["c1", "RESERVE", 3, 3, "ACCEPTED", "r1"],
-        ["tick-3-4", "EXPIRY", 3, 4, "EXPIRED", "r1"],
+        ["m1", "RECEIPT", 3, ledger_position(1), "APPLIED", None],
+        ["m2", "SALE", 3, ledger_position(2), reasons.INSUFFICIENT_STOCK, None],
+        ["c1", "RESERVE", 3, ledger_position(3), "ACCEPTED", "r1"],
+        ["tick-3-4", "EXPIRY", 3, ledger_position(4), "EXPIRED", "r1"],
     ]
     for n in range(HISTORY_LIMIT + 5):
         ledger.feed(receipt(1, event_id=f"more{n}"))
@@ -127,7 +128,7 @@ def test_a_policy_change_is_an_entry_of_every_sku_it_reevaluates():
 
     ledger = worked_ledger()
     ledger.feed(policy(version=2))
-    assert list(ledger.sku().history[-1]) == ["policy-2", "POLICY", 0, ledger.offset, "APPLIED", None]
+    assert list(ledger.sku().history[-1]) == ["policy-2", "POLICY", 0, ledger.position, "APPLIED", None]
 
 
 def test_state_format_1_still_decodes_with_an_empty_history():
@@ -191,7 +192,7 @@ def test_explanations_agree_with_what_was_published(events):
         if state is None:
             continue
         document = explain_sku(state, ledger.engine.state)
-        policy_now = ledger.engine.policy_at(state.last_ledger_offset)
+        policy_now = ledger.engine.policy_at(state.last_position)
         for plan_document in document["channels"]:
             plan = policy_now.channel_by_name[plan_document["channel"]]
             for key in plan_document["keys"]:
@@ -204,5 +205,5 @@ def test_explanations_agree_with_what_was_published(events):
             assert row["safety_stock"]["quantity"] == policy_now.safety_stock(sku, row["location"])
         assert len(state.history) <= HISTORY_LIMIT
         offsets = [entry[3] for entry in state.history]
-        assert offsets == sorted(offsets) and (not offsets or offsets[-1] <= state.last_ledger_offset
+        assert offsets == sorted(offsets) and (not offsets or offsets[-1] <= state.last_position
                                                or state.history[-1][1] == "EXPIRY")

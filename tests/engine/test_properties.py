@@ -193,11 +193,11 @@ def _strip_position(outputs) -> list:
     stripped = []
     for record in outputs:
         if isinstance(record, (ChannelAvailability, ReservationDecision)):
-            record = dataclasses.replace(record, ledger_offset=0)
+            record = dataclasses.replace(record, ledger_position=0)
             if record.event_id.startswith("tick-"):
                 record = dataclasses.replace(record, event_id="tick")
         else:
-            record = dataclasses.replace(record, ledger_offset=0)
+            record = dataclasses.replace(record, ledger_position=0)
         stripped.append(record)
     return stripped
 
@@ -212,7 +212,7 @@ def test_injected_duplicates_and_redeliveries_change_nothing(events, picks):
     offsets: list[int] = []
     for index, event in enumerate(events):
         ledger.apply(event)
-        offsets.append(ledger.offset)
+        offsets.append(ledger.position)
         if index in duplicated_after:
             assert _published(ledger.apply(event)) == []  # same event id, new offset
             assert _published(ledger.engine.apply(event, offsets[-1])) == []  # same offset again
@@ -341,7 +341,7 @@ def _assert_fits_what_was_shown(ledger: Ledger, decision: ReservationDecision, s
     """No oversell: an accepted reservation fits what its channel showed just before, and after it the reserved
     units at each location it took from are still covered by stock (on hand, plus in transit if the channel counts
     it) above safety stock."""
-    plan = ledger.engine.policy_at(ledger.offset).channel_by_name[decision.channel]
+    plan = ledger.engine.policy_at(ledger.position).channel_by_name[decision.channel]
     if plan.is_network:
         assert decision.reserved_quantity <= shown_before[None]
     else:
@@ -361,7 +361,7 @@ def test_channel_values_match_a_full_recomputation(events):
     ledger = Ledger()
     for event in events:
         ledger.apply(event)
-        policy_now = ledger.engine.policy_at(ledger.offset)
+        policy_now = ledger.engine.policy_at(ledger.position)
         if policy_now is None:
             continue
         for sku in SKUS:

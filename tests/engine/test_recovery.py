@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from app.engine.positions import ledger_position
 from app.engine import EncodingStore, PartitionEngine, ReservationOutcome
 from tests.engine.factories import CHANNELS, policy, receipt, reserve, tick
 
@@ -17,7 +18,7 @@ def run(store, events, first_offset=0):
     engine = PartitionEngine(0, store, CHANNELS)
     out = []
     for offset, event in enumerate(events, start=first_offset):
-        out.extend(engine.apply(event, offset))
+        out.extend(engine.apply(event, ledger_position(offset)))
     return out
 
 
@@ -46,7 +47,7 @@ def test_sku_states_newer_than_partition_state_keeps_the_expiry():
     store.partition_value = old_partition  # ...but the partition state (with the expiry index) was not
     replay = run(store, events[2:], first_offset=2)
     assert [d.reservation_id for d in expired(replay)] == ["r1"]
-    assert expired(replay)[0].ledger_offset == 4
+    assert expired(replay)[0].to_record()["ledger_offset"] == 4
 
 
 def test_partition_state_newer_than_sku_states_keeps_the_expiry():
@@ -59,4 +60,4 @@ def test_partition_state_newer_than_sku_states_keeps_the_expiry():
     run(store, events[4:], first_offset=4)
     store.sku_values = old_sku
     replay = run(store, events[4:] + [receipt(1, "S2", time=1001)], first_offset=4)
-    assert [(d.reservation_id, d.ledger_offset) for d in expired(replay)] == [("r1", 5)]
+    assert [(d.reservation_id, d.to_record()["ledger_offset"]) for d in expired(replay)] == [("r1", 5)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.engine.positions import ledger_position
 from app.engine import (
     AvailabilityStatus,
     ChannelGranularity,
@@ -283,7 +284,7 @@ def test_versions_start_at_one_and_increase_by_one():
         (2, "IN_STOCK", 4),
     ]
     record = availability(ledger.outputs)[0]
-    assert (record.event_id, record.ledger_offset, record.policy_version, record.key) == (
+    assert (record.event_id, record.to_record()["ledger_offset"], record.policy_version, record.key) == (
         ledger.outputs[0].event_id,
         1,
         1,
@@ -314,4 +315,5 @@ def test_redelivered_entry_uses_policy_in_force_at_its_offset():
     ledger = Ledger()
     ledger.feed(policy(channels=(channel("ecommerce", max_advertised=100),)), receipt(5, "S1"))
     ledger.apply(policy(version=2, channels=(channel("ecommerce", max_advertised=2),)), offset=10)
-    assert ledger.engine.policy_at(5).version == 1 and ledger.engine.policy_at(10).version == 2
+    assert ledger.engine.policy_at(ledger_position(5)).version == 1
+    assert ledger.engine.policy_at(ledger_position(10)).version == 2

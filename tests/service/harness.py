@@ -192,6 +192,7 @@ def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions
                             count_per_partition: int = 1, timeout: float = 60.0) -> list[ReadRecord]:
     """Wait until every ledger partition holds `count_per_partition` entries of `record_name` (e.g. PolicyChange):
     sources are ingested by independent agents, so a test orders topics by waiting, as a real feed would."""
+    from app.ledger import ledger_items
     from app.serialization import AVRO_NAMESPACE
     from app.topics import LEDGER
 
@@ -200,8 +201,8 @@ def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions
     def done(records: list[ReadRecord]) -> bool:
         counts = [0] * partitions
         for record in records:
-            if codec.decode(LEDGER.name, record.value).value["entry"][0] == wanted:
-                counts[record.partition] += 1
+            for item in ledger_items(codec.decode(LEDGER.name, record.value).value):
+                counts[record.partition] += item.record_name == wanted
         return min(counts) >= count_per_partition
 
     return read_topic(bootstrap_servers, LEDGER.name, partitions, until=done, timeout=timeout, idle_seconds=0)

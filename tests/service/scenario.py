@@ -21,6 +21,8 @@ from app.engine import (
     event_to_record,
     run_ledger,
 )
+from app.engine.positions import ledger_position
+from app.ledger import ledger_items
 from app.serialization import AvroCodec
 from app.topics import (
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
@@ -133,10 +135,12 @@ def send_records(source: SourceProducer, records: list[tuple[str, object]]) -> s
 
 
 def _ledger_entries(records: list[ReadRecord], codec: AvroCodec) -> list[tuple[int, int, object]]:
+    """(partition, ledger position, event) of every entry, in ledger order (a batch record holds many)."""
     entries = []
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        name, value = codec.decode(LEDGER.name, record.value).value["entry"]
-        entries.append((record.partition, record.offset, event_from_record(name, value)))
+        for item in ledger_items(codec.decode(LEDGER.name, record.value).value):
+            entries.append((record.partition, ledger_position(record.offset, item.index),
+                            event_from_record(item.record_name, item.record)))
     return entries
 
 

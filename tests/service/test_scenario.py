@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.engine.positions import split_position
 from app.topics import LEDGER, POLICY_CHANGES, availability_topic
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
@@ -47,6 +48,8 @@ def test_realistic_scenario_matches_engine(service_settings, workers, topics_for
     entries = read_ledger(bootstrap_servers, codec, settings.partitions, scenario.event_ids())
     expected = expected_outputs(entries, codec)
     published = read_outputs(bootstrap_servers, settings.partitions, expected)
+    # the bulk feed reached the ledger as batch records: outputs of entries past the first of their record
+    assert any(split_position(o.ledger_position)[1] > 0 for o in expected.outputs), "no ledger batch record"
 
     assert_published_equals_engine(published, expected, allow_repeats=False)
     assert_versions_gapless(published, codec)
@@ -59,8 +62,9 @@ def test_realistic_scenario_matches_engine(service_settings, workers, topics_for
     assert sorted(letter.value for letter in from_ingest) == sorted(malformed)
     from_ledger = sorted(
         (int(dict(letter.headers)["source-partition"]), int(dict(letter.headers)["source-offset"]),
-         dict(letter.headers)["reason"].decode())
+         int(dict(letter.headers).get("ledger-index", b"0")), dict(letter.headers)["reason"].decode())
         for letter in letters if source_topic(letter) == LEDGER.name
     )
-    assert from_ledger == sorted((r.ledger_partition, r.ledger_offset, r.reason) for r in expected.rejections)
+    assert from_ledger == sorted((r.ledger_partition, *split_position(r.ledger_position), r.reason)
+                                 for r in expected.rejections)
     assert "Traceback" not in worker.log_text()

@@ -13,6 +13,7 @@ from faust.exceptions import SameNode
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.engine.positions import ledger_position
 from app.engine import ChannelGranularity, SkuState, encode_sku_state, event_to_record
 from app.engine.state import Position, Published
 from app.service.app import build_service
@@ -183,7 +184,7 @@ def in_process(settings_factory) -> Iterator[InProcessWorker]:
 
 def sku_state(sku: str = "SKU-A") -> SkuState:
     state = SkuState(sku)
-    state.last_ledger_offset = 12
+    state.last_position = ledger_position(12, 3)
     state.positions["S1"] = Position(sellable=7, reserved=2)
     state.published[("ecommerce", None)] = Published(2, 5, "IN_STOCK")
     state.published[("store-pickup", "S1")] = Published(1, 5, "LOW_STOCK")
@@ -203,7 +204,7 @@ def test_lookup_answers_from_the_table(in_process):
          "version": 1},
     ]
     assert body["locations"] == {"S1": {"sellable": 7, "reserved": 2, "in_transit": 0, "damaged": 0, "quarantine": 0}}
-    assert body["last_ledger_offset"] == 12
+    assert (body["last_ledger_offset"], body["last_ledger_index"]) == (12, 3)
     assert filtered_status == 200 and [r["key"] for r in filtered["availability"]] == ["SKU-A/S1"]
 
 
