@@ -1,19 +1,22 @@
 """The arithmetic of the peak benchmark: throughput, latency percentiles, lag, catch-up and capacity. Pure.
 
 Inputs are what the benchmark read back from the broker: record timestamps (milliseconds, producer CreateTime: all
-processes on one machine and one clock) and ledger positions. Progress of the availability stage is measured from
-the `ledger_partition`/`ledger_offset` that every availability record carries: once an output of ledger offset o of
-partition p exists, the stage has applied every entry of p up to o (it applies each partition in offset order).
-Nothing here uses high watermarks: the embedded broker reports a partition's high watermark as the start of its last
-batch.
+processes on one machine and one clock) and ledger positions. A ledger record holds one event or a batch of them
+(app/ledger.py), so progress is counted in events, not offsets: a `LedgerMap`, built from reading the ledger, knows
+how many events each ledger partition holds up to every entry. Progress of the availability stage is measured from
+the position (`ledger_partition`, `ledger_offset`, `ledger_index`) that every availability record carries: once an
+output of entry (o, i) of partition p exists, the stage has applied every event of p up to and including that entry
+(it applies each partition in ledger order). Nothing here uses high watermarks: the embedded broker reports a
+partition's high watermark as the start of its last batch.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -35,23 +38,116 @@ def latency_summary(latencies_ms: Iterable[float]) -> dict:
     }
 
 
-def progress_series(positions: Iterable[tuple[int, int, int]], start_offsets: dict[int, int],
-                    end_offsets: dict[int, int] | None = None) -> list[tuple[int, int]]:
-    """(timestamp ms, entries applied since the start offsets) after each output, in time order.
+@dataclass
+class _PartitionLedger:
+    offsets: array = field(default_factory=lambda: array("q"))  # of the records read, ascending
+    events_after: array = field(default_factory=lambda: array("q"))  # events of the partition through each record
+    timestamps: array = field(default_factory=lambda: array("q"))  # CreateTime of each record, ms
+    seen: set[str] = field(default_factory=set)  # event ids, to count an event written twice once
+    partial: dict[int, array] = field(default_factory=dict)  # offset -> events through each entry (records with
+    # repeated events only; elsewhere entry i is the record's (i+1)-th event)
 
-    `positions` are (timestamp, ledger partition, ledger offset) of output records; `start_offsets[p]` is the first
-    ledger offset of the section in partition p, `end_offsets[p]` the first after it (outputs outside are ignored)."""
+    @property
+    def events(self) -> int:
+        return self.events_after[-1] if self.events_after else 0
+
+
+class LedgerMap:
+    """How many events each ledger partition holds up to every ledger position, from reading the ledger in order.
+
+    `add` takes each record's entries as their event ids (empty for a clock tick, which is no event). An event id
+    already seen in the partition (the ingest stage writes a batch again after a crash) counts once: its first
+    copy is the one the engine applies. Counts are cumulative from the start of the partition."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = [_PartitionLedger() for _ in range(partitions)]
+        self.records = 0
+        self.repeated_events = 0
+        self.repeated_examples: list[str] = []  # the first few, as "event_id at partition:offset"
+
+    def add(self, partition: int, offset: int, timestamp: int, event_ids: Sequence[str]) -> None:
+        ledger = self._partitions[partition]
+        if ledger.offsets and offset <= ledger.offsets[-1]:
+            raise ValueError(f"ledger partition {partition}: offset {offset} after {ledger.offsets[-1]}")
+        before = ledger.events
+        through = array("q")
+        for event_id in event_ids:
+            if event_id not in ledger.seen:
+                ledger.seen.add(event_id)
+                before += 1
+            elif len(self.repeated_examples) < 5:
+                self.repeated_examples.append(f"{event_id} at {partition}:{offset}")
+            through.append(before)
+        new = before - ledger.events
+        if new != len(event_ids):
+            self.repeated_events += len(event_ids) - new
+            ledger.partial[offset] = through
+        ledger.offsets.append(offset)
+        ledger.events_after.append(before)
+        ledger.timestamps.append(timestamp)
+        self.records += 1
+
+    def events(self, partition: int) -> int:
+        """Events of `partition` read so far."""
+        return self._partitions[partition].events
+
+    def events_before(self, partition: int, offset: int) -> int:
+        """Events in the records before `offset` (what a committed offset of `offset` has applied), as far as read."""
+        ledger = self._partitions[partition]
+        index = bisect.bisect_left(ledger.offsets, offset)
+        return ledger.events_after[index - 1] if index else 0
+
+    def events_through(self, partition: int, offset: int, index: int) -> int | None:
+        """Events of `partition` up to and including entry `index` of the record at `offset` (None: not read)."""
+        ledger = self._partitions[partition]
+        position = bisect.bisect_left(ledger.offsets, offset)
+        if position == len(ledger.offsets) or ledger.offsets[position] != offset:
+            return None
+        partial = ledger.partial.get(offset)
+        if partial is not None:
+            return partial[min(index, len(partial) - 1)]
+        before = ledger.events_after[position - 1] if position else 0
+        return min(before + index + 1, ledger.events_after[position])
+
+    def end_offset(self, partition: int, events: int) -> int | None:
+        """The first offset after the record that holds the partition's `events`-th event: what the group's
+        committed offset must reach for those events to be applied (0 for none; None: not on the ledger yet)."""
+        if events <= 0:
+            return 0
+        ledger = self._partitions[partition]
+        position = bisect.bisect_left(ledger.events_after, events)
+        return ledger.offsets[position] + 1 if position < len(ledger.offsets) else None
+
+    def records_between(self, partition: int, start_offset: int, end_offset: int) -> int:
+        offsets = self._partitions[partition].offsets
+        return bisect.bisect_left(offsets, end_offset) - bisect.bisect_left(offsets, start_offset)
+
+    def ledgered(self) -> Iterator[tuple[int, int, int]]:
+        """(CreateTime, partition, events of the partition through the record) of every record read."""
+        for partition, ledger in enumerate(self._partitions):
+            yield from zip(ledger.timestamps, [partition] * len(ledger.offsets), ledger.events_after)
+
+
+def progress_series(positions: Iterable[tuple[int, int, int | None]], start_events: dict[int, int],
+                    end_events: dict[int, int] | None = None) -> list[tuple[int, int]]:
+    """(timestamp ms, events done since the section's start) after each position, in time order.
+
+    `positions` are (timestamp, ledger partition, events of the partition done through that point) of output
+    records (`LedgerMap.events_through` of their position) or of ledger records (`LedgerMap.ledgered`);
+    `start_events[p]` are the events partition p held before the section, `end_events[p]` through its end (points
+    outside, or None, are ignored). A partition's count is the most it reached so far (outputs of one partition
+    arrive in ledger order; a position with no output is covered by the next one that has one)."""
     relevant = sorted(
-        (timestamp, partition, offset)
-        for timestamp, partition, offset in positions
-        if partition in start_offsets and start_offsets[partition] <= offset
-        and (end_offsets is None or offset < end_offsets[partition])
+        (timestamp, partition, through)
+        for timestamp, partition, through in positions
+        if through is not None and partition in start_events and start_events[partition] < through
+        and (end_events is None or through <= end_events[partition])
     )
     applied: dict[int, int] = {}
     total = 0
     series: list[tuple[int, int]] = []
-    for timestamp, partition, offset in relevant:
-        done = offset - start_offsets[partition] + 1
+    for timestamp, partition, through in relevant:
+        done = through - start_events[partition]
         previous = applied.get(partition, 0)
         if done > previous:
             total += done - previous

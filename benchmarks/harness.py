@@ -1,8 +1,11 @@
 """Broker-side plumbing of the peak benchmark: worker processes, producing, committed offsets, reading results back.
 
-Completion is judged from counts and committed offsets (the consumer group's position on the ledger, which a
-worker commits only after the outputs of those entries are acknowledged), never from high watermarks: the embedded
-broker reports a partition's high watermark as the start of its last batch.
+Completion is judged from counts and committed offsets, never from high watermarks (the embedded broker reports a
+partition's high watermark as the start of its last batch): the harness knows how many events it put on each ledger
+partition, reads the ledger until they are all there (a ledger record holds one event or a batch of them, so the
+ledger read also tells at which offset each partition's last event sits), then waits for the consumer group's
+committed ledger offsets (which a worker commits only after the outputs of those entries are acknowledged) to pass
+those offsets.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import logging
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from app.ledger import ledger_items
 from app.settings import Settings
+from benchmarks.analysis import LedgerMap
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,22 +174,69 @@ class CommitWatcher:
         self._consumer.close()
 
 
-def wait_for_commits(watcher: CommitWatcher, expected: list[int], timeout: float,
-                     on_progress: Callable[[int], None] | None = None,
-                     alive: Callable[[], None] | None = None) -> float:
-    """Wait until every partition's committed offset reaches `expected`; returns the seconds waited."""
+class LedgerTail:
+    """Reads the ledger from its beginning as it grows, into a `LedgerMap`: how many events each partition holds up
+    to every ledger position. One consumer (assigned, no group, nothing committed) for a whole scenario; each
+    `read` decodes only what arrived since the last one."""
+
+    def __init__(self, bootstrap_servers: str, serde, topic: str, partitions: int) -> None:
+        self._serde = serde
+        self._consumer = Consumer({"bootstrap.servers": bootstrap_servers,
+                                   "group.id": f"bench-ledger-{time.monotonic_ns()}", "enable.auto.commit": False,
+                                   "fetch.max.bytes": 32 * 1024 * 1024, "logger": QUIET_LIBRDKAFKA})
+        self._consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in range(partitions)])
+        self.map = LedgerMap(partitions)
+        self.decode_seconds = 0.0  # the harness's own work on the shared cores while the workers run
+
+    def read(self, max_seconds: float = 2.0) -> int:
+        """Takes in the records the broker has for us now (for at most `max_seconds`); returns how many."""
+        deadline = time.monotonic() + max_seconds
+        taken = 0
+        while True:
+            messages = self._consumer.consume(num_messages=10_000, timeout=0.05)
+            decode_started = time.perf_counter()
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                items = ledger_items(self._serde.decode(message.value()).value)
+                # a clock tick has no event id and is no event
+                self.map.add(message.partition(), message.offset(), message.timestamp()[1],
+                             [item.record["event_id"] for item in items if "event_id" in item.record])
+                taken += 1
+            self.decode_seconds += time.perf_counter() - decode_started
+            if not messages or time.monotonic() > deadline:
+                return taken
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_for_events_applied(tail: LedgerTail, watcher: CommitWatcher, expected: list[int], timeout: float,
+                            on_progress: Callable[[int], None] | None = None,
+                            alive: Callable[[], None] | None = None) -> float:
+    """Wait until every ledger partition p holds `expected[p]` events (counted entry by entry from the ledger) and
+    the group's committed offset has passed the record that holds the last of them; returns the seconds waited.
+    `on_progress` gets the events applied so far (those in the records before each committed offset)."""
     started = time.monotonic()
+    partitions = range(len(expected))
     while True:
-        offsets = watcher.offsets()
-        done = sum(min(offset, want) for offset, want in zip(offsets, expected))
+        tail.read()
+        ledger = tail.map
+        ledgered = [ledger.events(partition) for partition in partitions]
+        if any(have > want for have, want in zip(ledgered, expected)):
+            raise RuntimeError(f"the ledger holds {ledgered} events per partition, more than the {expected} sent")
+        ends = [ledger.end_offset(partition, expected[partition]) for partition in partitions]
+        committed = watcher.offsets()
         if on_progress is not None:
-            on_progress(done)
-        if all(offset >= want for offset, want in zip(offsets, expected)):
+            on_progress(sum(min(ledger.events_before(partition, committed[partition]), expected[partition])
+                            for partition in partitions))
+        if all(end is not None and offset >= end for offset, end in zip(committed, ends)):
             return time.monotonic() - started
         if alive is not None:
             alive()
         if time.monotonic() - started > timeout:
-            raise TimeoutError(f"committed ledger offsets {offsets} did not reach {expected} within {timeout:.0f}s")
+            raise TimeoutError(f"within {timeout:.0f}s: ledger events per partition {ledgered} of {expected}; "
+                               f"committed ledger offsets {committed}, needed {ends} (None: not all on the ledger)")
         time.sleep(0.25)
 
 
@@ -194,6 +246,7 @@ class OutputRecord:
     event_id: str
     ledger_partition: int
     ledger_offset: int
+    ledger_index: int  # of the causing entry inside its ledger record
 
 
 def read_records(bootstrap_servers: str, topics: Iterable[str], partitions: int, idle_seconds: float = 2.0,
@@ -228,14 +281,8 @@ def read_outputs(bootstrap_servers: str, codec, topics: list[str], partitions: i
     for message in read_records(bootstrap_servers, topics, partitions):
         value = serdes[message.topic()].decode(message.value()).value
         out.append(OutputRecord(message.timestamp()[1], value["event_id"], value["ledger_partition"],
-                                value["ledger_offset"]))
+                                value["ledger_offset"], value["ledger_index"]))
     return out
-
-
-def read_positions(bootstrap_servers: str, topic: str, partitions: int) -> list[tuple[int, int, int]]:
-    """(timestamp, partition, offset) of every record of `topic` (no decoding)."""
-    return [(message.timestamp()[1], message.partition(), message.offset())
-            for message in read_records(bootstrap_servers, [topic], partitions)]
 
 
 def count_records(bootstrap_servers: str, topic: str, partitions: int) -> int:

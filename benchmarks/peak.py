@@ -18,9 +18,10 @@ topics. Each is a sequence of sections, and each section's figures come from its
 
 Before a section's records are sent, its stock loads (and the policy) are written straight to the ledger and the
 workers have applied them: the stock on hand before the peak. The baselines of benchmarks/baselines.py consume the
-section's own source records on the same broker. Figures are read back from the broker
-afterwards (record timestamps and ledger positions, see benchmarks/analysis.py), so measuring costs the service no
-CPU while it runs. Results: benchmarks/results/<profile>.json, .md and .png; docs/PERFORMANCE.md explains them.
+section's own source records on the same broker. Figures are read back from the broker afterwards (record
+timestamps and ledger positions, see benchmarks/analysis.py); while the workers run, the harness only reads the
+ledger (to know when a section's events are all on it, and where) and polls committed offsets. Results:
+benchmarks/results/<profile>.json, .md and .png; docs/PERFORMANCE.md explains them.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ from benchmarks.baselines import BASELINE_OUTPUT_TOPIC
 from benchmarks.generator import CHANNELS, GeneratedRecord, RateSchedule, Workload, WorkloadConfig
 from benchmarks.harness import (
     CommitWatcher,
+    LedgerTail,
     RecordProducer,
     ServiceWorker,
     disk_usage_bytes,
     read_outputs,
-    read_positions,
     read_records,
     run_module,
-    wait_for_commits,
+    wait_for_events_applied,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -155,13 +156,13 @@ class Reporter:
 @dataclass
 class Section:
     name: str
-    start_offsets: dict[int, int]  # first ledger offset of the section, per partition
+    start_events: dict[int, int]  # events on each ledger partition before the section
     events: int
     first_seq: int
     records: list[GeneratedRecord] = field(default_factory=list)
     sent_ms: array = field(default_factory=lambda: array("d"))  # per record
     started_ms: float = 0.0
-    end_offsets: dict[int, int] | None = None  # first ledger offset after the section, per partition
+    end_events: dict[int, int] | None = None  # events on each ledger partition through the section
     source_start: dict[tuple[str, int], int] = field(default_factory=dict)  # first source offsets of the section
     source_end: dict[tuple[str, int], int] = field(default_factory=dict)  # first source offsets after it
 
@@ -186,7 +187,7 @@ class Scenario:
         self.codec = AvroCodec(self.settings)
         self.ledger = LedgerWriter(self.codec, PARTITIONS)
         self.producer = RecordProducer(self.bootstrap)
-        self.ledger_counts = [0] * PARTITIONS  # entries written to each ledger partition so far
+        self.ledger_events = [0] * PARTITIONS  # events put on each ledger partition so far (by us or by ingest)
         self.source_records: Counter[str] = Counter()
         self.source_events: Counter[str] = Counter()
         self.source_offsets: Counter[tuple[str, int]] = Counter()  # records sent per source topic partition
@@ -195,6 +196,8 @@ class Scenario:
         self.workers: list[ServiceWorker] = []
         self.watcher = CommitWatcher(self.bootstrap, self.settings.app_id, LEDGER.name, PARTITIONS)
         stack.callback(self.watcher.close)
+        self.ledger_tail = LedgerTail(self.bootstrap, self.codec.serde(LEDGER), LEDGER.name, PARTITIONS)
+        stack.callback(self.ledger_tail.close)
         stack.callback(self.stop_workers)
         self.policy_written = False
 
@@ -217,14 +220,14 @@ class Scenario:
             policy = event_from_record("PolicyChange", self.workload.policy())
             for append in self.ledger.broadcast(self.ledger.entry_value(policy, None, now)):
                 self.producer.produce(LEDGER.name, append.key, append.value, append.partition)
-                self.ledger_counts[append.partition] += 1
+                self.ledger_events[append.partition] += 1
             self.policy_written = True
         for load in loads:
             event = event_from_record("StockMovement", self.workload.stock_load_record(load))
             partition = self.workload.partition_of(load.sku)
             self.producer.produce(LEDGER.name, ledger_key(load.sku).encode(),
                                   self.ledger.entry_value(event, None, now), partition)
-            self.ledger_counts[partition] += 1
+            self.ledger_events[partition] += 1
         self.producer.flush()
 
     # -- workers --------------------------------------------------------------------------------------------
@@ -249,11 +252,21 @@ class Scenario:
         for worker in self.workers:
             worker.check_alive()
 
-    def wait_until_applied(self, description: str, timeout: float, done_before: int = 0) -> float:
-        expected = list(self.ledger_counts)
+    def wait_until_applied(self, description: str, timeout: float, since: dict[int, int] | None = None) -> float:
+        """Every event sent so far is on the ledger and applied (committed); the bar counts events from `since`
+        (events per ledger partition before the step). Returns the seconds waited."""
+        expected = list(self.ledger_events)
+        done_before = sum(since.values()) if since else 0
         with self.reporter.bar(description, sum(expected) - done_before) as update:
-            return wait_for_commits(self.watcher, expected, timeout,
-                                    on_progress=lambda done: update(max(0, done - done_before)), alive=self.alive)
+            return wait_for_events_applied(self.ledger_tail, self.watcher, expected, timeout,
+                                           on_progress=lambda done: update(max(0, done - done_before)),
+                                           alive=self.alive)
+
+    def events_applied(self) -> int:
+        """Events in the ledger records before the group's committed offsets, as far as the ledger has been read
+        (a lower bound while it is being written)."""
+        return sum(self.ledger_tail.map.events_before(partition, offset)
+                   for partition, offset in enumerate(self.watcher.offsets()))
 
     def wait_until_ready(self, workers: list[ServiceWorker], timeout: float = 120.0) -> None:
         """Every worker has finished a recovery ("Worker ready") and the ledger so far is applied."""
@@ -269,7 +282,7 @@ class Scenario:
     def new_section(self, name: str, records: list[GeneratedRecord]) -> Section:
         events = sum(record.events for record in records)
         first = min((record.seqs[0] for record in records if record.seqs[0] >= 0), default=0)
-        section = Section(name, dict(enumerate(self.ledger_counts)), events, first, records)
+        section = Section(name, dict(enumerate(self.ledger_events)), events, first, records)
         section.source_start = dict(self.source_offsets)
         self.sections[name] = section
         return section
@@ -288,7 +301,7 @@ class Scenario:
         self.source_records[topic] += 1
         self.source_events[topic] += record.events
         for partition in record.partitions:
-            self.ledger_counts[partition] += 1
+            self.ledger_events[partition] += 1
 
     def blast(self, section: Section) -> None:
         """Send a section's records as fast as the producer takes them (a backlog)."""
@@ -299,7 +312,7 @@ class Scenario:
             if index % 2000 == 0:
                 self.producer.poll()
         self.producer.flush()
-        section.end_offsets = dict(enumerate(self.ledger_counts))
+        section.end_events = dict(enumerate(self.ledger_events))
         section.source_end = dict(self.source_offsets)
 
 
@@ -341,6 +354,7 @@ class PeakBenchmark:
         with ExitStack() as stack:
             mixed = Workload(self.config, "mixed")
             scenario = Scenario("main", self.scratch, mixed, self.reporter, stack)
+            self.result["ledger_batch_max_entries"] = scenario.settings.ledger_batch_max_entries
             workers = scenario.start_workers(1)
             drained = []
             baselines: dict[str, dict] = {}
@@ -350,7 +364,7 @@ class PeakBenchmark:
                                                                sku_prefix=prefix)
                 scenario.workload = workload
                 records = list(workload.records(events))
-                before = sum(scenario.ledger_counts)
+                before = dict(enumerate(scenario.ledger_events))
                 scenario.write_stock(workload.take_stock_loads())
                 scenario.wait_until_applied(f"{mix}: stock loads", 300, before)
                 section = scenario.new_section(mix, records)
@@ -358,7 +372,7 @@ class PeakBenchmark:
                     profiler = self.start_py_spy(workers[0])
                 scenario.blast(section)
                 scenario.wait_until_applied(f"{mix}: service drain", profile.drain_timeout_seconds,
-                                            sum(section.start_offsets.values()))
+                                            section.start_events)
                 drained.append((mix, topics, section))
                 if profile.baselines:
                     # now, while the section is the last thing on its topics: a baseline reading the section's
@@ -366,7 +380,7 @@ class PeakBenchmark:
                     baselines[mix] = self.baselines(scenario, topics, section)
             outputs = self.read_outputs(scenario)
             for mix, topics, section in drained:
-                service = self.section_throughput(section, outputs, workers=1)
+                service = self.section_throughput(scenario, section, outputs, workers=1)
                 self.result["throughput"][mix] = {"service": service, "records": len(section.records),
                                                   "events": section.events}
             scenario.workload = mixed
@@ -393,6 +407,9 @@ class PeakBenchmark:
             decisions = self.count(scenario, RESERVATION_DECISIONS.name)
             self.result["validity"] = {
                 "dead_letters": dead_letters, "reservation_decisions": decisions,
+                "ledger_repeated_events": scenario.ledger_tail.map.repeated_events,
+                "ledger_repeated_examples": scenario.ledger_tail.map.repeated_examples,
+                "harness_ledger_decode_seconds": round(scenario.ledger_tail.decode_seconds, 2),
                 "note": "the generated events are valid by construction: dead letters here are races between "
                         "source topics (docs/PERFORMANCE.md)"}
             for mix, topics, section in drained:
@@ -410,16 +427,16 @@ class PeakBenchmark:
             scenario = Scenario(f"mix-{count}", self.scratch, workload, self.reporter, stack)
             section = scenario.new_section("drain", list(workload.records(self.profile.mix_events)))
             scenario.write_stock(workload.take_stock_loads())
-            section.start_offsets = dict(enumerate(scenario.ledger_counts))
+            section.start_events = dict(enumerate(scenario.ledger_events))
             workers = scenario.start_workers(count)
             scenario.wait_until_ready(workers)
             scenario.wait_until_applied(f"mix x{count}: stock loads", 300)
             scenario.blast(section)
             scenario.wait_until_applied(f"mix x{count}: service drain", self.profile.drain_timeout_seconds,
-                                        sum(section.start_offsets.values()))
+                                        section.start_events)
             rss = [worker.read_peak_rss() for worker in workers]
             scenario.stop_workers()
-            service = self.section_throughput(section, self.read_outputs(scenario), workers=count)
+            service = self.section_throughput(scenario, section, self.read_outputs(scenario), workers=count)
             service["peak_rss_mib"] = rss
             service["ready_rebalances"] = [worker.log_count("Worker ready") for worker in workers]
             one = (self.result["throughput"].get("mix_1_workers") or self.result["throughput"]["mix"])["service"][
@@ -445,11 +462,11 @@ class PeakBenchmark:
         self.reporter.step(f"live: {steady_rate:,.0f} events/s steady, {BURST_FACTOR:g}x for "
                            f"{profile.burst_seconds:g}s after {profile.steady_seconds:g}s (up to {events:,} events)")
         records = list(workload.records(events))
-        before = sum(scenario.ledger_counts)
+        before = dict(enumerate(scenario.ledger_events))
         scenario.write_stock(workload.take_stock_loads())
         section = scenario.new_section("live", records)
         scenario.wait_until_applied("live: stock loads", 300, before)
-        section.start_offsets = dict(enumerate(scenario.ledger_counts))
+        section.start_events = dict(enumerate(scenario.ledger_events))
         encoded = scenario.encode(records)
         burst_end = profile.steady_seconds + profile.burst_seconds
         sent_events = 0
@@ -471,22 +488,24 @@ class PeakBenchmark:
                     next_check = now + 0.5
                     update(sent_events)
                     scenario.alive()
+                    # a little at a time, like any consumer of the ledger: not all of it at the end of the burst
+                    scenario.ledger_tail.read(max_seconds=0.1)
                     if now > burst_end + 3 and caught_up_at is None:
-                        committed = sum(scenario.watcher.offsets()) - sum(section.start_offsets.values())
+                        applied = scenario.events_applied() - sum(section.start_events.values())
                         # committed offsets trail by up to a commit interval (2.8 s): within 4 s of events is caught up
-                        if sent_events - committed <= steady_rate * 4:
+                        if sent_events - applied <= steady_rate * 4:
                             caught_up_at = now
                     if caught_up_at is not None and now > caught_up_at + profile.settle_seconds:
                         break
             update(sent_events)
         scenario.producer.flush()
         sending_seconds = round((time.time() * 1000 - start) / 1000, 1)
-        section.end_offsets = dict(enumerate(scenario.ledger_counts))
+        section.end_events = dict(enumerate(scenario.ledger_events))
         section.source_end = dict(scenario.source_offsets)
         section.events = sent_events
         del section.records[len(section.sent_ms):]
         scenario.wait_until_applied("live: service catches up", profile.drain_timeout_seconds,
-                                    sum(section.start_offsets.values()))
+                                    section.start_events)
         return {"steady_rate": steady_rate, "burst_rate": steady_rate * BURST_FACTOR, "schedule": schedule,
                 "start_ms": start, "section": section, "events_sent": sent_events,
                 "sent_seconds": sending_seconds,
@@ -520,10 +539,10 @@ class PeakBenchmark:
         for index, record in enumerate(section.records):
             total += record.events
             produced.append((section.sent_ms[index], total))
-        applied = analysis.progress_series(((o.timestamp, o.ledger_partition, o.ledger_offset) for o in outputs),
-                                           section.start_offsets, section.end_offsets)
-        ledgered = analysis.progress_series(read_positions(scenario.bootstrap, LEDGER.name, PARTITIONS),
-                                            section.start_offsets, section.end_offsets)
+        applied = analysis.progress_series(self.applied_positions(scenario, outputs), section.start_events,
+                                           section.end_events)
+        ledgered = analysis.progress_series(scenario.ledger_tail.map.ledgered(), section.start_events,
+                                            section.end_events)
         end = max(applied[-1][0] if applied else start, produced[-1][0] if produced else start)
         publish_lag = analysis.lag_series(produced, applied, start, end)
         ledger_lag = analysis.lag_series(produced, ledgered, start, end)
@@ -581,8 +600,7 @@ class PeakBenchmark:
             scenario.workers.append(worker)
             timeout = 300 if kind == "warm" else self.profile.cold_restart_timeout_seconds
             try:
-                waited = scenario.wait_until_applied(f"restart ({kind} state)", timeout,
-                                                     sum(section.start_offsets.values()))
+                waited = scenario.wait_until_applied(f"restart ({kind} state)", timeout, section.start_events)
                 self.restart_runs[kind] = {"started_ms": worker.started_ms, "waited_seconds": round(waited, 1),
                                            "tag": kind}
             except TimeoutError:
@@ -666,10 +684,23 @@ class PeakBenchmark:
     def count(scenario: Scenario, topic: str) -> int:
         return sum(1 for _ in read_records(scenario.bootstrap, [topic], PARTITIONS, idle_seconds=1.0))
 
-    def section_throughput(self, section: Section, outputs, workers: int) -> dict:
-        series = analysis.progress_series(((o.timestamp, o.ledger_partition, o.ledger_offset) for o in outputs),
-                                          section.start_offsets, section.end_offsets)
+    @staticmethod
+    def applied_positions(scenario: Scenario, outputs):
+        """(CreateTime, ledger partition, events of that partition applied through the causing entry) per output."""
+        through = scenario.ledger_tail.map.events_through
+        return ((o.timestamp, o.ledger_partition, through(o.ledger_partition, o.ledger_offset, o.ledger_index))
+                for o in outputs)
+
+    def section_throughput(self, scenario: Scenario, section: Section, outputs, workers: int) -> dict:
+        series = analysis.progress_series(self.applied_positions(scenario, outputs), section.start_events,
+                                          section.end_events)
         figure = analysis.throughput(series, section.events).as_dict()
+        ledger = scenario.ledger_tail.map
+        records = sum(ledger.records_between(partition, ledger.end_offset(partition, section.start_events[partition]),
+                                             ledger.end_offset(partition, section.end_events[partition]))
+                      for partition in range(PARTITIONS))
+        figure["ledger_records"] = records
+        figure["events_per_ledger_record"] = round(section.events / records, 1) if records else None
         rate = figure["events_per_second"]
         figure["workers"] = workers
         figure["events_per_second_per_worker"] = None if rate is None else round(rate / workers, 1)

@@ -98,10 +98,11 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
 
     last_report = [0.0]
 
-    def throttled(done: int, expected: int) -> None:  # a line every 10 s on stderr
+    def throttled(done: int, expected: int, events: int) -> None:  # a line every 10 s on stderr
         if time.monotonic() - last_report[0] >= 10:
             last_report[0] = time.monotonic()
-            print(f"  replayed {done:,} / ~{expected:,}", file=sys.stderr, flush=True)
+            print(f"  replayed {done:,} / ~{expected:,} ledger records ({events:,} events)", file=sys.stderr,
+                  flush=True)
 
     summary = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="bench", idle_seconds=3.0),
                        on_progress=throttled).run()

@@ -39,6 +39,7 @@ def markdown(result: dict) -> str:
     machine = result["machine"]
     lines += [
         f"Python {machine['python']}, {machine['cpus']} CPUs, {machine['broker']}; {result['partitions']} partitions; "
+        f"ledger records of up to {result.get('ledger_batch_max_entries', 'n/a')} events; "
         f"seed {result['seed']}; run took {result.get('duration_seconds', 'n/a')} s; load average (1/5/15 min) "
         f"{result.get('load_average_at_start')} at the start, {result.get('load_average_at_end')} at the end. The "
         "broker, the workers, the "
@@ -59,8 +60,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['target']} | {shown} | {threshold} | {met} |")
     lines += ["", "## Throughput (events/s; sustained = 10% to 90% of the section's events)", "",
               "| section | events | service | per worker | bare Faust consume-only | plain confluent-kafka loop | "
-              "service / Faust | service / confluent | dead letters |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "service / Faust | service / confluent | events per ledger record | dead letters |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in result["throughput"].items():
         service = entry["service"]
         baselines = entry.get("baselines") or {}
@@ -70,7 +71,8 @@ def markdown(result: dict) -> str:
             f"{_n(service.get('events_per_second_per_worker'))} | "
             f"{_n(baselines.get('faust', {}).get('events_per_second'))} | "
             f"{_n(baselines.get('confluent', {}).get('events_per_second'))} | {_ratio(ratios.get('vs_faust'))} | "
-            f"{_ratio(ratios.get('vs_confluent'))} | {_n(entry.get('dead_letters'))} |")
+            f"{_ratio(ratios.get('vs_confluent'))} | {_n(service.get('events_per_ledger_record'), 1)} | "
+            f"{_n(entry.get('dead_letters'))} |")
     scaled = [entry["service"] for name, entry in result["throughput"].items()
               if name.startswith("mix_") and entry["service"]["workers"] > 1]
     for service in scaled:

@@ -2,8 +2,11 @@
 
     python benchmarks/service_throughput.py [--events 20000] [--skus 2000]
 
-Writes a policy and N receipts/sales straight to the ledger (no ingest), starts one worker, and measures ledger
-events per second from the first to the last availability record. Result in benchmarks/results/.
+Writes a policy and N receipts/sales straight to the ledger (no ingest) as the ingest stage writes them: per
+micro-batch of `batch_size` events, one LedgerEntryBatch of up to `ledger_batch_max_entries` entries per ledger
+partition (the settings' defaults, or AVAILABILITY_BATCH_SIZE / AVAILABILITY_LEDGER_BATCH_MAX_ENTRIES; 1 writes a
+record per event). Then starts one worker and measures ledger events per second until the last event's availability
+record is read. Result in benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from confluent_kafka import Producer  # noqa: E402
 
 from app.admin import create_topics  # noqa: E402
 from app.broker import EmbeddedBroker, free_loopback_port  # noqa: E402
+from app.engine import event_to_record  # noqa: E402
+from app.ledger import LedgerBatcher  # noqa: E402
 from app.serialization import AvroCodec  # noqa: E402
 from app.service.ingest import LedgerWriter  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -46,15 +51,26 @@ def main() -> None:
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         for append in writer.broadcast(writer.entry_value(policy_v(1, 10_000), None, 0)):
             producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
+        batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
+        ledger_records = 0
+
+        def flush() -> int:
+            appends = batcher.flush()
+            for append in appends:
+                producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
+            producer.poll(0)
+            return len(appends)
+
         for index in range(args.events):
             sku = f"SKU-{index % args.skus:05d}"
             location = LOCATIONS[index % len(LOCATIONS)]
             event = (receipt(5, location, sku=sku, event_id=f"e{index}", time=index + 10) if index % 4
                      else sale(1, location, sku=sku, event_id=f"e{index}", time=index + 10))
-            producer.produce(LEDGER.name, writer.entry_value(event, None, 0), sku.encode(),
-                             partition=ledger_partition(sku, settings.partitions))
-            if index % 5000 == 0:
-                producer.poll(0)
+            name, record = event_to_record(event)
+            batcher.add(ledger_partition(sku, settings.partitions), sku, name, record, ("benchmark", 0, index), 0)
+            if (index + 1) % settings.batch_size == 0:
+                ledger_records += flush()
+        ledger_records += flush()
         producer.flush()
         worker = WorkerProcess(settings).start()
         try:
@@ -67,7 +83,8 @@ def main() -> None:
             elapsed = time.monotonic() - started
         finally:
             worker.stop()
-        result = {"events": args.events, "skus": args.skus, "seconds": round(elapsed, 2),
+        result = {"events": args.events, "skus": args.skus, "ledger_records": ledger_records,
+                  "ledger_batch_max_entries": settings.ledger_batch_max_entries, "seconds": round(elapsed, 2),
                   "events_per_second": round(args.events / elapsed), "records_seen": len(records)}
         print(json.dumps(result))
         out = Path(__file__).resolve().parent / "results"
