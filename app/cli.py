@@ -44,6 +44,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # not reached
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    module = "app.service.ingest_worker"
+    if settings.kafka_bootstrap_servers is not None:
+        os.environ["AVAILABILITY_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    options = [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port)]
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", module, *options])
+    return 0  # not reached
+
+
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from app.admin import create_topics
     from app.topics import all_topics
@@ -339,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  "app.service.worker), configured from the environment.")
     worker.set_defaults(handler=cmd_worker)
 
+    ingest = commands.add_parser(
+        "ingest", help="run the ingest stage alone on confluent-kafka (workers: AVAILABILITY_STAGES=availability)",
+        description="Replace this process with the ingest process (python -m app.service.ingest_worker): consumer "
+        "group <app_id>-ingest on the source topics, writing the ledger and dead-letters. Needs a running broker. "
+        "Run workers with AVAILABILITY_STAGES=availability beside it (docs/OPERATIONS.md).")
+    ingest.add_argument("--metrics-port", type=_port, metavar="PORT",
+                        help="serve Prometheus metrics on AVAILABILITY_WEB_HOST:PORT (default: none)")
+    ingest.set_defaults(handler=cmd_ingest)
+
     topics = commands.add_parser("topics", help="create or list the service's topics",
                                  description="Topics of the registry in app/topics.py.")
     topic_commands = _Subcommands(topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True),
@@ -514,6 +533,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text}")
     return value
 
 

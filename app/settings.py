@@ -24,6 +24,7 @@ ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+Stages = Literal["all", "availability"]
 
 API_TOKEN_PATTERN = re.compile(r"[\x21-\x7e]{16,512}")
 
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     broker_wait_seconds: float = Field(
         default=120.0, gt=0,
         description="How long a starting worker waits for the broker to answer (it may start after the worker).",
+    )
+    stages: Stages = Field(
+        default="all",
+        description="What a worker runs: `all` (ingest agents and the availability stage) or `availability` (no "
+        "ingest agents: the source topics are ingested by `availability ingest` processes, app.service.ingest_worker).",
     )
     recovery_stall_timeout_seconds: float = Field(
         default=120.0, gt=0,

@@ -179,10 +179,12 @@ def build_service(
     )
     # Imported here: the stage modules import this one for the types above.
     from app.service.availability import register_availability_agent
-    from app.service.ingest import register_ingest_agents
+    from app.service.ingest import register_clock_ticks, register_ingest_agents
     from app.service.recovery_watchdog import register_recovery_watchdog
 
-    register_ingest_agents(service)
+    if settings.stages == "all":  # "availability": separate ingest processes feed the ledger (ingest_worker)
+        register_ingest_agents(service)
+    register_clock_ticks(service)
     register_availability_agent(service)
     register_recovery_watchdog(service)
     return service

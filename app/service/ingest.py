@@ -1,6 +1,8 @@
 """Ingest stage: source topics -> validated, SKU-keyed `ledger`; everything else -> `dead-letters`.
 
-One agent per source topic, reading micro-batches (`take_events`). Per source record:
+The logic of one source micro-batch is `ingest_micro_batch` (plain Python: no Faust, no I/O), run either by one
+Faust agent per source topic in the worker (`register_ingest_agents`, AVAILABILITY_STAGES=all), or by the separate
+confluent-kafka ingest process (app.service.ingest_worker, `availability ingest`). Per source record:
 - decode with the codec, convert (`event_from_record`) and `validate`; a failure dead-letters the ORIGINAL key,
   bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`;
 - a stock movement or reservation command becomes an entry of ledger partition `ledger_partition(sku)`;
@@ -13,14 +15,18 @@ record, not once per event. A policy change flushes what came before it, so it k
 The batch's records are sent together and their acknowledgements awaited before the batch is acknowledged:
 a crash re-ingests the batch (duplicates on the ledger are harmless: the engine ignores repeated event ids).
 
-The leader also appends a ClockTick to every ledger partition every `tick_interval_seconds`, so reservations
-expire in quiet partitions too, at a ledger position a replay reproduces.
+The leader worker also appends a ClockTick to every ledger partition every `tick_interval_seconds`
+(`register_clock_ticks`, whatever the stages), so reservations expire in quiet partitions too, at a ledger position
+a replay reproduces.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,7 +48,7 @@ from app.topics import (
 )
 
 if TYPE_CHECKING:
-    from app.service.app import AvailabilityService
+    from app.service.app import AvailabilityService, PipelineObserver
 
 logger = logging.getLogger(__name__)
 
@@ -195,54 +201,138 @@ class LedgerWriter:
             sku = event.sku
             name, converted = event_to_record(event)
             result.entries.append(
-                LedgerEntryDraft(ledger_partition(sku, self._partition_count), sku, name, converted)
+                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, name, converted)
             )
+
+
+# Cached: hot SKUs repeat, and murmur2 is pure Python (a few microseconds per event otherwise).
+_ledger_partition = functools.lru_cache(maxsize=200_000)(ledger_partition)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# ------------------------------------------------------------------------------------------- one source micro-batch
+# The per-micro-batch logic shared by the Faust agents below and the confluent-kafka ingest process
+# (app.service.ingest_worker): plain Python, no Faust, no I/O. The caller sends `records` in order, waits for their
+# acknowledgements and only then acknowledges the source batch; it reports `ingested` and `dead_letters`.
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """One source record of a micro-batch, as any consumer delivers it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list | tuple | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record to send: a ledger append (explicit partition) or a dead letter (partition None: Kafka's default
+    partitioner on its key, murmur2, or any partition for a keyless one)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterReport:
+    """What a dead letter of the ingest stage is about, for the log line and the metrics."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    error: str
+    movement_index: int | None = None
+
+    def log_line(self) -> str:
+        """`dead-lettered topic[partition]@offset: REASON: error[ (movement i)]` (docs/OPERATIONS.md, Logs)."""
+        movement = "" if self.movement_index is None else f" (movement {self.movement_index})"
+        return f"dead-lettered {self.source_topic}[{self.partition}]@{self.offset}: {self.reason}: {self.error}{movement}"
+
+
+@dataclass
+class IngestedBatch:
+    """Everything one source micro-batch turns into."""
+
+    records: list[OutgoingRecord] = field(default_factory=list)  # in send order
+    ingested: list[tuple[str, str]] = field(default_factory=list)  # (source topic, event type) per event
+    dead_letters: list[DeadLetterReport] = field(default_factory=list)
+
+
+def ingest_micro_batch(
+    messages: Iterable[SourceMessage], ingest_time: int, writer: LedgerWriter, batcher: LedgerBatcher
+) -> IngestedBatch:
+    """The records one source micro-batch becomes, in send order. Movements and commands are batched per ledger
+    partition; a policy change first flushes what came before it and is then written to every partition, so it
+    keeps its place in each; the batcher is flushed at the end (it is empty on return). Dead letters keep the
+    original key, value and headers, plus the dead-letter headers (`dead_letter_headers`, MOVEMENT_INDEX_HEADER),
+    cut to fit one record (`fit_dead_letter`)."""
+    batch = IngestedBatch()
+    records = batch.records
+    ledger = LEDGER.name
+    for message in messages:
+        topic, partition, offset = message.topic, message.partition, message.offset
+        result = writer.ingest(topic, partition, offset, message.value, ingest_time)
+        source = (topic, partition, offset)
+        for draft in result.entries:
+            batcher.add(draft.partition, draft.sku, draft.record_name, draft.record, source, ingest_time)
+        if result.appends:  # a policy change: everything before it goes first, in every partition
+            for append in batcher.flush() + result.appends:
+                records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
+        for event_type in result.event_types:
+            batch.ingested.append((topic, event_type))
+        for dead in result.dead_letters:
+            headers = dead_letter_headers(dead.reason, dead.error, topic, partition, offset, message.headers)
+            if dead.movement_index is not None:
+                headers.append((MOVEMENT_INDEX_HEADER, str(dead.movement_index).encode()))
+            dead_key, dead_value, headers = fit_dead_letter(message.key, message.value, headers)
+            records.append(OutgoingRecord(DEAD_LETTERS.name, dead_key, dead_value, None, headers))
+            batch.dead_letters.append(
+                DeadLetterReport(topic, partition, offset, dead.reason, dead.error, dead.movement_index)
+            )
+    for append in batcher.flush():
+        records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
+    return batch
+
+
+def report_ingested(batch: IngestedBatch, observer: PipelineObserver) -> None:
+    """Log every dead letter (WARNING, one line each) and feed the observer's counters."""
+    for (topic, event_type), count in Counter(batch.ingested).items():
+        observer.ingested(topic, event_type, count)
+    for dead in batch.dead_letters:
+        logger.warning("%s", dead.log_line())
+        observer.dead_lettered("ingest", dead.source_topic, dead.reason)
+
+
+# ---------------------------------------------------------------------------------------------- the Faust agents
 def register_ingest_agents(service: AvailabilityService) -> None:
-    from app.engine import ClockTick
+    """One agent per source topic: a thin wrapper around `ingest_micro_batch` that sends with BatchSender."""
     from app.service.app import BatchSender, end_worker_on_unexpected_error
 
     app, settings, observer = service.app, service.settings, service.observer
     writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
 
     def make_agent(source_topic: str):
-        async def send_ledger(appends: list[LedgerAppend], sender: BatchSender) -> None:
-            for append in appends:
-                await sender.send(LEDGER.name, append.key, append.value, append.partition)
-
         async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher) -> None:
-            ingest_time = _now_ms()
-            for event in events:
-                message = event.message
-                result = writer.ingest(source_topic, message.partition, message.offset, message.value, ingest_time)
-                source = (source_topic, message.partition, message.offset)
-                for draft in result.entries:
-                    batcher.add(draft.partition, draft.sku, draft.record_name, draft.record, source, ingest_time)
-                if result.appends:  # a policy change: everything before it goes first, in every partition
-                    await send_ledger(batcher.flush(), sender)
-                    await send_ledger(result.appends, sender)
-                for event_type in result.event_types:
-                    observer.ingested(source_topic, event_type)
-                for dead in result.dead_letters:
-                    logger.warning(
-                        "dead-lettered %s[%s]@%s: %s: %s%s",
-                        source_topic, message.partition, message.offset, dead.reason, dead.error,
-                        "" if dead.movement_index is None else f" (movement {dead.movement_index})",
-                    )
-                    headers = dead_letter_headers(
-                        dead.reason, dead.error, source_topic, message.partition, message.offset, message.headers
-                    )
-                    if dead.movement_index is not None:
-                        headers.append((MOVEMENT_INDEX_HEADER, str(dead.movement_index).encode()))
-                    dead_key, dead_value, headers = fit_dead_letter(message.key, message.value, headers)
-                    await sender.send(DEAD_LETTERS.name, dead_key, dead_value, None, headers)
-                    observer.dead_lettered("ingest", source_topic, dead.reason)
-            await send_ledger(batcher.flush(), sender)
+            messages = [
+                SourceMessage(source_topic, message.partition, message.offset, message.key, message.value,
+                              message.headers)
+                for message in (event.message for event in events)
+            ]
+            batch = ingest_micro_batch(messages, _now_ms(), writer, batcher)
+            report_ingested(batch, observer)
+            for record in batch.records:
+                await sender.send(record.topic, record.key, record.value, record.partition, record.headers)
             await sender.acks()
 
         async def ingest(stream) -> None:
@@ -258,6 +348,17 @@ def register_ingest_agents(service: AvailabilityService) -> None:
     for name, topic in service.topics.sources.items():
         agent = make_agent(name)
         app.agent(topic, name=agent.__name__)(agent)
+
+
+def register_clock_ticks(service: AvailabilityService) -> None:
+    """The leader appends a ClockTick to every ledger partition every `tick_interval_seconds`. Registered whatever
+    `stages` says: ticks belong to the ledger's order, and a worker of the availability stage alone still elects a
+    leader."""
+    from app.engine import ClockTick
+    from app.service.app import BatchSender
+
+    app, settings = service.app, service.settings
+    writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
 
     async def append_clock_ticks() -> None:
         """Leader only: one ClockTick per ledger partition, with the leader's wall clock as event time."""

@@ -1,0 +1,242 @@
+"""The ingest stage's micro-batch logic (app.service.ingest.ingest_micro_batch), shared by the Faust agents and the
+confluent-kafka ingest process, without a broker; and the `stages` setting that chooses who runs it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from app.engine import event_to_record, reasons
+from app.ledger import LedgerBatcher, ledger_items
+from app.serialization import AVRO_NAMESPACE, AvroCodec
+from app.service.ingest import (
+    DEAD_LETTER_MAX_VALUE_BYTES,
+    MOVEMENT_INDEX_HEADER,
+    IngestedBatch,
+    LedgerWriter,
+    SourceMessage,
+    ingest_micro_batch,
+    report_ingested,
+)
+from app.topics import (
+    DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTER_SOURCE_OFFSET_HEADER,
+    DEAD_LETTER_SOURCE_PARTITION_HEADER,
+    DEAD_LETTER_SOURCE_TOPIC_HEADER,
+    DEAD_LETTER_TRUNCATED_HEADER,
+    DEAD_LETTERS,
+    LEDGER,
+    LEDGER_BROADCAST_KEY,
+    POLICY_CHANGES,
+    STOCK_MOVEMENTS,
+    STORE_TRANSACTIONS,
+    ledger_partition,
+)
+from tests.engine.factories import policy, receipt, sale
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    from app.settings import Settings
+
+    return AvroCodec(Settings(_env_file=None, partitions=PARTITIONS))
+
+
+def skus_by_partition() -> dict[int, str]:
+    """One SKU per ledger partition."""
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < PARTITIONS:
+        sku = f"SKU{index}"
+        found.setdefault(ledger_partition(sku, PARTITIONS), sku)
+        index += 1
+    return found
+
+
+class Source:
+    """Source messages numbered by offset, as a consumer would hand them over."""
+
+    def __init__(self, codec: AvroCodec) -> None:
+        self.codec = codec
+        self.offset = 0
+
+    def message(self, topic: str, value: bytes | None, key: bytes | None = b"k", headers=None) -> SourceMessage:
+        self.offset += 1
+        return SourceMessage(topic, 0, self.offset, key, value, headers)
+
+    def event(self, topic: str, event) -> SourceMessage:
+        return self.message(topic, self.codec.encode(topic, event_to_record(event)[1]))
+
+    def movements(self, events, headers=None) -> SourceMessage:
+        value = self.codec.encode(STOCK_MOVEMENTS.name, {"movements": [event_to_record(e)[1] for e in events]})
+        return self.message(STOCK_MOVEMENTS.name, value, headers=headers)
+
+
+def ingest(codec: AvroCodec, messages, max_record_bytes: int | None = None) -> tuple[IngestedBatch, LedgerBatcher]:
+    writer = LedgerWriter(codec, PARTITIONS, max_record_bytes)
+    batcher = LedgerBatcher(codec.serde(LEDGER), max_entries=500)
+    return ingest_micro_batch(messages, 1234, writer, batcher), batcher
+
+
+def ledger_sequences(codec: AvroCodec, batch: IngestedBatch) -> dict[int, list[str]]:
+    """Event ids per ledger partition, in send order."""
+    sequences: dict[int, list[str]] = {partition: [] for partition in range(PARTITIONS)}
+    for record in batch.records:
+        if record.topic == LEDGER.name:
+            for item in ledger_items(codec.decode(LEDGER.name, record.value).value):
+                sequences[record.partition].append(item.record["event_id"])
+    return sequences
+
+
+def test_a_policy_change_keeps_its_place_in_every_ledger_partition(codec):
+    skus = skus_by_partition()
+    source = Source(codec)
+    before = [source.event(STORE_TRANSACTIONS.name, sale(1, sku=skus[p], event_id=f"before-{p}"))
+              for p in range(PARTITIONS)]
+    change = source.event(POLICY_CHANGES.name, policy(2))
+    after = [source.event(STORE_TRANSACTIONS.name, sale(1, sku=skus[p], event_id=f"after-{p}"))
+             for p in (0, 2)]
+
+    batch, batcher = ingest(codec, [*before, change, *after])
+
+    assert ledger_sequences(codec, batch) == {
+        0: ["before-0", "policy-2", "after-0"],
+        1: ["before-1", "policy-2"],
+        2: ["before-2", "policy-2", "after-2"],
+        3: ["before-3", "policy-2"],
+    }
+    assert all(record.partition is not None for record in batch.records)  # the ledger is always addressed
+    broadcasts = [r for r in batch.records if r.key == LEDGER_BROADCAST_KEY.encode()
+                  and codec.decode(LEDGER.name, r.value).value["entry"][0] == f"{AVRO_NAMESPACE}.PolicyChange"]
+    assert [r.partition for r in broadcasts] == list(range(PARTITIONS))
+    assert batch.ingested == [(STORE_TRANSACTIONS.name, "StockMovement")] * PARTITIONS + [
+        (POLICY_CHANGES.name, "PolicyChange")] + [(STORE_TRANSACTIONS.name, "StockMovement")] * 2
+    assert not batcher, "the batcher is flushed at the end of the micro-batch"
+    assert batch.dead_letters == []
+
+
+def test_entries_of_a_partition_without_a_policy_change_share_one_record_with_their_sources(codec):
+    skus = skus_by_partition()
+    source = Source(codec)
+    messages = [source.event(STORE_TRANSACTIONS.name, sale(1, sku=skus[1], event_id=f"s{n}")) for n in range(3)]
+    batch, _ = ingest(codec, messages)
+    [record] = batch.records
+    assert (record.topic, record.partition, record.key) == (LEDGER.name, 1, b"")
+    items = ledger_items(codec.decode(LEDGER.name, record.value).value)
+    assert [(i.record["event_id"], i.source_topic, i.source_offset, i.ingest_time) for i in items] == [
+        (f"s{n}", STORE_TRANSACTIONS.name, n + 1, 1234) for n in range(3)]
+
+
+def test_dead_letters_keep_the_original_record_and_say_why_and_where(codec):
+    skus = skus_by_partition()
+    source = Source(codec)
+    garbage = source.message(STORE_TRANSACTIONS.name, b"not avro", key=b"store-7", headers=[("trace", b"t-1")])
+    bulk = source.movements([receipt(5, sku=skus[0], event_id="good-0"), receipt(0, sku=skus[0], event_id="zero"),
+                             receipt(2, sku=skus[3], event_id="good-1")], headers=[("trace", b"t-2")])
+
+    batch, _ = ingest(codec, [garbage, bulk])
+
+    letters = [record for record in batch.records if record.topic == DEAD_LETTERS.name]
+    assert len(letters) == 2
+    first, second = letters
+    assert (first.key, first.value, first.partition) == (b"store-7", b"not avro", None)  # default partitioner
+    headers = dict(first.headers)
+    assert first.headers[0] == ("trace", b"t-1"), "the original headers come first"
+    assert headers[DEAD_LETTER_REASON_HEADER] == reasons.UNDECODABLE_RECORD.encode()
+    assert (headers[DEAD_LETTER_SOURCE_TOPIC_HEADER], headers[DEAD_LETTER_SOURCE_PARTITION_HEADER],
+            headers[DEAD_LETTER_SOURCE_OFFSET_HEADER]) == (STORE_TRANSACTIONS.name.encode(), b"0", b"1")
+    assert MOVEMENT_INDEX_HEADER not in headers
+    # One bad movement of a batch: the whole record is dead-lettered with the movement's index, the rest ingested.
+    assert second.value == bulk.value and dict(second.headers)[MOVEMENT_INDEX_HEADER] == b"1"
+    assert ledger_sequences(codec, batch) == {0: ["good-0"], 1: [], 2: [], 3: ["good-1"]}
+    assert [(d.source_topic, d.offset, d.movement_index) for d in batch.dead_letters] == [
+        (STORE_TRANSACTIONS.name, 1, None), (STOCK_MOVEMENTS.name, 2, 1)]
+    assert batch.dead_letters[0].log_line().startswith(
+        f"dead-lettered {STORE_TRANSACTIONS.name}[0]@1: {reasons.UNDECODABLE_RECORD}: ")
+    assert batch.dead_letters[1].log_line().endswith(" (movement 1)")
+
+
+def test_an_oversized_record_is_dead_lettered_cut_to_fit_one_kafka_record(codec):
+    source = Source(codec)
+    huge = source.message(STORE_TRANSACTIONS.name, b"x" * (DEAD_LETTER_MAX_VALUE_BYTES + 10))
+    batch, _ = ingest(codec, [huge], max_record_bytes=1024)
+    [letter] = batch.records
+    assert len(letter.value) == DEAD_LETTER_MAX_VALUE_BYTES
+    headers = dict(letter.headers)
+    assert headers[DEAD_LETTER_TRUNCATED_HEADER] == str(DEAD_LETTER_MAX_VALUE_BYTES + 10).encode()
+    assert headers[DEAD_LETTER_REASON_HEADER] == reasons.RECORD_TOO_LARGE.encode()
+
+
+def test_report_logs_each_dead_letter_and_counts_for_the_observer(codec, caplog):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def ingested(self, topic, event_type, count=1):
+            self.calls.append(("ingested", topic, event_type, count))
+
+        def dead_lettered(self, stage, topic, reason):
+            self.calls.append(("dead", stage, topic, reason))
+
+    source = Source(codec)
+    batch, _ = ingest(codec, [source.message(STORE_TRANSACTIONS.name, None),
+                              source.event(STORE_TRANSACTIONS.name, sale(1, sku="SKU1", event_id="ok")),
+                              source.event(STORE_TRANSACTIONS.name, sale(1, sku="SKU2", event_id="ok2"))])
+    recorder = Recorder()
+    with caplog.at_level(logging.WARNING, logger="app.service.ingest"):
+        report_ingested(batch, recorder)
+    assert recorder.calls == [("ingested", STORE_TRANSACTIONS.name, "StockMovement", 2),
+                              ("dead", "ingest", STORE_TRANSACTIONS.name, reasons.UNDECODABLE_RECORD)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dead-lettered {STORE_TRANSACTIONS.name}[0]@1: {reasons.UNDECODABLE_RECORD}: record has no value"]
+
+
+# ------------------------------------------------------------------------------------------------ stages setting
+def test_stages_setting_accepts_all_and_availability_only(settings_factory, monkeypatch):
+    assert settings_factory().stages == "all"
+    assert settings_factory(stages="availability").stages == "availability"
+    with pytest.raises(ValidationError):
+        settings_factory(stages="ingest")
+    from app.settings import Settings
+
+    monkeypatch.setenv("AVAILABILITY_STAGES", "availability")
+    assert Settings(_env_file=None).stages == "availability"
+
+
+@pytest.mark.parametrize("stages", ["all", "availability"])
+def test_an_availability_only_worker_registers_no_ingest_agent_but_keeps_ticks(settings_factory, stages):
+    from app.service.app import build_service
+
+    service = build_service(settings_factory(stages=stages, partitions=PARTITIONS), "127.0.0.1:9")
+    agents = set(service.app.agents)
+    ingest_agents = {name for name in agents if name.startswith("ingest_")}
+    assert len(ingest_agents) == (4 if stages == "all" else 0), agents
+    assert agents - ingest_agents == {"apply_ledger"}, "the availability agent runs in both topologies"
+    timers = [getattr(task, "__name__", None) for task in service.app._app_tasks]
+    assert "append_clock_ticks" in timers, "the leader's clock ticks run in both topologies"
+
+
+# ---------------------------------------------------------------------------------------------------- the command
+def test_ingest_command_has_help_and_is_listed(capsys):
+    from app.cli import build_parser, main
+
+    assert "ingest" in build_parser().format_help()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", "--help"])
+    assert exit_info.value.code == 0
+    assert "--metrics-port" in capsys.readouterr().out
+
+
+def test_ingest_process_without_a_broker_says_so_in_one_line():
+    from app.service.worker import EXIT_CONFIGURATION_ERROR
+    from tests.test_cli import run_cli
+
+    result = run_cli("ingest", timeout=60)
+    assert result.returncode == EXIT_CONFIGURATION_ERROR, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no Kafka broker configured" in lines[0] and "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
