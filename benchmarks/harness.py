@@ -24,9 +24,9 @@ import logging
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from app.ledger import ledger_items
 from app.settings import Settings
 from benchmarks.analysis import LedgerMap
+from benchmarks.ledger_projection import LedgerEventIds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,33 +177,32 @@ class CommitWatcher:
 class LedgerTail:
     """Reads the ledger from its beginning as it grows, into a `LedgerMap`: how many events each partition holds up
     to every ledger position. One consumer (assigned, no group, nothing committed) for a whole scenario; each
-    `read` decodes only what arrived since the last one."""
+    `read` decodes only what arrived since the last one, and of each record only its entries' event ids
+    (benchmarks/ledger_projection.py): the tail runs on the cores the workers use, during the run it measures."""
 
     def __init__(self, bootstrap_servers: str, serde, topic: str, partitions: int) -> None:
-        self._serde = serde
+        self._event_ids = LedgerEventIds(serde)
         self._consumer = Consumer({"bootstrap.servers": bootstrap_servers,
                                    "group.id": f"bench-ledger-{time.monotonic_ns()}", "enable.auto.commit": False,
                                    "fetch.max.bytes": 32 * 1024 * 1024, "logger": QUIET_LIBRDKAFKA})
         self._consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in range(partitions)])
         self.map = LedgerMap(partitions)
-        self.decode_seconds = 0.0  # the harness's own work on the shared cores while the workers run
+        self.decode_seconds = 0.0  # CPU time of the harness's own decoding on the shared cores (thread time, so
+        # not the time it waits for a core the workers hold)
 
     def read(self, max_seconds: float = 2.0) -> int:
         """Takes in the records the broker has for us now (for at most `max_seconds`); returns how many."""
         deadline = time.monotonic() + max_seconds
         taken = 0
+        add, event_ids = self.map.add, self._event_ids.event_ids
         while True:
             messages = self._consumer.consume(num_messages=10_000, timeout=0.05)
-            decode_started = time.perf_counter()
+            decode_started = time.thread_time()
             for message in messages:
-                if message.error() is not None:
-                    continue
-                items = ledger_items(self._serde.decode(message.value()).value)
-                # a clock tick has no event id and is no event
-                self.map.add(message.partition(), message.offset(), message.timestamp()[1],
-                             [item.record["event_id"] for item in items if "event_id" in item.record])
-                taken += 1
-            self.decode_seconds += time.perf_counter() - decode_started
+                if message.error() is None:
+                    add(message.partition(), message.offset(), message.timestamp()[1], event_ids(message.value()))
+                    taken += 1
+            self.decode_seconds += time.thread_time() - decode_started
             if not messages or time.monotonic() > deadline:
                 return taken
 
