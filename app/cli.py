@@ -211,7 +211,9 @@ def cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
         sys.path.insert(0, str(root))
     from benchmarks.peak import main as run_benchmark
 
-    return run_benchmark(["--profile", args.profile, "--target-rate", str(args.target_rate)]
+    return run_benchmark(["--profile", args.profile, "--target-rate", str(args.target_rate),
+                          "--topology", args.topology]
+                         + (["--ingest-per-worker", str(args.ingest_per_worker)] if args.topology == "split" else [])
                          + (["--results-dir", args.results_dir] if args.results_dir else []))
 
 
@@ -499,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="peak rate the capacity line sizes workers for (default 50000)")
     benchmark.add_argument("--results-dir", metavar="DIR", help="where to write the results (default "
                            "benchmarks/results)")
+    benchmark.add_argument("--topology", choices=("all", "split"), default="all",
+                           help="all: workers run both stages; split: workers run the availability stage "
+                           "(AVAILABILITY_STAGES=availability) beside `availability ingest` processes")
+    benchmark.add_argument("--ingest-per-worker", type=int, default=1, metavar="K",
+                           help="with --topology split: ingest processes per worker (default 1)")
     benchmark.set_defaults(handler=cmd_benchmark)
 
     explain = commands.add_parser(

@@ -284,6 +284,18 @@ def capacity_line(target_rate: float, per_worker_rate: float | None, scaling_eff
     }
 
 
+def ingest_capacity_line(target_rate: float, per_process_rate: float | None, scaling_efficiency: float | None,
+                         source_partitions: int, utilisation: float = 0.5) -> dict:
+    """Ingest processes needed for `target_rate` events/s (the `split` topology), by the model of `capacity_line`
+    with the ingest stage's own rate per process. Ingest processes share the source topics' partitions, so N beyond
+    `source_partitions` needs more of them."""
+    line = capacity_line(target_rate, per_process_rate, scaling_efficiency, source_partitions, utilisation)
+    renamed = {"per_worker_events_per_second": "per_process_events_per_second",
+               "workers_at_full_load": "processes_at_full_load", "workers_at_latency_load": "processes_at_latency_load",
+               "partitions": "source_partitions", "needs_more_partitions": "needs_more_source_partitions"}
+    return {renamed.get(key, key): value for key, value in line.items()}
+
+
 def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or not baseline:
         return None

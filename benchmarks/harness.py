@@ -52,6 +52,9 @@ class ServiceWorker:
     """One `python -m app.service.worker` process (the real worker, uvloop, metrics, web) with its log in its data
     dir. `started_ms` is the wall-clock time of the spawn, for restart-to-first-output."""
 
+    module = "app.service.worker"
+    kind = "worker"
+
     def __init__(self, settings: Settings, log_name: str = "worker.log") -> None:
         self.settings = settings
         self.log_path = Path(settings.data_dir) / log_name
@@ -63,7 +66,7 @@ class ServiceWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.started_ms = time.time() * 1000
-            self.process = subprocess.Popen([sys.executable, "-m", "app.service.worker"], cwd=REPO_ROOT,
+            self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO_ROOT,
                                             env=settings_environment(self.settings), stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -75,7 +78,7 @@ class ServiceWorker:
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker exited with status {self.process.returncode}; log tail:\n{tail}")
+            raise RuntimeError(f"{self.kind} exited with status {self.process.returncode}; log tail:\n{tail}")
 
     def log_count(self, text: str) -> int:
         try:
@@ -105,6 +108,42 @@ class ServiceWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class IngestWorker(ServiceWorker):
+    """One `python -m app.service.ingest_worker` process (the ingest stage alone, on confluent-kafka; the `split`
+    topology), started with the same settings environment as the workers: it needs `kafka_bootstrap_servers` (it
+    starts no broker) and writes its log in a data dir of its own, which it uses for nothing else."""
+
+    module = "app.service.ingest_worker"
+    kind = "ingest process"
+
+    def __init__(self, settings: Settings, log_name: str = "ingest.log") -> None:
+        if settings.kafka_bootstrap_servers is None:
+            raise ValueError("an ingest process needs kafka_bootstrap_servers: it starts no broker of its own")
+        super().__init__(settings, log_name)
+
+    def assigned(self) -> bool:
+        """It holds source partitions: its last assignment or revocation line is an assignment that names some."""
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                     if "ingest process: assigned " in line or "ingest process: revoked " in line]
+        except FileNotFoundError:
+            return False
+        return bool(lines) and "ingest process: assigned " in lines[-1] and not lines[-1].rstrip().endswith(
+            "no partitions")
+
+
+def stop_all(processes: Iterable[ServiceWorker], grace_seconds: float = 30.0) -> None:
+    """Stop every process (SIGTERM, then kill after the grace period), each even if stopping another failed."""
+    failures = []
+    for process in processes:
+        try:
+            process.stop(grace_seconds)
+        except Exception as error:  # noqa: BLE001 - stop the others first, then report
+            failures.append(f"{process.kind} {process.pid}: {error!r}")
+    if failures:
+        raise RuntimeError("could not stop: " + "; ".join(failures))
 
 
 def run_module(module: str, arguments: list[str], timeout: float, log_path: Path) -> None:

@@ -3,6 +3,7 @@ the same run.
 
     python -m benchmarks.peak --profile quick     # under 2 minutes: every step, small sizes, N=1
     python -m benchmarks.peak --profile peak      # the real run (about 16 minutes): bigger sizes, N=1 and N=2
+    python -m benchmarks.peak --topology split    # workers with stages=availability, plus ingest processes
     availability benchmark --profile quick        # the same, through the CLI
 
 Two scenarios, each on a fresh embedded broker (always embedded, so that runs are comparable), with the real worker
@@ -16,12 +17,18 @@ topics. Each is a sequence of sections, and each section's figures come from its
 2. `mix-N`: the same mix backlog drained by 1 and by N workers (separate data dirs), each on a fresh broker and
    fresh state, for the scaling ratio.
 
+`--topology split` runs the other deployment (docs/ARCHITECTURE.md, "Two topologies"): every step that starts N
+workers starts them with `stages=availability` plus N x `--ingest-per-worker` ingest processes
+(`python -m app.service.ingest_worker`, same settings), which stay up while the worker restarts and stop with the
+scenario. "Per worker" stays per Faust worker; every section says which processes ran.
+
 Before a section's records are sent, its stock loads (and the policy) are written straight to the ledger and the
 workers have applied them: the stock on hand before the peak. The baselines of benchmarks/baselines.py consume the
 section's own source records on the same broker. Figures are read back from the broker afterwards (record
 timestamps and ledger positions, see benchmarks/analysis.py); while the workers run, the harness only reads the
 ledger (to know when a section's events are all on it, and where) and polls committed offsets. Results:
-benchmarks/results/<profile>.json, .md and .png; docs/PERFORMANCE.md explains them.
+benchmarks/results/<profile>.json, .md and .png (<profile>-split.* for the split topology); docs/PERFORMANCE.md
+explains them.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from benchmarks.baselines import BASELINE_OUTPUT_TOPIC
 from benchmarks.generator import CHANNELS, GeneratedRecord, RateSchedule, Workload, WorkloadConfig
 from benchmarks.harness import (
     CommitWatcher,
+    IngestWorker,
     LedgerTail,
     RecordProducer,
     ServiceWorker,
@@ -77,6 +85,7 @@ from benchmarks.harness import (
     read_outputs,
     read_records,
     run_module,
+    stop_all,
     wait_for_events_applied,
 )
 
@@ -84,6 +93,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 BURST_FACTOR = 4.0
 FAUST_MINIMUM_RECORDS = 300
+MINIMUM_INGEST_BATCHES = 2  # a section's ingest rate needs more source records than this many full micro-batches
 STEADY_FRACTION = 0.5  # the live run's steady rate, as a fraction of the sustained maximum just measured
 TARGETS = {
     "single_vs_faust_consume_only": 0.80,
@@ -94,6 +104,12 @@ TARGETS = {
 SINGLE_TOPICS = (STORE_TRANSACTIONS.name, RESERVATION_COMMANDS.name)
 BULK_TOPICS = (STOCK_MOVEMENTS.name,)
 MIX_TOPICS = SINGLE_TOPICS + BULK_TOPICS
+TOPOLOGIES = ("all", "split")  # docs/ARCHITECTURE.md, "Two topologies"
+RESTART_INGEST = {
+    "all": "the restarted worker ingests the probes itself (its ingest agents) before it applies them",
+    "split": "ingest processes kept running: only the availability worker restarts, the probes are on the ledger "
+             "before it starts",
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,8 @@ class Profile:
 
 PROFILES = {
     # for the test suite: every code path that the quick profile has, at toy sizes
-    "smoke": Profile("smoke", single_events=0, bulk_events=0, mix_events=2_000, workers=(1,),
+    # (mix: more source records than 2 ingest micro-batches, so that the ingest rate is measured)
+    "smoke": Profile("smoke", single_events=0, bulk_events=0, mix_events=3_500, workers=(1,),
                      steady_seconds=3, burst_seconds=2, after_max_seconds=6, settle_seconds=1, warmup_seconds=1,
                      cold_restart=False, max_live_rate=250, drain_timeout_seconds=120,
                      cold_restart_timeout_seconds=60),
@@ -168,10 +185,20 @@ class Section:
 
 
 class Scenario:
-    """One embedded broker with the service's topics, one workload, its workers and what was sent."""
+    """One embedded broker with the service's topics, one workload, its workers and what was sent.
 
-    def __init__(self, name: str, scratch: Path, workload: Workload, reporter: Reporter, stack: ExitStack) -> None:
+    Topology `all`: each worker runs both stages. `split`: the workers run the availability stage only
+    (`stages=availability`) and `ingest_per_worker` ingest processes per worker feed the ledger; they are started and
+    stopped with the workers (`start_workers`, and at the end of the scenario) but not by `stop_workers`, so that a
+    restarted worker finds its ledger fed as a deployment's would be."""
+
+    def __init__(self, name: str, scratch: Path, workload: Workload, reporter: Reporter, stack: ExitStack,
+                 topology: str = "all", ingest_per_worker: int = 1) -> None:
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology {topology!r}: one of {TOPOLOGIES}")
         self.name = name
+        self.topology = topology
+        self.ingest_per_worker = ingest_per_worker if topology == "split" else 0
         self._workload = workload
         self.reporter = reporter
         self.directory = scratch / name
@@ -180,7 +207,7 @@ class Scenario:
         self.settings = Settings(kafka_bootstrap_servers=self.bootstrap, app_id=f"peak-{name}",
                                  data_dir=self.directory / "worker-1", partitions=PARTITIONS,
                                  web_port=free_loopback_port(), tick_interval_seconds=3600, channels=CHANNELS,
-                                 log_level="INFO")
+                                 log_level="INFO", stages="availability" if topology == "split" else "all")
         create_topics(self.settings, self.bootstrap)
         create_topics(self.settings, self.bootstrap, specs=[TopicSpec(
             BASELINE_OUTPUT_TOPIC, "sku", None, "any", CleanupPolicy.DELETE, ("baseline",), (), "baseline output")])
@@ -194,10 +221,12 @@ class Scenario:
         self.workloads = [workload]
         self.sections: dict[str, Section] = {}
         self.workers: list[ServiceWorker] = []
+        self.ingest: list[IngestWorker] = []  # `split` only
         self.watcher = CommitWatcher(self.bootstrap, self.settings.app_id, LEDGER.name, PARTITIONS)
         stack.callback(self.watcher.close)
         self.ledger_tail = LedgerTail(self.bootstrap, self.codec.serde(LEDGER), LEDGER.name, PARTITIONS)
         stack.callback(self.ledger_tail.close)
+        stack.callback(self.stop_ingest)  # after the workers (callbacks run last in, first out), before the broker
         stack.callback(self.stop_workers)
         self.policy_written = False
 
@@ -233,24 +262,43 @@ class Scenario:
     # -- workers --------------------------------------------------------------------------------------------
 
     def start_workers(self, count: int, data_dir_suffix: str = "") -> list[ServiceWorker]:
+        """`count` workers and, in `split`, `ingest_per_worker` ingest processes for each (their logs in
+        `ingest-<n>/ingest.log`, next to the workers' `worker-<n>/worker.log`)."""
         started = []
         for index in range(count):
             settings = self.settings.model_copy(update={
                 "data_dir": self.directory / f"worker-{index + 1}{data_dir_suffix}",
                 "web_port": free_loopback_port()})
             started.append(ServiceWorker(settings).start())
-        self.workers.extend(started)
+            self.workers.append(started[-1])
+        for _ in range(count * self.ingest_per_worker):
+            settings = self.settings.model_copy(update={
+                "data_dir": self.directory / f"ingest-{len(self.ingest) + 1}{data_dir_suffix}",
+                "web_port": free_loopback_port()})
+            self.ingest.append(IngestWorker(settings).start())
         return started
 
     def stop_workers(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers = [worker for worker in self.workers if worker.process is not None
-                        and worker.process.poll() is None]
+        """Stops the workers, not the ingest processes (a restart keeps them running)."""
+        try:
+            stop_all(self.workers)
+        finally:
+            self.workers = [worker for worker in self.workers if worker.process is not None
+                            and worker.process.poll() is None]
+
+    def stop_ingest(self) -> None:
+        try:
+            stop_all(self.ingest)
+        finally:
+            self.ingest = [process for process in self.ingest if process.process is not None
+                           and process.process.poll() is None]
+
+    def processes(self, workers: int) -> str:
+        return processes_label(workers, workers * self.ingest_per_worker)
 
     def alive(self) -> None:
-        for worker in self.workers:
-            worker.check_alive()
+        for process in [*self.workers, *self.ingest]:
+            process.check_alive()
 
     def wait_until_applied(self, description: str, timeout: float, since: dict[int, int] | None = None) -> float:
         """Every event sent so far is on the ledger and applied (committed); the bar counts events from `since`
@@ -275,6 +323,17 @@ class Scenario:
             self.alive()
             if time.monotonic() > deadline:
                 raise TimeoutError("workers not ready in time")
+            time.sleep(0.2)
+        self.wait_until_ingest_ready(max(1.0, deadline - time.monotonic()))
+
+    def wait_until_ingest_ready(self, timeout: float = 120.0) -> None:
+        """Every ingest process holds source partitions (none in `all`): a backlog sent now is ingested at once,
+        not after the group's first join."""
+        deadline = time.monotonic() + timeout
+        while not all(process.assigned() for process in self.ingest):
+            self.alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("ingest processes not assigned source partitions in time")
             time.sleep(0.2)
 
     # -- sections -------------------------------------------------------------------------------------------
@@ -319,8 +378,10 @@ class Scenario:
 # ----------------------------------------------------------------------------------------------------- the run
 class PeakBenchmark:
     def __init__(self, profile: Profile, seed: int, target_rate: float, scratch: Path, reporter: Reporter,
-                 py_spy: Path | None = None) -> None:
+                 py_spy: Path | None = None, topology: str = "all", ingest_per_worker: int = 1) -> None:
         self.profile = profile
+        self.topology = topology
+        self.ingest_per_worker = ingest_per_worker if topology == "split" else 0
         self.config = WorkloadConfig(seed=seed, partitions=PARTITIONS)
         self.target_rate = target_rate
         self.scratch = scratch
@@ -331,6 +392,8 @@ class PeakBenchmark:
     def run(self) -> dict:
         started = time.monotonic()
         self.result["load_average_at_start"] = _load_average()
+        self.reporter.step(f"topology [bold]{self.topology}[/]: one worker = "
+                           f"{processes_label(1, self.ingest_per_worker)}")
         self.main_scenario()
         if any(count > 1 for count in self.profile.workers):
             # every worker count on a fresh broker with the same backlog, 1 included: the same conditions
@@ -341,6 +404,10 @@ class PeakBenchmark:
         return self.finish()
 
     # -- scenarios ------------------------------------------------------------------------------------------
+
+    def scenario(self, name: str, workload: Workload, stack: ExitStack) -> Scenario:
+        return Scenario(name, self.scratch, workload, self.reporter, stack, self.topology,
+                        max(1, self.ingest_per_worker))
 
     def main_scenario(self) -> None:
         profile = self.profile
@@ -353,12 +420,13 @@ class PeakBenchmark:
                            "restarts")
         with ExitStack() as stack:
             mixed = Workload(self.config, "mixed")
-            scenario = Scenario("main", self.scratch, mixed, self.reporter, stack)
+            scenario = self.scenario("main", mixed, stack)
             self.result["ledger_batch_max_entries"] = scenario.settings.ledger_batch_max_entries
             workers = scenario.start_workers(1)
+            scenario.wait_until_ingest_ready()
             drained = []
             baselines: dict[str, dict] = {}
-            profiler = None
+            profilers = []
             for mix, events, topics, prefix in classes:
                 workload = mixed if mix == "mix" else Workload(self.config, mix, prefix=f"p{prefix.lower()}",
                                                                sku_prefix=prefix)
@@ -369,7 +437,7 @@ class PeakBenchmark:
                 scenario.wait_until_applied(f"{mix}: stock loads", 300, before)
                 section = scenario.new_section(mix, records)
                 if mix == "mix":
-                    profiler = self.start_py_spy(workers[0])
+                    profilers = self.start_py_spy(workers[0], scenario.ingest[:1])
                 scenario.blast(section)
                 scenario.wait_until_applied(f"{mix}: service drain", profile.drain_timeout_seconds,
                                             section.start_events)
@@ -386,13 +454,15 @@ class PeakBenchmark:
             scenario.workload = mixed
             mix_rate = self.result["throughput"].get("mix", {}).get("service", {}).get("events_per_second")
             live = self.live_run(scenario, mixed, mix_rate)
-            self.stop_py_spy(profiler)
+            self.stop_py_spy(profilers)
             workers[0].read_peak_rss()
+            ingest_rss = [process.read_peak_rss() for process in scenario.ingest]
             scenario.stop_workers()
             held = sum(len(workload.positions) for workload in scenario.workloads)
             disk = disk_usage_bytes(Path(workers[0].settings.data_dir) / "worker")
             self.result["resources"] = {
                 "peak_rss_mib_per_worker": workers[0].peak_rss_mib,
+                "peak_rss_mib_per_ingest_process": ingest_rss,  # `split` only
                 "rocksdb_bytes": disk,
                 "sku_locations_held": held,
                 "rocksdb_mib_per_million_sku_locations": round(disk / 2**20 / (held / 1e6), 1) if held else None,
@@ -415,6 +485,7 @@ class PeakBenchmark:
             for mix, topics, section in drained:
                 entry = self.result["throughput"][mix]
                 entry["service"]["peak_rss_mib"] = [workers[0].peak_rss_mib]
+                entry["service"]["ingest_peak_rss_mib"] = ingest_rss
                 entry["dead_letters"] = dead_letters  # of the whole scenario
                 if mix in baselines:
                     entry["baselines"] = baselines[mix]
@@ -424,7 +495,7 @@ class PeakBenchmark:
         self.reporter.step(f"[bold]mix x{count}[/]: the same backlog, {count} workers (own data dirs)")
         with ExitStack() as stack:
             workload = Workload(self.config, "mixed")
-            scenario = Scenario(f"mix-{count}", self.scratch, workload, self.reporter, stack)
+            scenario = self.scenario(f"mix-{count}", workload, stack)
             section = scenario.new_section("drain", list(workload.records(self.profile.mix_events)))
             scenario.write_stock(workload.take_stock_loads())
             section.start_events = dict(enumerate(scenario.ledger_events))
@@ -435,13 +506,21 @@ class PeakBenchmark:
             scenario.wait_until_applied(f"mix x{count}: service drain", self.profile.drain_timeout_seconds,
                                         section.start_events)
             rss = [worker.read_peak_rss() for worker in workers]
+            ingest_rss = [process.read_peak_rss() for process in scenario.ingest]
             scenario.stop_workers()
+            scenario.stop_ingest()
             service = self.section_throughput(scenario, section, self.read_outputs(scenario), workers=count)
             service["peak_rss_mib"] = rss
+            service["ingest_peak_rss_mib"] = ingest_rss
             service["ready_rebalances"] = [worker.log_count("Worker ready") for worker in workers]
-            one = (self.result["throughput"].get("mix_1_workers") or self.result["throughput"]["mix"])["service"][
-                "events_per_second"]
-            service["scaling_efficiency"] = analysis.ratio(service["events_per_second"], count * one if one else None)
+            one = (self.result["throughput"].get("mix_1_workers") or self.result["throughput"]["mix"])["service"]
+            service["scaling_efficiency"] = analysis.ratio(service["events_per_second"],
+                                                           count * one["events_per_second"]
+                                                           if one["events_per_second"] else None)
+            # the ingest stage's own scaling (ingest processes in `split`, the workers' ingest agents in `all`)
+            one_ingest = one["ingest"]["events_per_second"]
+            service["ingest_scaling_efficiency"] = analysis.ratio(service["ingest"]["events_per_second"],
+                                                                  count * one_ingest if one_ingest else None)
             entry = {"service": service, "events": section.events}
             baselines = self.result["throughput"]["mix"].get("baselines")
             if baselines:
@@ -626,6 +705,7 @@ class PeakBenchmark:
                 "timed_out_after_seconds": run.get("timed_out_seconds"),
                 "local_state": "RocksDB data dir of the previous run (changelog tail only)" if kind == "warm"
                 else "empty data dir: tables restored from the changelog topics",
+                "ingest": RESTART_INGEST[self.topology],
             }
         return figures
 
@@ -703,10 +783,31 @@ class PeakBenchmark:
         figure["events_per_ledger_record"] = round(section.events / records, 1) if records else None
         rate = figure["events_per_second"]
         figure["workers"] = workers
+        figure["ingest_processes"] = workers * scenario.ingest_per_worker
+        figure["processes"] = scenario.processes(workers)
         figure["events_per_second_per_worker"] = None if rate is None else round(rate / workers, 1)
+        figure["ingest"] = self.ingest_throughput(scenario, section)
+        ingest_rate = figure["ingest"]["events_per_second"]
+        figure["ingest"]["events_per_second_per_ingest_process"] = (
+            None if ingest_rate is None or not figure["ingest_processes"]
+            else round(ingest_rate / figure["ingest_processes"], 1))
         figure["seconds_from_first_send_to_last_output"] = (
             round((series[-1][0] - section.started_ms) / 1000, 2) if series else None)
         return figure
+
+    @staticmethod
+    def ingest_throughput(scenario: Scenario, section: Section) -> dict:
+        """The ingest stage alone: the section's events reaching the ledger (CreateTime of its ledger records)."""
+        batch_size = scenario.settings.batch_size
+        if len(section.records) < MINIMUM_INGEST_BATCHES * batch_size:
+            # the ledger records of one micro-batch are produced together, within milliseconds: no rate
+            return {"events": section.events, "events_per_second": None, "overall_events_per_second": None,
+                    "seconds": None, "note": f"not measured: {len(section.records):,} source records are at most "
+                    f"{MINIMUM_INGEST_BATCHES} ingest micro-batches (batch_size {batch_size}), whose ledger records "
+                    "are produced at once"}
+        ledgered = analysis.progress_series(scenario.ledger_tail.map.ledgered(), section.start_events,
+                                            section.end_events)
+        return analysis.throughput(ledgered, section.events).as_dict()
 
     @staticmethod
     def record_index(section: Section) -> dict[int, int]:
@@ -718,22 +819,29 @@ class PeakBenchmark:
 
     # -- py-spy ---------------------------------------------------------------------------------------------
 
-    def start_py_spy(self, worker: ServiceWorker):
+    def start_py_spy(self, worker: ServiceWorker, ingest: list[IngestWorker]) -> list:
+        """py-spy on the worker into FILE and, in `split`, on the first ingest process into FILE-ingest."""
         if self.py_spy is None:
-            return None
+            return []
         binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
         if binary is None:
             raise RuntimeError("--py-spy needs py-spy: .venv/bin/pip install py-spy")
         self.py_spy.parent.mkdir(parents=True, exist_ok=True)
-        return subprocess.Popen([binary, "record", "--pid", str(worker.pid), "--rate", "100", "--format",
-                                 "speedscope", "--output", str(self.py_spy), "--nonblocking"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        targets = [(worker, self.py_spy)] + [(process, ingest_profile_path(self.py_spy)) for process in ingest[:1]]
+        return [(subprocess.Popen([binary, "record", "--pid", str(target.pid), "--rate", "100", "--format",
+                                   "speedscope", "--output", str(path), "--nonblocking"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), target.kind, path)
+                for target, path in targets]
 
-    def stop_py_spy(self, profiler) -> None:
-        if profiler is not None:
+    def stop_py_spy(self, profilers: list) -> None:
+        for profiler, kind, path in profilers:
             profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=60)
-            self.reporter.step(f"py-spy profile of the mix drain: {self.py_spy}")
+            try:
+                profiler.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait(timeout=10)
+            self.reporter.step(f"py-spy profile of the {kind} (mix drain and live run): {path}")
 
     # -- results --------------------------------------------------------------------------------------------
 
@@ -745,13 +853,30 @@ class PeakBenchmark:
         self.result["capacity"] = analysis.capacity_line(
             self.target_rate, mix.get("events_per_second_per_worker"),
             scaled.get("scaling_efficiency") if scaled else None, PARTITIONS)
-        self.result["capacity"]["assumptions"] = (
+        capacity = self.result["capacity"]
+        capacity["topology"] = self.topology
+        assumptions = (
             "N workers sustain N x (1-worker sustained rate of the realistic mix, fresh state) x the 2-worker "
             "scaling efficiency measured against it (1.0 when not measured, capped at 1.0: a worker is one Python "
             "process, at most one core, so 2 workers on 2 cores can beat twice one worker that shares its core with "
             "the broker). 'latency load' keeps workers at "
             f"{STEADY_FRACTION:.0%} of their maximum, the load at which the p99 target is stated. One worker per "
             "ledger partition at most.")
+        if self.topology == "split":
+            capacity["sizes"] = "Faust workers (availability stage) plus ingest processes"
+            capacity["ingest"] = analysis.ingest_capacity_line(
+                self.target_rate, mix.get("ingest", {}).get("events_per_second_per_ingest_process"),
+                scaled.get("ingest_scaling_efficiency") if scaled else None, PARTITIONS)
+            assumptions += (
+                " Split topology: the workers' rate is end to end (source record to availability record), "
+                f"measured as {processes_label(1, self.ingest_per_worker)}, which is the availability "
+                "stage's rate as long as ingest is the faster stage (compare the two). Ingest processes are sized "
+                "the same way from the ingest stage's own rate (events reaching the ledger, per ingest process, "
+                "while sharing the machine with the worker and the broker); one ingest process per source topic "
+                "partition at most.")
+        else:
+            capacity["sizes"] = "Faust workers running both stages"
+        capacity["assumptions"] = assumptions
         self.result["targets"] = self.targets()
         return self.result
 
@@ -776,12 +901,27 @@ class PeakBenchmark:
                      "higher_is_better": False})
         for row in rows:
             value = row["measured"]
+            row["processes"] = processes_label(1, self.ingest_per_worker)  # all from `main`: one worker
             row["met"] = None if value is None else (value >= row["threshold"] if row["higher_is_better"]
                                                      else value < row["threshold"])
         if live and catch_up is None:
             rows[-1]["met"] = False
             rows[-1]["note"] = "lag not back within the run"
         return rows
+
+
+def processes_label(workers: int, ingest_processes: int) -> str:
+    """What ran, for every figure that says "per worker": '1 worker + 1 ingest process', '2 workers (both
+    stages)'."""
+    label = f"{workers} worker{'s' if workers != 1 else ''}"
+    if not ingest_processes:
+        return f"{label} (both stages)"
+    return f"{label} + {ingest_processes} ingest process{'es' if ingest_processes != 1 else ''}"
+
+
+def ingest_profile_path(path: Path) -> Path:
+    """Where --py-spy FILE puts the ingest process's profile: FILE with `-ingest` before its suffix."""
+    return path.with_name(f"{path.stem}-ingest{path.suffix}")
 
 
 def _load_average() -> list[float] | None:
@@ -818,11 +958,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-rate", type=float, default=50_000.0,
                         help="peak events/s to size the capacity line for (default 50,000)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="all",
+                        help="all: each worker runs both stages (default); split: workers run the availability "
+                        "stage only and ingest processes (python -m app.service.ingest_worker) feed the ledger")
+    parser.add_argument("--ingest-per-worker", type=int, default=None, metavar="K",
+                        help="split only: ingest processes started with each worker (default 1)")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
-                        help="record the mix drain's worker with py-spy (speedscope JSON) into FILE")
+                        help="record the mix drain's worker with py-spy (speedscope JSON) into FILE; in split also "
+                        "the first ingest process, into FILE with -ingest before its suffix")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the brokers' logs and data dirs")
     args = parser.parse_args(argv)
+    if args.ingest_per_worker is not None and args.topology != "split":
+        parser.error("--ingest-per-worker needs --topology split")
+    if args.ingest_per_worker is not None and args.ingest_per_worker < 1:
+        parser.error("--ingest-per-worker must be at least 1")
+    ingest_per_worker = (args.ingest_per_worker or 1) if args.topology == "split" else 0
     profile = PROFILES[args.profile]
     # SIGTERM unwinds like Ctrl-C, so that every worker and broker this run started is stopped
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -831,9 +982,11 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix=f"peak-{profile.name}-"))
     try:
         with reporter.progress:
-            benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy)
+            benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy,
+                                      args.topology, ingest_per_worker)
             result = benchmark.run()
-        result = {"benchmark": "peak", "profile": profile.name, "profile_settings": asdict(profile),
+        result = {"benchmark": "peak", "profile": profile.name, "topology": args.topology,
+                  "ingest_processes_per_worker": ingest_per_worker, "profile_settings": asdict(profile),
                   "seed": args.seed, "partitions": PARTITIONS, "machine": _machine(),
                   "workload": _workload_description(benchmark.config), **result}
         from benchmarks.report import write_results

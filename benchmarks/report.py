@@ -1,5 +1,6 @@
 """Writes a peak benchmark result: <profile>.json (everything), <profile>.md (the tables docs/PERFORMANCE.md
-explains) and <profile>.png (throughput, latency and lag over time of the live run; matplotlib, Agg backend)."""
+explains) and <profile>.png (throughput, latency and lag over time of the live run; matplotlib, Agg backend). A run
+of the `split` topology writes <profile>-split.*, so that it never replaces the default topology's files."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import json
 from pathlib import Path
 
 
+def results_name(result: dict) -> str:
+    topology = result.get("topology", "all")
+    return result["profile"] if topology == "all" else f"{result['profile']}-{topology}"
+
+
 def write_results(result: dict, chart_data: dict | None, directory: Path, chart: bool = True) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    name = result["profile"]
+    name = results_name(result)
     paths = [directory / f"{name}.json", directory / f"{name}.md"]
     paths[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
     if chart and chart_data:
         png = directory / f"{name}.png"
-        write_chart(chart_data, png, f"Live run ({name} profile): {result['live']['steady_events_per_second']:,.0f} "
+        write_chart(chart_data, png, f"Live run ({result['profile']} profile, {result.get('topology', 'all')} "
+                                     f"topology): {result['live']['steady_events_per_second']:,.0f} "
                                      f"events/s steady, {result['live']['burst_events_per_second']:,.0f} in the burst")
         paths.append(png)
         result = {**result, "chart": png.name}
@@ -34,8 +41,22 @@ def _ratio(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def topology_line(result: dict) -> str:
+    """The header line that says which processes every figure comes from."""
+    per_worker = result.get("ingest_processes_per_worker") or 0
+    if result.get("topology", "all") == "all":
+        return ("Topology `all`: each worker (`python -m app.service.worker`) runs both stages, ingest and "
+                "availability; every figure per worker is per such process.")
+    return (f"Topology `split`: each worker runs the availability stage only (`AVAILABILITY_STAGES=availability`), "
+            f"and **{per_worker} ingest process{'es' if per_worker != 1 else ''} per worker** "
+            f"(`python -m app.service.ingest_worker`) feed{'s' if per_worker == 1 else ''} the ledger. Figures "
+            "*per worker* are per Faust (availability) worker, **not** per process: the column *processes* says "
+            "what ran. *Ingest events/s* is the ingest stage's own rate (the section's events reaching the "
+            "ledger). Restarts restart the worker alone; the ingest processes keep running.")
+
+
 def markdown(result: dict) -> str:
-    lines = [f"# Peak benchmark: `{result['profile']}` profile", ""]
+    lines = [f"# Peak benchmark: `{result['profile']}` profile, `{result.get('topology', 'all')}` topology", ""]
     machine = result["machine"]
     lines += [
         f"Python {machine['python']}, {machine['cpus']} CPUs, {machine['broker']}; {result['partitions']} partitions; "
@@ -45,6 +66,8 @@ def markdown(result: dict) -> str:
         "broker, the workers, the "
         "baselines and the benchmark share the machine: compare the ratios, not the absolute figures, across "
         "machines. `docs/PERFORMANCE.md` explains every figure.",
+        "",
+        topology_line(result),
         "",
         "## Targets",
         "",
@@ -58,17 +81,23 @@ def markdown(result: dict) -> str:
             _n(measured, 1)
         threshold = _ratio(row["threshold"]) if "80%" in row["target"] else _n(row["threshold"])
         lines.append(f"| {row['target']} | {shown} | {threshold} | {met} |")
+    processes = {row.get("processes") for row in result["targets"]} - {None}
+    if processes:
+        lines += ["", f"Measured with {', '.join(sorted(processes))}."]
     lines += ["", "## Throughput (events/s; sustained = 10% to 90% of the section's events)", "",
-              "| section | events | service | per worker | bare Faust consume-only | plain confluent-kafka loop | "
-              "service / Faust | service / confluent | events per ledger record | dead letters |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| section | processes | events | service | per worker | ingest events/s | bare Faust consume-only | "
+              "plain confluent-kafka loop | service / Faust | service / confluent | events per ledger record | "
+              "dead letters |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in result["throughput"].items():
         service = entry["service"]
         baselines = entry.get("baselines") or {}
         ratios = entry.get("ratios") or {}
         lines.append(
-            f"| {name} | {_n(entry.get('events'))} | {_n(service.get('events_per_second'))} | "
+            f"| {name} | {service.get('processes', 'n/a')} | {_n(entry.get('events'))} | "
+            f"{_n(service.get('events_per_second'))} | "
             f"{_n(service.get('events_per_second_per_worker'))} | "
+            f"{_n((service.get('ingest') or {}).get('events_per_second'))} | "
             f"{_n(baselines.get('faust', {}).get('events_per_second'))} | "
             f"{_n(baselines.get('confluent', {}).get('events_per_second'))} | {_ratio(ratios.get('vs_faust'))} | "
             f"{_ratio(ratios.get('vs_confluent'))} | {_n(service.get('events_per_ledger_record'), 1)} | "
@@ -78,7 +107,10 @@ def markdown(result: dict) -> str:
     for service in scaled:
         lines.append("")
         lines.append(f"Scaling: {service['workers']} workers sustain {_n(service['events_per_second'])} events/s, "
-                     f"efficiency {_ratio(service.get('scaling_efficiency'))} of {service['workers']} x one worker.")
+                     f"efficiency {_ratio(service.get('scaling_efficiency'))} of {service['workers']} x one worker "
+                     f"({service.get('processes', 'n/a')}); the ingest stage "
+                     f"{_ratio(service.get('ingest_scaling_efficiency'))} of its one-worker rate x "
+                     f"{service['workers']}.")
     live = result.get("live")
     if live:
         lines += ["", "## Live run: latency and lag", "",
@@ -105,7 +137,10 @@ def markdown(result: dict) -> str:
     restart = result.get("restart") or {}
     lines += ["", "## Resources and restarts", ""]
     if resources:
-        lines += [f"- peak RSS per worker: {_n(resources.get('peak_rss_mib_per_worker'), 1, ' MiB')}",
+        ingest_rss = resources.get("peak_rss_mib_per_ingest_process") or []
+        lines += [f"- peak RSS per worker: {_n(resources.get('peak_rss_mib_per_worker'), 1, ' MiB')}"
+                  + (f"; per ingest process: {', '.join(_n(value, 1, ' MiB') for value in ingest_rss)}"
+                     if ingest_rss else ""),
                   f"- RocksDB on disk: {_n(resources['rocksdb_bytes'] / 2**20 if resources.get('rocksdb_bytes') else None, 1, ' MiB')} "
                   f"for {_n(resources.get('sku_locations_held'))} SKU-locations = "
                   f"**{_n(resources.get('rocksdb_mib_per_million_sku_locations'), 1, ' MiB')} per million "
@@ -113,10 +148,13 @@ def markdown(result: dict) -> str:
     for kind, figures in restart.items():
         lines.append(f"- restart with {kind} local state: first output after "
                      f"{_n(figures['seconds_to_first_output'], 2, ' s')}, every partition after "
-                     f"{_n(figures['seconds_to_output_on_every_partition'], 2, ' s')} ({figures['local_state']})")
+                     f"{_n(figures['seconds_to_output_on_every_partition'], 2, ' s')} ({figures['local_state']}"
+                     f"{'; ' + figures['ingest'] if figures.get('ingest') else ''})")
     capacity = result.get("capacity") or {}
     if capacity.get("workers_at_full_load"):
+        ingest = capacity.get("ingest") or {}
         lines += ["", "## Capacity", "",
+                  f"This sizes {capacity.get('sizes', 'Faust workers running both stages')}. "
                   f"For {_n(capacity['target_events_per_second'])} events/s of the realistic mix: "
                   f"**{capacity['workers_at_full_load']} workers** at full load, "
                   f"**{capacity['workers_at_latency_load']} workers** at {capacity['utilisation_for_latency']:.0%} "
@@ -126,10 +164,23 @@ def markdown(result: dict) -> str:
                   f"{'' if capacity['scaling_efficiency_measured'] else ' assumed, not measured in this profile'}; "
                   f"{capacity['partitions']} partitions"
                   f"{' — more partitions needed' if capacity['needs_more_partitions'] else ''}). "
-                  f"Assumptions: {capacity['assumptions']}"]
+                  + (_ingest_capacity(ingest) if capacity.get("topology") == "split" else "")
+                  + f"Assumptions: {capacity['assumptions']}"]
     if result.get("chart"):
         lines += ["", f"![throughput, latency and lag over time]({result['chart']})"]
     return "\n".join(lines) + "\n"
+
+
+def _ingest_capacity(ingest: dict) -> str:
+    if not ingest.get("processes_at_full_load"):
+        return "Ingest processes: n/a (no ingest rate measured). "
+    return (f"Plus **{ingest['processes_at_full_load']} ingest processes** at full load, "
+            f"**{ingest['processes_at_latency_load']}** at {ingest['utilisation_for_latency']:.0%} load (per ingest "
+            f"process {_n(ingest['per_process_events_per_second'])} events/s to the ledger, scaling efficiency "
+            f"{ingest['scaling_efficiency']:.0%}{' (capped)' if ingest.get('scaling_efficiency_capped') else ''}"
+            f"{'' if ingest['scaling_efficiency_measured'] else ' assumed'}; "
+            f"{ingest['source_partitions']} partitions per source topic"
+            f"{' — more source partitions needed' if ingest['needs_more_source_partitions'] else ''}). ")
 
 
 def write_chart(data: dict, path: Path, title: str) -> None:
