@@ -19,7 +19,16 @@ def test_benchmark_passes_profile_target_and_results_dir(monkeypatch: pytest.Mon
     received = []
     monkeypatch.setattr(benchmarks.peak, "main", lambda argv: received.append(argv) or 0)
     assert main(["benchmark", "--profile", "peak", "--target-rate", "12000", "--results-dir", str(tmp_path)]) == 0
-    assert received == [["--profile", "peak", "--target-rate", "12000.0", "--results-dir", str(tmp_path)]]
+    assert received == [["--profile", "peak", "--target-rate", "12000.0", "--topology", "all",
+                          "--results-dir", str(tmp_path)]]
+
+
+def test_benchmark_passes_the_split_topology(monkeypatch: pytest.MonkeyPatch) -> None:
+    received = []
+    monkeypatch.setattr(benchmarks.peak, "main", lambda argv: received.append(argv) or 0)
+    assert main(["benchmark", "--topology", "split", "--ingest-per-worker", "2"]) == 0
+    assert received == [["--profile", "quick", "--target-rate", "50000.0", "--topology", "split",
+                         "--ingest-per-worker", "2"]]
 
 
 def test_benchmark_rejects_an_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None:
