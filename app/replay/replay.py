@@ -36,9 +36,9 @@ from app.kafka_config import client_config
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
 from app.serialization import AvroCodec, SerializationError
-from app.ledger import LedgerItem, entry_record, item_key, ledger_items
-from app.service.ingest import dead_letter_headers, fit_dead_letter
-from app.topics import DEAD_LETTER_LEDGER_INDEX_HEADER, DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.ledger import LedgerItem, ledger_items
+from app.service.ingest import ledger_dead_letter
+from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -251,13 +251,9 @@ class Replayer:
     def _dead_letter(self, produce, message, item: LedgerItem | None, reason: str, error: str,
                      summary: ReplaySummary) -> None:
         """As the availability stage dead-letters it: the record, or one entry of a batch record on its own."""
-        headers = dead_letter_headers(reason, error, LEDGER.name, message.partition(), message.offset(),
-                                      message.headers())
-        key, value = message.key(), message.value()
-        if item is not None and item.batched:
-            key, value = item_key(item), self._ledger_serde.encode(entry_record(item))
-            headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
-        key, value, headers = fit_dead_letter(key, value, headers)
+        key, value, headers = ledger_dead_letter(self._ledger_serde, reason, error, message.partition(),
+                                                 message.offset(), message.key(), message.value(),
+                                                 message.headers(), item)
         topic = self.topics[DEAD_LETTERS.name].name
         produce(topic, value, key, headers)
         summary.records[topic] += 1

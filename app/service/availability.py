@@ -42,12 +42,12 @@ from app.engine import (
     reasons,
 )
 from app.engine.positions import ledger_position
-from app.ledger import LedgerItem, entry_record, item_key, ledger_items
+from app.ledger import LedgerItem, ledger_items
 from app.serialization import SerializationError
 from app.service.freeze_guard import check_not_frozen
-from app.service.ingest import dead_letter_headers, fit_dead_letter
+from app.service.ingest import ledger_dead_letter
 from app.service.store import PartitionStateStore
-from app.topics import DEAD_LETTER_LEDGER_INDEX_HEADER, DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
+from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
 
 if TYPE_CHECKING:
     from app.service.app import AvailabilityService
@@ -218,12 +218,8 @@ class LedgerBatchProcessor:
         """Dead-letters a ledger record, or one entry of a batch record (`item`): the entry alone, as a LedgerEntry
         keyed by its SKU, with its index in the `ledger-index` header."""
         log("dead-lettered %s[%s]@%s: %s: %s", LEDGER.name, message.partition, message.offset, reason, error)
-        headers = dead_letter_headers(reason, error, LEDGER.name, message.partition, message.offset, message.headers)
-        key, value = message.key, message.value
-        if item is not None and item.batched:
-            key, value = item_key(item), self._ledger.encode(entry_record(item))
-            headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
-        key, value, headers = fit_dead_letter(key, value, headers)
+        key, value, headers = ledger_dead_letter(self._ledger, reason, error, message.partition, message.offset,
+                                                 message.key, message.value, message.headers, item)
         await self._sender.send(DEAD_LETTERS.name, key, value, None, headers)
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 

@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING
 from app.engine import EventDecodeError, PolicyChange, event_from_record, event_to_record, validate
 from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
 from app.engine import reasons
-from app.ledger import LedgerAppend, LedgerBatcher
+from app.ledger import LedgerAppend, LedgerBatcher, LedgerItem, entry_record, item_key
 from app.topics import (
     DEAD_LETTER_ERROR_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
     DEAD_LETTER_SOURCE_PARTITION_HEADER,
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
+    DEAD_LETTER_LEDGER_INDEX_HEADER,
     DEAD_LETTER_TRUNCATED_HEADER,
     DEAD_LETTERS,
     LEDGER,
@@ -120,9 +121,22 @@ def fit_dead_letter(key: bytes | None, value: bytes | None, headers: list) -> tu
     return key, value, headers
 
 
+def ledger_dead_letter(ledger_serde, reason: str, error: str, partition: int, offset: int, key: bytes | None,
+                       value: bytes | None, original_headers, item: LedgerItem | None):
+    """(key, value, headers) of the dead letter of ledger record `partition`@`offset`, or of one entry of it when
+    it is a batch record (`item`): that entry alone, as a LedgerEntry keyed by its SKU, with its index in the
+    `ledger-index` header. The availability stage and replay both use it, so their dead letters are identical."""
+    headers = dead_letter_headers(reason, error, LEDGER.name, partition, offset, original_headers)
+    if item is not None and item.batched:
+        key, value = item_key(item), ledger_serde.encode(entry_record(item))
+        headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
+    return fit_dead_letter(key, value, headers)
+
+
 _DEAD_LETTER_HEADER_NAMES = frozenset(
     {
-        DEAD_LETTER_TRUNCATED_HEADER,
+        DEAD_LETTER_LEDGER_INDEX_HEADER,
+    DEAD_LETTER_TRUNCATED_HEADER,
         DEAD_LETTER_REASON_HEADER,
         DEAD_LETTER_ERROR_HEADER,
         DEAD_LETTER_SOURCE_TOPIC_HEADER,
