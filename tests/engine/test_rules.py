@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.engine.positions import ledger_position
 from app.engine import (
     AvailabilityStatus,
+    ChannelAvailability,
     ChannelGranularity,
     LocationType,
     ReservationOutcome,
@@ -182,6 +183,22 @@ def test_expiry_caused_by_any_entry_that_moves_the_clock():
     out = ledger.feed(receipt(1, "S2", time=1500))
     assert decisions(out)[0].outcome is ReservationOutcome.EXPIRED
     assert out.index(decisions(out)[0]) == 0  # the expiry comes first, then the receipt's own changes
+
+
+def test_expiry_freed_by_a_reserve_is_published_before_its_decision():
+    """A reserve whose event time passes another reservation's expiry first expires it and publishes the freed
+    units, then decides: the acceptance fits what the channel showed just before it."""
+    ledger = worked_ledger()
+    shown = ledger.shown("ecommerce")
+    ledger.feed(reserve("r1", shown, expires_at=1000, time=500))
+    assert ledger.shown("ecommerce") == 0
+    out = ledger.feed(reserve("r2", 1, time=1000))
+    expired, accepted = decisions(out)
+    assert (expired.reservation_id, expired.outcome) == ("r1", ReservationOutcome.EXPIRED)
+    assert (accepted.reservation_id, accepted.outcome) == ("r2", ReservationOutcome.ACCEPTED)
+    freed = [o for o in out[: out.index(accepted)] if isinstance(o, ChannelAvailability) and o.channel == "ecommerce"]
+    assert [o.quantity for o in freed] == [shown]
+    assert ledger.shown("ecommerce") == shown - 1
 
 
 def test_reserve_already_expired_is_refused():
