@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.broker import free_loopback_port
 from app.topics import POLICY_CHANGES, availability_topic
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
@@ -55,7 +56,7 @@ def test_kill_9_mid_stream_then_restart(service_settings, workers, topics_for, b
 def test_two_workers_share_partitions_and_one_takes_over(service_settings, workers, topics_for, bootstrap_servers):
     first_settings = service_settings(channels=CHANNELS)
     second_settings = first_settings.model_copy(
-        update={"data_dir": first_settings.data_dir.parent / "second", "web_port": first_settings.web_port + 1}
+        update={"data_dir": first_settings.data_dir.parent / "second", "web_port": free_loopback_port()}
     )
     source = topics_for(first_settings)
     codec = source.codec
