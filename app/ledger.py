@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.engine import event_from_record
+from app.engine.positions import ledger_position
 from app.serialization import AVRO_NAMESPACE, RecordSerde
 from app.topics import LEDGER_BROADCAST_KEY, ledger_key
 
@@ -55,6 +57,13 @@ def ledger_items(value: dict) -> list[LedgerItem]:
         ]
     return [LedgerItem(0, entry_name, entry, value["source_topic"], value["source_partition"], value["source_offset"],
                        ingest_time, False)]
+
+
+def ledger_events(value: dict, offset: int) -> list[tuple[int, object]]:
+    """(ledger position, engine event) of every entry of the decoded LedgerEntry at `offset`, in ledger order: for
+    readers of a ledger the service wrote (tools and checks), so an entry the engine cannot read raises."""
+    return [(ledger_position(offset, item.index), event_from_record(item.record_name, item.record))
+            for item in ledger_items(value)]
 
 
 def entry_record(item: LedgerItem) -> dict:

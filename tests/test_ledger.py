@@ -7,7 +7,15 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from app.engine import event_to_record
 from app.engine.positions import POSITION_STRIDE, ledger_position, split_position
-from app.ledger import LEDGER_BATCH_RECORD, MAX_LEDGER_RECORD_BYTES, LedgerBatcher, entry_record, item_key, ledger_items
+from app.ledger import (
+    LEDGER_BATCH_RECORD,
+    MAX_LEDGER_RECORD_BYTES,
+    LedgerBatcher,
+    entry_record,
+    item_key,
+    ledger_events,
+    ledger_items,
+)
 from app.serialization import AvroCodec, full_name
 from app.settings import Settings
 from app.topics import LEDGER, ledger_key
@@ -54,6 +62,16 @@ def test_a_single_entry_is_a_plain_ledger_entry_keyed_by_its_sku(serde):
     assert decoded["entry"][0] == full_name("StockMovement") and decoded["source_offset"] == 9
     [item] = ledger_items(decoded)
     assert (item.index, item.batched, item.source_topic) == (0, False, "source.store-transactions")
+
+
+def test_ledger_events_are_the_engine_events_at_their_positions(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    for n in range(3):
+        batcher.add(0, f"SKU{n}", *movement(n, f"SKU{n}"), ("source.stock-movements", 0, n), 7)
+    [append] = batcher.flush()
+    events = ledger_events(serde.decode(append.value).value, offset=12)
+    assert [position for position, _ in events] == [ledger_position(12, index) for index in range(3)]
+    assert [event for _, event in events] == [receipt(1, "S1", sku=f"SKU{n}", event_id=f"m{n}") for n in range(3)]
 
 
 def test_max_entries_cuts_a_partition_into_several_records_and_one_means_a_record_per_event(serde):

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from app.engine import ChannelAvailability, ClockTick, PolicyChange, ReservationDecision, ReservationOutcome
-from app.engine import event_from_record, run_ledger
-from app.engine.positions import ledger_position
-from app.ledger import ledger_items
+from app.engine import run_ledger
+from app.ledger import ledger_events
 from app.serialization import AvroCodec
 from app.settings import Settings
 from app.topics import LEDGER, RESERVATION_DECISIONS, availability_topic
@@ -79,9 +78,8 @@ def read_ledger_entries(bootstrap_servers: str, codec: AvroCodec, event_ids: set
     ledger = codec.serde(LEDGER)
 
     def on_message(message) -> None:
-        for item in ledger_items(ledger.decode(message.value()).value):
-            event = event_from_record(item.record_name, item.record)
-            entries.append((message.partition(), ledger_position(message.offset(), item.index), event))
+        for position, event in ledger_events(ledger.decode(message.value()).value, message.offset()):
+            entries.append((message.partition(), position, event))
             event_id = getattr(event, "event_id", None)
             if event_id is not None:
                 missing.discard(event_id)

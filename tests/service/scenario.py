@@ -17,12 +17,10 @@ from app.engine import (
     Rejection,
     ReservationDecision,
     ReservationOutcome,
-    event_from_record,
     event_to_record,
     run_ledger,
 )
-from app.engine.positions import ledger_position
-from app.ledger import ledger_items
+from app.ledger import ledger_events
 from app.serialization import AvroCodec
 from app.topics import (
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
@@ -138,9 +136,8 @@ def _ledger_entries(records: list[ReadRecord], codec: AvroCodec) -> list[tuple[i
     """(partition, ledger position, event) of every entry, in ledger order (a batch record holds many)."""
     entries = []
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        for item in ledger_items(codec.decode(LEDGER.name, record.value).value):
-            entries.append((record.partition, ledger_position(record.offset, item.index),
-                            event_from_record(item.record_name, item.record)))
+        for position, event in ledger_events(codec.decode(LEDGER.name, record.value).value, record.offset):
+            entries.append((record.partition, position, event))
     return entries
 
 
@@ -212,7 +209,11 @@ def assert_published_equals_engine(published: dict[str, list[ReadRecord]], expec
     for topic, records in published.items():
         actual = per_key((r.key, r.value) for r in sorted(records, key=lambda r: (r.partition, r.offset)))
         wanted = per_key(expected.by_topic.get(topic, []))
-        assert set(actual) == set(wanted), f"{topic}: keys differ"
+        assert set(actual) == set(wanted), (
+            f"{topic}: keys differ: published only {sorted(set(actual) - set(wanted))[:10]}, "
+            f"engine only {sorted(set(wanted) - set(actual))[:10]} ({len(records)} records read, "
+            f"{len(expected.by_topic.get(topic, []))} expected)"
+        )
         for key, values in actual.items():
             if allow_repeats:
                 deduplicated = []
