@@ -61,6 +61,8 @@ class PipelineObserver:
 
     def batch_applied(self, partition: int, events: int, ingest_times_ms: list[int], published_at_ms: int) -> None: ...
 
+    def skipped_records_read(self, topic: str, count: int) -> None: ...
+
 
 class QuietMonitor(Monitor):
     """Faust's Monitor keeps statistics per message, stream event, table access and send (timestamps, deques,
@@ -106,6 +108,7 @@ class AvailabilityService:
     observer: PipelineObserver = field(default_factory=PipelineObserver)
     # HTTP requests waiting for their reservation command's decision (app.service.decision_waiters)
     decision_waiters: DecisionWaiters = field(default_factory=DecisionWaiters)
+    bootstrap_servers: str | None = None  # for clients of the service's own beside Faust's
 
 
 def faust_datadir(settings: Settings) -> Path:
@@ -176,6 +179,7 @@ def build_service(
         tables=tables,
         topics=topics,
         observer=observer if observer is not None else PipelineObserver(),
+        bootstrap_servers=servers,
     )
     # Imported here: the stage modules import this one for the types above.
     from app.service.availability import register_availability_agent

@@ -11,6 +11,9 @@ ledger records (a ledger record may hold hundreds of entries, app/ledger.py). Pe
    dead letters carrying the ledger entry) and await ALL acknowledgements;
 3. only then write the changed table values, one per key, per partition with that partition's event current;
 4. the batch is acknowledged (committed later) when the loop body returns, after its last chunk.
+Before step 1, each ledger partition's records are checked to follow on from the last one applied: records the
+consumer skipped after a rebalance (a Faust race) are read back and applied in their place
+(app/service/skipped_records.py), so a hole in the offsets never loses ledger entries.
 A crash before 3 replays the chunk from the old state: the engine is deterministic, so the same records come out,
 byte-identical, with the same versions. A crash after 3 redelivers entries the state has already applied: they
 change nothing and produce nothing, and their records are already on the broker.
@@ -24,6 +27,7 @@ batch was not acknowledged and is replayed, which rewrites the values (recovered
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -41,11 +45,12 @@ from app.engine import (
     event_from_record,
     reasons,
 )
-from app.engine.positions import ledger_position
+from app.engine.positions import ledger_position, split_position
 from app.ledger import LedgerItem, ledger_items
 from app.serialization import SerializationError
 from app.service.freeze_guard import check_not_frozen
 from app.service.ingest import ledger_dead_letter
+from app.service.skipped_records import SkippedRecordReader, holes
 from app.service.store import PartitionStateStore
 from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
 
@@ -108,6 +113,13 @@ class LedgerBatchProcessor:
         self._waiters = service.decision_waiters  # HTTP requests waiting for their command's decision
         self._decided: list[ReservationDecision] = []
         self._published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
+        # ledger partition -> the offset after the last record applied; holes before it are read back
+        self._next_offsets: dict[int, int] = {}
+        guarantee = str(getattr(service.app.conf.processing_guarantee, "value", service.app.conf.processing_guarantee))
+        self._skipped_reader = (  # transaction markers take ledger offsets under exactly_once: no contiguity there
+            None if guarantee == "exactly_once" or service.bootstrap_servers is None
+            else SkippedRecordReader(service.settings, service.bootstrap_servers)
+        )
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -122,7 +134,10 @@ class LedgerBatchProcessor:
                 partition_events.sort(key=lambda event: event.message.offset)
                 make_current(partition_events[-1])
                 store, engine = self._engine_for(partition)
-                applied[partition], ingest_times[partition] = await self._apply(engine, partition_events)
+                in_order = await self._with_skipped_records(partition, engine, partition_events)
+                applied[partition], ingest_times[partition] = await self._apply(engine, in_order)
+                self._next_offsets[partition] = max(in_order[-1].message.offset + 1,
+                                                    self._next_offsets.get(partition, 0))
                 stores.append((partition_events[-1], store))
             await self._sender.acks()  # every record is on the broker before any state changes
             await self._write_back(stores)
@@ -144,6 +159,28 @@ class LedgerBatchProcessor:
         """Drop every partition's cached states and engine: on a rebalance, since another worker may change a
         partition while this one does not own it. A chunk being applied keeps the store it started with."""
         self._partitions.clear()
+        self._next_offsets.clear()
+
+    async def _with_skipped_records(self, partition: int, engine: PartitionEngine, events: list) -> list:
+        """`events` (ascending offsets) with any ledger records the consumer skipped before or between them read
+        back and put in their place (app.service.skipped_records)."""
+        if self._skipped_reader is None:
+            return events
+        next_offset = self._next_offsets.get(partition)
+        if next_offset is None:  # first batch since the assignment: the one after the last position applied
+            last_offset, _ = split_position(engine.state.last_position)
+            next_offset = last_offset + 1 if last_offset >= 0 else None
+        missing = holes(next_offset, [event.message.offset for event in events])
+        if not missing:
+            return events
+        logger.warning("%s[%d]: the consumer skipped offsets %s; reading them back to apply them in order",
+                       LEDGER.name, partition, ", ".join(f"{start}-{end - 1}" for start, end in missing))
+        loop = asyncio.get_running_loop()
+        read: list = []
+        for start, end in missing:
+            read += await loop.run_in_executor(None, self._skipped_reader.read, LEDGER.name, partition, start, end)
+        self._observer.skipped_records_read(LEDGER.name, len(read))
+        return sorted(events + read, key=lambda event: event.message.offset)
 
     def _engine_for(self, partition: int) -> tuple[PartitionStateStore, PartitionEngine]:
         """The partition's store and engine (created on first use: reads the partition state, so an event of the

@@ -22,6 +22,7 @@ a replay reproduces.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -34,6 +35,7 @@ from app.engine import EventDecodeError, PolicyChange, event_from_record, event_
 from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
 from app.engine import reasons
 from app.ledger import LedgerAppend, LedgerBatcher, LedgerItem, entry_record, item_key
+from app.service.skipped_records import ConsumedOffsets, SkippedRecordReader
 from app.topics import (
     DEAD_LETTER_ERROR_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -335,6 +337,36 @@ def register_ingest_agents(service: AvailabilityService) -> None:
 
     app, settings, observer = service.app, service.settings, service.observer
     writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
+    consumed = ConsumedOffsets()
+    reader = None if service.bootstrap_servers is None else SkippedRecordReader(settings, service.bootstrap_servers)
+
+    async def with_skipped_records(source_topic: str, messages: list[SourceMessage]) -> list[SourceMessage]:
+        """`messages` with any records the consumer skipped before or between them, read back (per partition in
+        offset order), and the consumed offsets moved on (app.service.skipped_records)."""
+        by_partition: dict[int, list[SourceMessage]] = {}
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(message)
+        read: list[SourceMessage] = []
+        for partition, in_partition in by_partition.items():
+            offsets = sorted(message.offset for message in in_partition)
+            missing = consumed.holes(source_topic, partition, offsets) if reader is not None else []
+            for start, end in missing:
+                found = await asyncio.get_running_loop().run_in_executor(
+                    None, reader.read, source_topic, partition, start, end)
+                logger.warning("%s[%d]: the consumer skipped offsets %d-%d; %d records read back and ingested",
+                               source_topic, partition, start, end - 1, len(found))
+                observer.skipped_records_read(source_topic, len(found))
+                read += [SourceMessage(source_topic, m.partition, m.offset, m.key, m.value, m.headers)
+                         for m in (event.message for event in found)]
+            consumed.consumed(source_topic, partition, offsets[-1])
+        if not read:
+            return messages
+        return sorted(messages + read, key=lambda message: (message.partition, message.offset))
+
+    async def keep_consumed_offsets_of_assigned(sender, assigned, **kwargs) -> None:
+        consumed.keep_only({(tp.topic, tp.partition) for tp in assigned})
+
+    app.on_partitions_assigned.connect(keep_consumed_offsets_of_assigned)
 
     def make_agent(source_topic: str):
         async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher) -> None:
@@ -343,6 +375,7 @@ def register_ingest_agents(service: AvailabilityService) -> None:
                               message.headers)
                 for message in (event.message for event in events)
             ]
+            messages = await with_skipped_records(source_topic, messages)
             batch = ingest_micro_batch(messages, _now_ms(), writer, batcher)
             report_ingested(batch, observer)
             for record in batch.records:

@@ -94,6 +94,12 @@ class ServiceMetrics(PipelineObserver):
             f"{p}_ledger_events_applied", "Ledger events applied by the availability stage, by ledger partition",
             ["partition"], registry=r,
         )
+        self.skipped_records = Counter(
+            f"{p}_skipped_records_read",
+            "Records the stream consumer skipped (a hole in a partition's offsets after a rebalance) that the stage "
+            "read back itself and applied in order, by topic",
+            ["topic"], registry=r,
+        )
         self.end_to_end_latency = Histogram(
             f"{p}_end_to_end_latency_seconds",
             "Wall time from ledger append (the entry's ingest_time) to the acknowledged publish of its batch",
@@ -132,6 +138,9 @@ class ServiceMetrics(PipelineObserver):
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+    def skipped_records_read(self, topic: str, count: int) -> None:
+        self.skipped_records.labels(topic).inc(count)
 
     def published(self, topic: str, count: int = 1) -> None:
         channel = channel_of_topic(topic)
