@@ -37,9 +37,6 @@ def probe_published(bootstrap_servers: str, sku: str, timeout: float) -> float |
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=False, reason=(
-    "known residual bug (docs/RELIABILITY.md): with the freeze guard the zombie ends itself within 0.1 s of waking "
-    "and the large split-brain is gone, but some runs still show a stale tail or one forked record"))
 def test_a_zombie_worker_does_not_break_the_guarantee(chaos_settings, source_for, workers, broker):
     settings_a = chaos_settings(batch_size=100)
     settings_b = second_worker(settings_a, "zombie")
