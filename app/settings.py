@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         default=10_000, ge=0,
         description="Decoded SKU states a worker keeps between micro-batches, per ledger partition it owns.",
     )
+    write_back_interval_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="Longest the availability stage keeps changed SKU states in memory before writing them to the"
+        " tables (a hot SKU is written once per interval, not once per micro-batch); 0 writes after every chunk."
+        " Lookups read the tables, so they may be this much behind the published records. Not used under"
+        " exactly_once.",
+    )
     ledger_batch_max_entries: int = Field(
         default=500, ge=1, le=100_000,
         description="Most events per ledger record (a LedgerEntryBatch per ledger partition per source micro-batch);"

@@ -422,6 +422,7 @@ class PeakBenchmark:
             mixed = Workload(self.config, "mixed")
             scenario = self.scenario("main", mixed, stack)
             self.result["ledger_batch_max_entries"] = scenario.settings.ledger_batch_max_entries
+            self.result["write_back_interval_seconds"] = scenario.settings.write_back_interval_seconds
             workers = scenario.start_workers(1)
             scenario.wait_until_ingest_ready()
             drained = []

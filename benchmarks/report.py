@@ -61,6 +61,7 @@ def markdown(result: dict) -> str:
     lines += [
         f"Python {machine['python']}, {machine['cpus']} CPUs, {machine['broker']}; {result['partitions']} partitions; "
         f"ledger records of up to {result.get('ledger_batch_max_entries', 'n/a')} events; "
+        f"state write-back every {result.get('write_back_interval_seconds', 0)} s (0: after every chunk); "
         f"seed {result['seed']}; run took {result.get('duration_seconds', 'n/a')} s; load average (1/5/15 min) "
         f"{result.get('load_average_at_start')} at the start, {result.get('load_average_at_end')} at the end. The "
         "broker, the workers, the "

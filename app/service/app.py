@@ -109,6 +109,9 @@ class AvailabilityService:
     # HTTP requests waiting for their reservation command's decision (app.service.decision_waiters)
     decision_waiters: DecisionWaiters = field(default_factory=DecisionWaiters)
     bootstrap_servers: str | None = None  # for clients of the service's own beside Faust's
+    # The availability stage's processor (app.service.availability.LedgerBatchProcessor) where this worker runs it:
+    # lookups read its live states first, which may be ahead of the tables (deferred write-back), never behind.
+    live_states: object | None = None
 
 
 def faust_datadir(settings: Settings) -> Path:

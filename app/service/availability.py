@@ -9,7 +9,10 @@ ledger records (a ledger record may hold hundreds of entries, app/ledger.py). Pe
    at position (o, i) (app/engine/positions.py);
 2. send every output of the chunk (ChannelAvailability to its channel topic, ReservationDecision, and Rejections as
    dead letters carrying the ledger entry) and await ALL acknowledgements;
-3. only then write the changed table values, one per key, per partition with that partition's event current;
+3. only then write the changed table values, one per key, per partition with that partition's event current; with
+   a write-back interval (`write_back_interval_seconds`, default 1 s) the changes of several chunks are written
+   together, once the interval has passed since the oldest of them: a hot SKU, touched by every live micro-batch,
+   is then encoded and written once per interval instead of once per chunk;
 4. the batch is acknowledged (committed later) when the loop body returns, after its last chunk.
 Before step 1, each ledger partition's records are checked to follow on from the last one applied: records the
 consumer skipped after a rebalance (a Faust race) are read back and applied in their place
@@ -17,12 +20,14 @@ consumer skipped after a rebalance (a Faust race) are read back and applied in t
 A crash before 3 replays the chunk from the old state: the engine is deterministic, so the same records come out,
 byte-identical, with the same versions. A crash after 3 redelivers entries the state has already applied: they
 change nothing and produce nothing, and their records are already on the broker.
-
-Changelog high watermarks on the embedded broker: Tansu reports a partition's high watermark as the start of its
-last batch, and Faust's recovery reads a changelog only up to the high watermark. So step 3 sends the last value
-of every (table, partition) on its own, after the others are flushed: the last batch of every changelog partition
-is then a single record and the reported high watermark is exact. If a crash falls between the two flushes, the
-batch was not acknowledged and is replayed, which rewrites the values (recovered or not) deterministically.
+Between write-backs the committed offsets run ahead of the tables. That is safe because of the same hole check: a
+worker that takes a partition over (after a crash, a restart or a rebalance) starts from the position its tables
+hold, so the first records it is given follow a hole, from that position to the committed offset, which it reads
+back and applies (republishing byte-identical records) before them. Three things therefore write back at once: a
+partition whose tables hold no position yet (there would be no start for the hole), a decision that an HTTP request
+waits for (answered once its state is stored, docs/HTTP_API.md), and a partition with more changed SKUs than its
+cache holds. Under exactly_once (no hole check: transaction markers take offsets) every chunk is written back.
+Lookups read this processor's live states first (`live_sku_state`), so they are never behind what it published.
 """
 
 from __future__ import annotations
@@ -120,6 +125,14 @@ class LedgerBatchProcessor:
             None if guarantee == "exactly_once" or service.bootstrap_servers is None
             else SkippedRecordReader(service.settings, service.bootstrap_servers)
         )
+        # Deferred write-back relies on the hole check (module docstring): without a reader, every chunk.
+        self._write_back_interval = (
+            0.0 if self._skipped_reader is None else service.settings.write_back_interval_seconds
+        )
+        # ledger partition -> (an event of it, its store) with changes not written back yet, since `_unwritten_since`
+        self._unwritten: dict[int, tuple[object, PartitionStateStore]] = {}
+        self._unwritten_since: float | None = None
+        self._assignment = 0  # counts rebalances: a chunk that straddles one writes nothing back
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -128,6 +141,7 @@ class LedgerBatchProcessor:
         stores: list[tuple[object, PartitionStateStore]] = []
         ingest_times: dict[int, list[int]] = {}
         applied: dict[int, int] = {}
+        assignment = self._assignment
         previous = _current_event.get(None)
         try:
             for partition, partition_events in by_partition.items():
@@ -140,7 +154,10 @@ class LedgerBatchProcessor:
                                                     self._next_offsets.get(partition, 0))
                 stores.append((partition_events[-1], store))
             await self._sender.acks()  # every record is on the broker before any state changes
-            await self._write_back(stores)
+            if assignment == self._assignment:
+                await self._write_back_when_due(stores)
+            # else a rebalance came while the chunk was applied: the states written so far lack the chunks not yet
+            # written back, so write none; whoever owns the partitions now reads those ledger records back.
             if self._decided:  # decided, published and stored: answer the HTTP requests waiting for them
                 self._waiters.resolve(self._decided)
         finally:
@@ -156,10 +173,48 @@ class LedgerBatchProcessor:
             self._observer.batch_applied(partition, count, ingest_times[partition], published_at)
 
     def forget_state(self) -> None:
-        """Drop every partition's cached states and engine: on a rebalance, since another worker may change a
-        partition while this one does not own it. A chunk being applied keeps the store it started with."""
+        """Drop every partition's cached states and engine, written back or not: on a rebalance, since another
+        worker may change a partition while this one does not own it. Changes not written back are applied again
+        from the ledger by the next owner (module docstring). A chunk being applied keeps the store it started
+        with, and writes nothing back."""
         self._partitions.clear()
         self._next_offsets.clear()
+        self._unwritten.clear()
+        self._unwritten_since = None
+        self._assignment += 1
+
+    def live_sku_state(self, partition: int, sku: str) -> tuple[bool, object]:
+        """(True, the SKU's live state, or None for none) when this processor holds the partition's states with
+        the SKU among them, else (False, None): then the tables hold its latest state."""
+        found = self._partitions.get(partition)
+        return (False, None) if found is None else found[0].cached_sku_state(sku)
+
+    def live_partition_state(self, partition: int) -> tuple[bool, object]:
+        found = self._partitions.get(partition)
+        return (False, None) if found is None else found[0].cached_partition_state()
+
+    async def _write_back_when_due(self, stores: list) -> None:
+        """Add the chunk's changed stores to those not written back yet; write them all back when due."""
+        unwritten = self._unwritten
+        for current, store in stores:
+            if store.is_dirty:
+                unwritten[store.partition] = (current, store)
+        if not unwritten:
+            return
+        now = time.monotonic()
+        if self._unwritten_since is None:
+            self._unwritten_since = now
+        due = (
+            now - self._unwritten_since >= self._write_back_interval
+            or bool(self._decided)
+            or any(not store.position_stored for _, store in unwritten.values())
+            or any(store.dirty_skus > self._cache_limit for _, store in unwritten.values())
+        )
+        if due:
+            pending = list(unwritten.values())
+            unwritten.clear()
+            self._unwritten_since = None
+            await self._write_back(pending)
 
     async def _with_skipped_records(self, partition: int, engine: PartitionEngine, events: list) -> list:
         """`events` (ascending offsets) with any ledger records the consumer skipped before or between them read
@@ -173,8 +228,11 @@ class LedgerBatchProcessor:
         missing = holes(next_offset, [event.message.offset for event in events])
         if not missing:
             return events
-        logger.warning("%s[%d]: the consumer skipped offsets %s; reading them back to apply them in order",
-                       LEDGER.name, partition, ", ".join(f"{start}-{end - 1}" for start, end in missing))
+        # Expected after a crash or a rebalance with changes not written back (module docstring); a Faust race
+        # otherwise (app.service.skipped_records).
+        logger.warning("%s[%d]: offsets %s come after the last position applied but were not delivered by the "
+                       "consumer; reading them back to apply them in order", LEDGER.name, partition,
+                       ", ".join(f"{start}-{end - 1}" for start, end in missing))
         loop = asyncio.get_running_loop()
         read: list = []
         for start, end in missing:
@@ -292,6 +350,7 @@ def register_availability_agent(service: AvailabilityService) -> None:
 
     settings = service.settings
     processor = LedgerBatchProcessor(service)
+    service.live_states = processor
 
     async def apply_ledger(stream) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):

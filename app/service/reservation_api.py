@@ -34,7 +34,6 @@ from app.engine import (
     ReservationCommand,
     ReservationDecision,
     SkuState,
-    decode_sku_state,
     event_to_record,
 )
 from app.engine.codec import StateDecodeError
@@ -266,7 +265,7 @@ def register_reservation_views(service: AvailabilityService) -> None:
     from yarl import URL
 
     from app.service.http_security import BodyTooLarge, body_too_large, read_body
-    from app.service.web import partition_unavailable_reason, unavailable
+    from app.service.web import current_sku_state, partition_unavailable_reason, unavailable
 
     app = service.app
     settings = service.settings
@@ -328,9 +327,8 @@ def register_reservation_views(service: AvailabilityService) -> None:
         reason = partition_unavailable_reason(app, changelog_topic, partition)
         if reason is not None:
             return unavailable(view, reason)
-        value = sku_table.get(parsed.sku.encode())
         try:
-            state = None if value is None else decode_sku_state(value)
+            state = current_sku_state(service, partition, parsed.sku)
         except StateDecodeError as error:
             logger.error("sku-state value of %r is unreadable: %s", parsed.sku, error)
             return view.json({"error": f"stored state of {parsed.sku!r} is unreadable"}, status=500)

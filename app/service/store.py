@@ -3,13 +3,14 @@
 Reads go through to the tables once per key and are kept as live, decoded objects, so a hot SKU is decoded once and
 not once per batch (at most `cache_limit` SKUs, least recently used dropped first, never a changed one); writes stay
 in memory (write-back) until `dirty_writes()`, which the availability agent calls only after every record of the
-chunk has been acknowledged by the broker, and `written()` after the table writes. One table write (and one
-changelog record) per changed key per chunk, however many events touched it.
+chunks that changed them has been acknowledged by the broker (after every chunk, or once per write-back interval:
+app.service.availability), and `written()` after the table writes. One table write (and one changelog record) per
+changed key per write-back, however many events touched it.
 
-The cache holds exactly what the tables hold once a chunk is written back, for as long as this worker owns the
+The cache holds what the tables hold plus the changes not written back yet, for as long as this worker owns the
 partition: the agent drops the store on every rebalance (another worker may have changed the partition meanwhile),
-and any failure while applying ends the worker, so states changed in memory by a chunk that was not written back
-never outlive it.
+and any failure while applying ends the worker, so states changed in memory and not written back never outlive it
+(the ledger records that made them are applied again: app.service.availability).
 
 Faust tables read and write the partition of the *current event*: the caller must make an event of this
 partition current (see app.service.availability) around `read`s that miss the cache and around the writes.
@@ -29,10 +30,15 @@ from app.engine import (
     encode_partition_state,
     encode_sku_state,
 )
+from app.engine.positions import split_position
 from app.topics import ledger_partition
 from tables.state import AvailabilityTables, partition_state_key
 
 DEFAULT_CACHE_LIMIT = 20_000
+
+
+def has_position(state: PartitionState | None) -> bool:
+    return state is not None and split_position(state.last_position)[0] >= 0
 
 
 class PartitionStateStore:
@@ -47,6 +53,7 @@ class PartitionStateStore:
         self._partition_state: PartitionState | None = None
         self._partition_state_loaded = False
         self._partition_state_dirty = False
+        self._position_stored = False  # the tables hold a ledger position of this partition
 
     # -- StateStore -------------------------------------------------------------------------------------------
 
@@ -71,6 +78,7 @@ class PartitionStateStore:
             value = self._tables.partition_state.get(partition_state_key(self.partition))
             self._partition_state = None if value is None else decode_partition_state(value)
             self._partition_state_loaded = True
+            self._position_stored = has_position(self._partition_state)
         return self._partition_state
 
     def put_partition_state(self, state: PartitionState) -> None:
@@ -84,11 +92,34 @@ class PartitionStateStore:
         known.update(self._stored_skus())
         return sorted(known)
 
+    # -- reads of the live states (HTTP lookups) ---------------------------------------------------------------
+
+    def cached_sku_state(self, sku: str) -> tuple[bool, SkuState | None]:
+        """(True, the SKU's live state or None for no state) when the SKU is in the cache, else (False, None).
+        The live state may be ahead of the tables (not written back yet), never behind them."""
+        states = self._sku_states
+        if sku in states:
+            return True, states[sku]
+        return False, None
+
+    def cached_partition_state(self) -> tuple[bool, PartitionState | None]:
+        return self._partition_state_loaded, self._partition_state
+
     # -- write-back -------------------------------------------------------------------------------------------
 
     @property
     def is_dirty(self) -> bool:
         return bool(self._dirty_skus) or self._partition_state_dirty
+
+    @property
+    def dirty_skus(self) -> int:
+        return len(self._dirty_skus)
+
+    @property
+    def position_stored(self) -> bool:
+        """Whether the tables hold a ledger position for this partition. Without one, a worker that takes the
+        partition over cannot tell which ledger records were applied only in memory: write back at once."""
+        return self._position_stored
 
     def dirty_writes(self) -> list[tuple[faust.Table, bytes, bytes]]:
         """(table, key, value) of every changed value, SKUs in sorted order and the partition state last."""
@@ -110,6 +141,8 @@ class PartitionStateStore:
     def written(self) -> None:
         """The dirty values are in the tables: forget that they changed, and keep the cache within its limit."""
         self._dirty_skus.clear()
+        if self._partition_state_dirty:
+            self._position_stored = has_position(self._partition_state)
         self._partition_state_dirty = False
         states = self._sku_states
         excess = len(states) - self._cache_limit

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from app.engine import SkuState, decode_partition_state, decode_sku_state
+from app.engine import PartitionState, SkuState, decode_partition_state, decode_sku_state
 from app.engine.codec import StateDecodeError
 from app.engine.explain import explain_sku
 from app.engine.positions import split_position
@@ -169,6 +169,28 @@ def partition_unavailable_reason(app, changelog_topic: str, partition: int) -> s
     return None if readiness.ready else f"partition {partition}: {readiness.reason}"
 
 
+def current_sku_state(service: AvailabilityService, partition: int, sku: str) -> SkuState | None:
+    """The SKU's latest state on its owner: the availability stage's live state when it holds one (ahead of the
+    tables between write-backs), else the table's. Raises StateDecodeError for an unreadable table value."""
+    live = service.live_states
+    if live is not None:
+        found, state = live.live_sku_state(partition, sku)
+        if found:
+            return state
+    value = service.tables.sku_state.get(sku.encode())
+    return None if value is None else decode_sku_state(value)
+
+
+def current_partition_state(service: AvailabilityService, partition: int) -> PartitionState | None:
+    live = service.live_states
+    if live is not None:
+        found, state = live.live_partition_state(partition)
+        if found:
+            return state
+    value = service.tables.partition_state.get(partition_state_key(partition))
+    return None if value is None else decode_partition_state(value)
+
+
 def unavailable(view: View, reason: str) -> Response:
     """503 with Retry-After: the answer exists, but not here and now (restore, rebalance, owner unreachable)."""
     return view.json({"error": reason}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
@@ -195,7 +217,6 @@ def register_web(service: AvailabilityService) -> None:
         logger.warning("the HTTP API listens on %s without AVAILABILITY_API_TOKEN: anyone who can reach it can "
                        "read availability and reserve stock", settings.web_host)
     sku_table = service.tables.sku_state
-    partition_table = service.tables.partition_state
     changelog_topic = sku_table.changelog_topic.get_topic_name()
     channels = tuple(service.settings.channels)
     partitions = service.settings.partitions
@@ -213,14 +234,13 @@ def register_web(service: AvailabilityService) -> None:
         reason = partition_unavailable_reason(app, changelog_topic, partition)
         if reason is not None:
             return _unavailable(view, reason)
-        value = sku_table.get(query.sku.encode())
-        if value is None:
-            return view.json({"error": f"unknown sku {query.sku!r}"}, status=404)
         try:
-            state = decode_sku_state(value)
+            state = current_sku_state(service, partition, query.sku)
         except StateDecodeError as error:
             logger.error("sku-state value of %r is unreadable: %s", query.sku, error)
             return view.json({"error": f"stored state of {query.sku!r} is unreadable"}, status=500)
+        if state is None:
+            return view.json({"error": f"unknown sku {query.sku!r}"}, status=404)
         document = availability_document(state, query, channels, partition)
         if document is None:
             return view.json({"error": f"sku {query.sku!r} has nothing at location {query.location!r}"}, status=404)
@@ -234,12 +254,10 @@ def register_web(service: AvailabilityService) -> None:
             reason = partition_unavailable_reason(app, changelog_topic, partition)
             if reason is not None:
                 return _unavailable(view, reason)
-            value = sku_table.get(query.sku.encode())
-            if value is None:
+            state = current_sku_state(service, partition, query.sku)
+            if state is None:
                 return view.json({"error": f"unknown sku {query.sku!r}"}, status=404)
-            partition_value = partition_table.get(partition_state_key(partition))
-            state = decode_sku_state(value)
-            partition_state = None if partition_value is None else decode_partition_state(partition_value)
+            partition_state = current_partition_state(service, partition)
             document = explain_sku(state, partition_state, channel=query.channel, location=query.location)
         except Exception:
             logger.exception("explanation of %r failed on its owner", query.sku)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from confluent_kafka import Consumer, TopicPartition
+
 from app.broker import free_loopback_port
-from app.topics import POLICY_CHANGES, availability_topic
-from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
+from app.topics import LEDGER, POLICY_CHANGES, availability_topic
+from tables.state import PARTITION_STATE_TABLE, SKU_STATE_TABLE
+from tests.service.harness import WORKER_READY, poll, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
     assert_published_equals_engine,
@@ -51,6 +54,49 @@ def test_kill_9_mid_stream_then_restart(service_settings, workers, topics_for, b
     restarted = workers(settings)  # same data dir: RocksDB as the crash left it
     restarted.wait_for_log(WORKER_READY, timeout=60)
     _check_against_engine(bootstrap_servers, codec, settings.partitions, scenario)
+
+
+def committed_ledger_offsets(bootstrap_servers: str, settings) -> dict[int, int]:
+    """The availability group's committed offset of every ledger partition (-1001 for none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": settings.app_id,
+                         "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(LEDGER.name, p) for p in range(settings.partitions)], 30)
+        return {tp.partition: tp.offset for tp in committed}
+    finally:
+        consumer.close()
+
+
+def test_changes_held_in_memory_at_a_crash_are_read_back_from_the_ledger(service_settings, workers, topics_for,
+                                                                        bootstrap_servers):
+    # A write-back interval longer than the test: after each partition's first write-back (its first ledger
+    # position), every change stays in memory while the committed offsets move past the records that made it.
+    settings = service_settings(channels=CHANNELS, batch_size=50, write_back_interval_seconds=60)
+    source = topics_for(settings)
+    codec = source.codec
+    worker = workers(settings)
+    worker.wait_for_log(WORKER_READY, timeout=60)
+    changelog = f"{settings.app_id}-{{}}-changelog"
+    send_records(source, [(POLICY_CHANGES.name, policy_v(1, 10_000))])
+    read_topic(bootstrap_servers, changelog.format(PARTITION_STATE_TABLE), settings.partitions,
+               until=lambda records: len({r.partition for r in records}) == settings.partitions, idle_seconds=0)
+    scenario = build_scenario(seed=13)
+    send_records(source, scenario.first_half)
+    ledger = read_topic(bootstrap_servers, LEDGER.name, settings.partitions, idle_seconds=2)
+    last_offsets = {}
+    for record in ledger:
+        last_offsets[record.partition] = max(record.offset, last_offsets.get(record.partition, -1))
+    poll(lambda: committed_ledger_offsets(bootstrap_servers, settings),
+         lambda committed: all(committed[p] > offset for p, offset in last_offsets.items()),
+         timeout=60, what="ledger offsets committed past the first half")
+    # The premise: the first half's SKU states are in no table, only in the worker's memory.
+    assert read_topic(bootstrap_servers, changelog.format(SKU_STATE_TABLE), settings.partitions, idle_seconds=0.5) == []
+    worker.kill()
+    send_records(source, scenario.second_half)
+    restarted = workers(settings)
+    restarted.wait_for_log(WORKER_READY, timeout=60)
+    _check_against_engine(bootstrap_servers, codec, settings.partitions, scenario)
+    assert "reading them back" in restarted.log_text()
 
 
 def test_two_workers_share_partitions_and_one_takes_over(service_settings, workers, topics_for, bootstrap_servers):

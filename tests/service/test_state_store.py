@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from app.engine import SkuState, encode_sku_state
+from app.engine import PartitionState, SkuState, encode_partition_state, encode_sku_state
+from app.engine.positions import ledger_position
 from app.service.store import PartitionStateStore
-from tables.state import AvailabilityTables
+from tables.state import AvailabilityTables, partition_state_key
 
 
 class CountingTable(dict):
@@ -57,3 +58,37 @@ def test_unknown_skus_are_remembered_as_absent_until_created():
     created = SkuState("X")
     store.put_sku_state(created)
     assert store.get_sku_state("X") is created and store.skus() == ["X"]
+
+
+def test_a_position_counts_as_stored_once_a_partition_state_with_one_is_written():
+    store, _ = store_with([])
+    assert store.get_partition_state() is None and not store.position_stored
+    state = PartitionState(0)
+    store.put_partition_state(state)  # no position yet
+    store.written()
+    assert not store.position_stored
+    state.last_position = ledger_position(0)
+    store.put_partition_state(state)
+    assert not store.position_stored  # changed in memory only
+    store.written()
+    assert store.position_stored
+
+
+def test_a_stored_partition_state_with_a_position_is_read_as_stored():
+    store, _ = store_with([])
+    state = PartitionState(0)
+    state.last_position = ledger_position(5, 2)
+    store._tables.partition_state[partition_state_key(0)] = encode_partition_state(state)
+    assert store.get_partition_state().last_position == ledger_position(5, 2) and store.position_stored
+
+
+def test_lookups_see_the_live_state_before_it_is_written_back():
+    store, table = store_with(["A"])
+    assert store.cached_sku_state("A") == (False, None)  # not read yet: the table holds the latest
+    state = store.get_sku_state("A")
+    state.last_position = ledger_position(9)
+    store.put_sku_state(state)
+    assert store.cached_sku_state("A") == (True, state)
+    assert store.cached_sku_state("unknown") == (False, None)
+    store.get_sku_state("unknown")
+    assert store.cached_sku_state("unknown") == (True, None)
