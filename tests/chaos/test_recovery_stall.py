@@ -4,13 +4,14 @@ hanging in recovery forever."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from confluent_kafka import Producer
 
 from app.admin import faust_internal_topics
-from app.service.recovery_watchdog import EXIT_RECOVERY_STALLED
+from app.service.recovery_watchdog import EXIT_RECOVERY_STALLED, sample_interval
 from tests.chaos.results import record_figures
 from tests.service.harness import WORKER_READY
 
@@ -51,10 +52,14 @@ def test_a_restore_without_progress_ends_the_worker_with_an_operator_message(cha
         broker.resume()
     log = worker.log_text()
     messages = [line for line in log.splitlines() if "table recovery made no progress" in line]
+    # The watchdog measures from the last progress, not from the pause: records fetched before it keep the restore
+    # moving for a while (4-15 s here, more on a busy machine), so the bound is checked on what it reports.
+    reported = [float(found.group(1)) for line in messages if (found := re.search(r"no progress for (\d+)s", line))]
     record_figures("recovery_stall_watchdog", {
         "stall_bound_seconds": STALL_BOUND_SECONDS, "changelog_records": FILLER_RECORDS,
-        "pause_to_exit_seconds": round(exited_after, 1), "exit_status": status,
+        "pause_to_exit_seconds": round(exited_after, 1), "exit_status": status, "reported_stall_seconds": reported,
     })
     assert status == EXIT_RECOVERY_STALLED, log[-3000:]
     assert len(messages) == 1 and f"{changelog}[" in messages[0] and "to go" in messages[0], log[-3000:]
-    assert STALL_BOUND_SECONDS <= exited_after < STALL_BOUND_SECONDS + 10
+    assert STALL_BOUND_SECONDS <= reported[0] <= STALL_BOUND_SECONDS + 2 * sample_interval(STALL_BOUND_SECONDS) + 1
+    assert exited_after >= STALL_BOUND_SECONDS
