@@ -155,11 +155,12 @@ class LedgerBatchProcessor:
                 stores.append((partition_events[-1], store))
             await self._sender.acks()  # every record is on the broker before any state changes
             if assignment == self._assignment:
-                await self._write_back_when_due(stores)
+                await self._write_back_when_due(stores)  # at once when a decision below is waited for
+                if self._decided:  # decided, published and stored: answer the HTTP requests waiting for them
+                    self._waiters.resolve(self._decided)
             # else a rebalance came while the chunk was applied: the states written so far lack the chunks not yet
-            # written back, so write none; whoever owns the partitions now reads those ledger records back.
-            if self._decided:  # decided, published and stored: answer the HTTP requests waiting for them
-                self._waiters.resolve(self._decided)
+            # written back, so write none; whoever owns the partitions now reads those ledger records back and
+            # decides again, the same way. The waiting requests time out (504: decided later, exactly once).
         finally:
             _current_event.set(previous)
             self._decided.clear()
