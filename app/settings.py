@@ -90,8 +90,8 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60,
         description="Longest the availability stage keeps changed SKU states in memory before writing them to the"
         " tables (a hot SKU is written once per interval, not once per micro-batch); 0 writes after every chunk."
-        " Lookups read the tables, so they may be this much behind the published records. Not used under"
-        " exactly_once.",
+        " A worker taking a partition over applies the ledger records since the tables' position again. Not used"
+        " under exactly_once.",
     )
     ledger_batch_max_entries: int = Field(
         default=500, ge=1, le=100_000,

@@ -27,7 +27,13 @@ back and applies (republishing byte-identical records) before them. Three things
 partition whose tables hold no position yet (there would be no start for the hole), a decision that an HTTP request
 waits for (answered once its state is stored, docs/HTTP_API.md), and a partition with more changed SKUs than its
 cache holds. Under exactly_once (no hole check: transaction markers take offsets) every chunk is written back.
-Lookups read this processor's live states first (`live_sku_state`), so they are never behind what it published.
+Lookups read this processor's live states first (`live_store`), so they are never behind what it published.
+
+Changelog high watermarks on the embedded broker: Tansu reports a partition's high watermark as the start of its
+last batch, and Faust's recovery reads a changelog only up to the high watermark. So step 3 sends the last value
+of every (table, partition) on its own, after the others are flushed: the last batch of every changelog partition
+is then a single record and the reported high watermark is exact. If a crash falls between the two flushes, the
+batch was not acknowledged and is replayed, which rewrites the values (recovered or not) deterministically.
 """
 
 from __future__ import annotations
@@ -184,15 +190,10 @@ class LedgerBatchProcessor:
         self._unwritten_since = None
         self._assignment += 1
 
-    def live_sku_state(self, partition: int, sku: str) -> tuple[bool, object]:
-        """(True, the SKU's live state, or None for none) when this processor holds the partition's states with
-        the SKU among them, else (False, None): then the tables hold its latest state."""
+    def live_store(self, partition: int) -> PartitionStateStore | None:
+        """The partition's store when this processor holds its states (possibly ahead of the tables), else None."""
         found = self._partitions.get(partition)
-        return (False, None) if found is None else found[0].cached_sku_state(sku)
-
-    def live_partition_state(self, partition: int) -> tuple[bool, object]:
-        found = self._partitions.get(partition)
-        return (False, None) if found is None else found[0].cached_partition_state()
+        return None if found is None else found[0]
 
     async def _write_back_when_due(self, stores: list) -> None:
         """Add the chunk's changed stores to those not written back yet; write them all back when due."""

@@ -172,9 +172,9 @@ def partition_unavailable_reason(app, changelog_topic: str, partition: int) -> s
 def current_sku_state(service: AvailabilityService, partition: int, sku: str) -> SkuState | None:
     """The SKU's latest state on its owner: the availability stage's live state when it holds one (ahead of the
     tables between write-backs), else the table's. Raises StateDecodeError for an unreadable table value."""
-    live = service.live_states
-    if live is not None:
-        found, state = live.live_sku_state(partition, sku)
+    store = None if service.live_states is None else service.live_states.live_store(partition)
+    if store is not None:
+        found, state = store.cached_sku_state(sku)
         if found:
             return state
     value = service.tables.sku_state.get(sku.encode())
@@ -182,9 +182,9 @@ def current_sku_state(service: AvailabilityService, partition: int, sku: str) ->
 
 
 def current_partition_state(service: AvailabilityService, partition: int) -> PartitionState | None:
-    live = service.live_states
-    if live is not None:
-        found, state = live.live_partition_state(partition)
+    store = None if service.live_states is None else service.live_states.live_store(partition)
+    if store is not None:
+        found, state = store.cached_partition_state()
         if found:
             return state
     value = service.tables.partition_state.get(partition_state_key(partition))
