@@ -208,6 +208,17 @@ def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions
     return read_topic(bootstrap_servers, LEDGER.name, partitions, until=done, timeout=timeout, idle_seconds=0)
 
 
+def committed_offsets(bootstrap_servers: str, group_id: str, topics: list[str],
+                      partitions: int) -> dict[tuple[str, int], int]:
+    """The group's committed offset of every (topic, partition); negative (librdkafka's -1001) where none is."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        wanted = [TopicPartition(topic, partition) for topic in topics for partition in range(partitions)]
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=30)}
+    finally:
+        consumer.close()
+
+
 def poll(fetch: Callable, until: Callable, timeout: float, what: str):
     """Call `fetch()` until `until(result)` holds; AssertionError with the last result at the deadline. HTTP errors
     (a worker not listening yet) count as results that do not hold."""

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from app.broker import EmbeddedBroker
 from app.engine import event_to_record
@@ -20,7 +19,7 @@ from app.service.ingest_worker import ingest_group_id
 from app.service.worker import EXIT_CONFIGURATION_ERROR
 from app.topics import LEDGER, POLICY_CHANGES, SOURCE_TOPICS, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import receipt, sale
-from tests.service.harness import WORKER_READY, WorkerProcess, read_topic, wait_for_ledger_entries
+from tests.service.harness import WORKER_READY, WorkerProcess, committed_offsets, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
     HOT_SKUS,
@@ -66,14 +65,9 @@ def ingest_processes() -> Iterator[Callable[[Settings], WorkerProcess]]:
 def committed_source_offsets(bootstrap_servers: str, settings: Settings) -> int:
     """Sum of the ingest group's committed offsets over every source partition (offsets start at 0 on a fresh
     broker, so this is the number of source records whose batch was committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": ingest_group_id(settings),
-                         "enable.auto.commit": False})
-    try:
-        partitions = [TopicPartition(spec.name, partition) for spec in SOURCE_TOPICS
-                      for partition in range(settings.partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=30))
-    finally:
-        consumer.close()
+    committed = committed_offsets(bootstrap_servers, ingest_group_id(settings),
+                                  [spec.name for spec in SOURCE_TOPICS], settings.partitions)
+    return sum(max(offset, 0) for offset in committed.values())
 
 
 def test_ingest_process_feeds_an_availability_only_worker(service_settings, workers, ingest_processes, topics_for,

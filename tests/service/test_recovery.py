@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from confluent_kafka import Consumer, TopicPartition
-
 from app.broker import free_loopback_port
 from app.topics import LEDGER, POLICY_CHANGES, availability_topic
 from tables.state import PARTITION_STATE_TABLE, SKU_STATE_TABLE
-from tests.service.harness import WORKER_READY, poll, read_topic, wait_for_ledger_entries
+from tests.service.harness import WORKER_READY, committed_offsets, poll, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
     assert_published_equals_engine,
@@ -56,17 +54,6 @@ def test_kill_9_mid_stream_then_restart(service_settings, workers, topics_for, b
     _check_against_engine(bootstrap_servers, codec, settings.partitions, scenario)
 
 
-def committed_ledger_offsets(bootstrap_servers: str, settings) -> dict[int, int]:
-    """The availability group's committed offset of every ledger partition (-1001 for none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": settings.app_id,
-                         "enable.auto.commit": False})
-    try:
-        committed = consumer.committed([TopicPartition(LEDGER.name, p) for p in range(settings.partitions)], 30)
-        return {tp.partition: tp.offset for tp in committed}
-    finally:
-        consumer.close()
-
-
 def test_changes_held_in_memory_at_a_crash_are_read_back_from_the_ledger(service_settings, workers, topics_for,
                                                                         bootstrap_servers):
     # A write-back interval longer than the test: after each partition's first write-back (its first ledger
@@ -86,8 +73,8 @@ def test_changes_held_in_memory_at_a_crash_are_read_back_from_the_ledger(service
     last_offsets = {}
     for record in ledger:
         last_offsets[record.partition] = max(record.offset, last_offsets.get(record.partition, -1))
-    poll(lambda: committed_ledger_offsets(bootstrap_servers, settings),
-         lambda committed: all(committed[p] > offset for p, offset in last_offsets.items()),
+    poll(lambda: committed_offsets(bootstrap_servers, settings.app_id, [LEDGER.name], settings.partitions),
+         lambda committed: all(committed[LEDGER.name, p] > offset for p, offset in last_offsets.items()),
          timeout=60, what="ledger offsets committed past the first half")
     # The premise: the first half's SKU states are in no table, only in the worker's memory.
     assert read_topic(bootstrap_servers, changelog.format(SKU_STATE_TABLE), settings.partitions, idle_seconds=0.5) == []
