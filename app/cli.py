@@ -448,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to-live", action="store_true",
                         help="write the LIVE output topics instead (asks to type `live`, or needs --yes)")
     replay.add_argument("--yes", action="store_true", help="with --to-live: confirm without asking")
+    replay.add_argument("--without-clock-ticks", dest="clock_ticks", action="store_false",
+                        help="skip the ledger's clock ticks (stamped with the wall clock when they were appended): "
+                        "partition clocks then follow event times alone, so a historical stream does not expire "
+                        "reservations that were live at the time; the output then differs from the live one")
     replay.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
                         help="quiet time at the end of the ledger that counts as the end (default 2)")
     replay.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.engine import event_from_record
-from app.engine.positions import ledger_position
+from app.engine.positions import EntryOrigin, ledger_position
 from app.serialization import AVRO_NAMESPACE, RecordSerde
 from app.topics import LEDGER_BROADCAST_KEY, ledger_key
 
@@ -43,6 +43,15 @@ class LedgerItem:
     source_offset: int | None
     ingest_time: int
     batched: bool  # from a LedgerEntryBatch (its dead letter carries the entry alone, not the whole record)
+    source_index: int | None = None  # the event's index inside its source record (None: not recorded)
+
+    @property
+    def origin(self) -> EntryOrigin:
+        """What the engine needs of where the entry came from (app.engine.positions.EntryOrigin)."""
+        if self.source_topic is None or self.source_offset is None or self.source_index is None:
+            return EntryOrigin(None, None, self.ingest_time)
+        return EntryOrigin(f"{self.source_topic}/{self.source_partition}",
+                           ledger_position(self.source_offset, self.source_index), self.ingest_time)
 
 
 def ledger_items(value: dict) -> list[LedgerItem]:
@@ -52,17 +61,18 @@ def ledger_items(value: dict) -> list[LedgerItem]:
     if entry_name == LEDGER_BATCH_RECORD:
         return [
             LedgerItem(index, *item["entry"], item["source_topic"], item["source_partition"], item["source_offset"],
-                       ingest_time, True)
+                       ingest_time, True, item.get("source_index"))
             for index, item in enumerate(entry["entries"])
         ]
     return [LedgerItem(0, entry_name, entry, value["source_topic"], value["source_partition"], value["source_offset"],
-                       ingest_time, False)]
+                       ingest_time, False, value.get("source_index"))]
 
 
-def ledger_events(value: dict, offset: int) -> list[tuple[int, object]]:
-    """(ledger position, engine event) of every entry of the decoded LedgerEntry at `offset`, in ledger order: for
-    readers of a ledger the service wrote (tools and checks), so an entry the engine cannot read raises."""
-    return [(ledger_position(offset, item.index), event_from_record(item.record_name, item.record))
+def ledger_events(value: dict, offset: int) -> list[tuple[int, object, EntryOrigin]]:
+    """(ledger position, engine event, origin) of every entry of the decoded LedgerEntry at `offset`, in ledger
+    order: for readers of a ledger the service wrote (tools and checks), so an entry the engine cannot read
+    raises."""
+    return [(ledger_position(offset, item.index), event_from_record(item.record_name, item.record), item.origin)
             for item in ledger_items(value)]
 
 
@@ -74,6 +84,7 @@ def entry_record(item: LedgerItem) -> dict:
         "source_partition": item.source_partition,
         "source_offset": item.source_offset,
         "ingest_time": item.ingest_time,
+        "source_index": item.source_index,
     }
 
 
@@ -93,14 +104,15 @@ class LedgerBatcher:
             raise ValueError("max_entries must be at least 1")
         self._serde = serde
         self._max_entries = max_entries
-        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int]]]] = {}
+        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int]]]] = {}
         self._ingest_time = 0
 
     def __bool__(self) -> bool:
         return bool(self._pending)
 
-    def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int],
+    def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int, int],
             ingest_time: int) -> None:
+        """`source`: (topic, partition, offset, index of the event inside the source record)."""
         self._pending.setdefault(partition, []).append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source))
         self._ingest_time = ingest_time
 
@@ -117,18 +129,19 @@ class LedgerBatcher:
     def _records(self, partition: int, entries: list) -> list[LedgerAppend]:
         ingest_time = self._ingest_time
         if len(entries) == 1:
-            sku, name, record, (topic, source_partition, offset) = entries[0]
+            sku, name, record, (topic, source_partition, offset, index) = entries[0]
             value = self._serde.encode({"entry": (name, record), "source_topic": topic,
                                         "source_partition": source_partition, "source_offset": offset,
-                                        "ingest_time": ingest_time})
+                                        "ingest_time": ingest_time, "source_index": index})
             return [LedgerAppend(partition, ledger_key(sku).encode(), value)]
         value = self._serde.encode({
             "entry": (LEDGER_BATCH_RECORD, {"entries": [
                 {"entry": (name, record), "source_topic": topic, "source_partition": source_partition,
-                 "source_offset": offset}
-                for _, name, record, (topic, source_partition, offset) in entries
+                 "source_offset": offset, "source_index": index}
+                for _, name, record, (topic, source_partition, offset, index) in entries
             ]}),
             "source_topic": None, "source_partition": None, "source_offset": None, "ingest_time": ingest_time,
+            "source_index": None,
         })
         if len(value) > MAX_LEDGER_RECORD_BYTES:
             half = len(entries) // 2

@@ -18,9 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.engine.limits import EngineLimits
 from app.topics import IDENTIFIER_PATTERN
 
-ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+ProcessingGuarantee = Literal["at_least_once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
@@ -79,7 +80,29 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(
         default=16_384, ge=256, le=1_048_576, description="Larger request bodies are refused with 413."
     )
-    tick_interval_seconds: float = Field(default=1.0, gt=0)
+    tick_interval_seconds: float = Field(
+        default=1.0, gt=0,
+        description="How often the leader appends a ClockTick, stamped with its wall clock, to every ledger partition.",
+    )
+    clock_ticks: bool = Field(
+        default=True,
+        description="False: the leader appends no clock ticks, so partition clocks follow event times alone (a "
+        "backfill of historical events then expires reservations as of their own time, not as of today).",
+    )
+    duplicate_window_seconds: int = Field(
+        default=86_400, ge=0, le=366 * 86_400,
+        description="Event time during which an event id seen on a SKU makes a second event with that id a "
+        "duplicate (sources that send an event twice). Repeats of ledger entries need no window.",
+    )
+    reservation_retention_seconds: int = Field(
+        default=7 * 86_400, ge=0, le=366 * 86_400,
+        description="Event time during which a finished or refused reservation id keeps its answer for retries.",
+    )
+    max_event_time_skew_seconds: int = Field(
+        default=300, ge=0, le=366 * 86_400,
+        description="An event stamped more than this ahead of the ingest stage's clock is dead-lettered "
+        "(EVENT_TIME_IN_FUTURE) and moves no partition clock.",
+    )
     batch_size: int = Field(default=1000, ge=1)
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
     state_cache_skus: int = Field(
@@ -90,8 +113,7 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60,
         description="Longest the availability stage keeps changed SKU states in memory before writing them to the"
         " tables (a hot SKU is written once per interval, not once per micro-batch); 0 writes after every chunk."
-        " A worker taking a partition over applies the ledger records since the tables' position again. Not used"
-        " under exactly_once.",
+        " A worker taking a partition over applies the ledger records since the tables' position again.",
     )
     ledger_batch_max_entries: int = Field(
         default=500, ge=1, le=100_000,
@@ -138,6 +160,17 @@ class Settings(BaseSettings):
         default=120.0, gt=0,
         description="A table restore that reads no changelog record for this long ends the worker loudly.",
     )
+
+    @field_validator("processing_guarantee", mode="before")
+    @classmethod
+    def _exactly_once_is_refused(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "exactly_once":
+            raise ValueError(
+                "exactly_once is not supported: its transaction markers hide the skipped-record check that keeps "
+                "ledger entries from being lost; the service is effectively-once with at_least_once "
+                "(docs/RELIABILITY.md)"
+            )
+        return value
 
     @field_validator("kafka_bootstrap_servers", mode="before")
     @classmethod
@@ -224,3 +257,12 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def engine_limits(self) -> EngineLimits:
+        """The rules' bounds (app.engine.limits): the service and replay must use the same ones."""
+        return EngineLimits(
+            duplicate_window_ms=self.duplicate_window_seconds * 1000,
+            reservation_retention_ms=self.reservation_retention_seconds * 1000,
+            max_event_time_skew_ms=self.max_event_time_skew_seconds * 1000,
+        )

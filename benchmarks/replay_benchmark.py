@@ -78,12 +78,13 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
             written += 1
 
     generator = StreamGenerator(seed, sku_count, store_count, 5, locations_per_sku)
-    append(build_policy(store_count, 5), 1)
+    now = int(time.time() * 1000)  # the ingest time: the engine refuses events stamped far after it
+    append(build_policy(store_count, 5), now)
     for event in generator.seed_stock():
-        append(event, 1)
+        append(event, now)
     while written < events:
         for event in generator.events(min(CHUNK, events - written)):
-            append(event, 1)
+            append(event, now)
         producer.poll(0)
     if producer.flush(300):
         raise RuntimeError("ledger records not delivered")

@@ -49,7 +49,8 @@ def main() -> None:
         codec = AvroCodec(settings)
         writer = LedgerWriter(codec, settings.partitions)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
-        for append in writer.broadcast(writer.entry_value(policy_v(1, 10_000), None, 0)):
+        now = int(time.time() * 1000)  # ingest time: the engine refuses events stamped far after it
+        for append in writer.broadcast(writer.entry_value(policy_v(1, 10_000), None, now)):
             producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
         batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
         ledger_records = 0
@@ -67,7 +68,7 @@ def main() -> None:
             event = (receipt(5, location, sku=sku, event_id=f"e{index}", time=index + 10) if index % 4
                      else sale(1, location, sku=sku, event_id=f"e{index}", time=index + 10))
             name, record = event_to_record(event)
-            batcher.add(ledger_partition(sku, settings.partitions), sku, name, record, ("benchmark", 0, index), 0)
+            batcher.add(ledger_partition(sku, settings.partitions), sku, name, record, ("benchmark", 0, index, 0), now)
             if (index + 1) % settings.batch_size == 0:
                 ledger_records += flush()
         ledger_records += flush()

@@ -130,6 +130,7 @@ def ledger_entry(record_name, entry, source=("source.store-transactions", 0, 41)
         "source_partition": partition,
         "source_offset": offset,
         "ingest_time": 1_700_000_000_020,
+        "source_index": 0,
     }
 
 
@@ -151,16 +152,18 @@ SAMPLES = {  # record name -> representative records, fully specified so a round
         ledger_entry("PolicyChange", POLICY_CHANGE, ("source.policy-changes", 0, 3)),
         {
             **ledger_entry("ClockTick", CLOCK_TICK),
-            **{"source_topic": None, "source_partition": None, "source_offset": None},
+            **{"source_topic": None, "source_partition": None, "source_offset": None, "source_index": None},
         },
         {
             **ledger_entry("LedgerEntryBatch", {"entries": [
                 {"entry": (full_name("StockMovement"), STOCK_MOVEMENT_SALE),
-                 "source_topic": "source.store-transactions", "source_partition": 0, "source_offset": 41},
+                 "source_topic": "source.store-transactions", "source_partition": 0, "source_offset": 41,
+                 "source_index": 3},
                 {"entry": (full_name("ReservationCommand"), RESERVATION_COMMAND),
-                 "source_topic": "source.reservation-commands", "source_partition": 2, "source_offset": 7},
+                 "source_topic": "source.reservation-commands", "source_partition": 2, "source_offset": 7,
+                 "source_index": None},
             ]}),
-            **{"source_topic": None, "source_partition": None, "source_offset": None},
+            **{"source_topic": None, "source_partition": None, "source_offset": None, "source_index": None},
         },
     ],
     "ChannelAvailability": [CHANNEL_AVAILABILITY, {**CHANNEL_AVAILABILITY, "location": None, "snapshot": True}],

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.engine import DEFAULT_LIMITS, EngineLimits
 from app.settings import DEFAULT_CHANNELS, SEVEN_DAYS_MS, Settings
 
 
@@ -40,7 +41,6 @@ def test_defaults_are_the_documented_ones(clean_environment):
 def test_environment_variables_use_the_availability_prefix(clean_environment):
     clean_environment.setenv("AVAILABILITY_PARTITIONS", "3")
     clean_environment.setenv("AVAILABILITY_APP_ID", "availability-eu")
-    clean_environment.setenv("AVAILABILITY_PROCESSING_GUARANTEE", "exactly_once")
     clean_environment.setenv("AVAILABILITY_DATA_DIR", "/var/lib/availability")
     clean_environment.setenv("AVAILABILITY_LOG_LEVEL", "debug")
     clean_environment.setenv("PARTITIONS", "99")  # unprefixed names are not ours
@@ -49,9 +49,24 @@ def test_environment_variables_use_the_availability_prefix(clean_environment):
 
     assert settings.partitions == 3
     assert settings.app_id == "availability-eu"
-    assert settings.processing_guarantee == "exactly_once"
     assert settings.data_dir == Path("/var/lib/availability")
     assert settings.log_level == "DEBUG"
+
+
+def test_exactly_once_is_refused_with_its_reason(clean_environment):
+    """Its transaction markers would hide the skipped-record check (app.service.skipped_records)."""
+    clean_environment.setenv("AVAILABILITY_PROCESSING_GUARANTEE", "exactly_once")
+    with pytest.raises(ValidationError, match="exactly_once is not supported: .*skipped-record check"):
+        Settings()
+
+
+def test_engine_limits_come_from_the_settings_in_event_time(clean_environment):
+    assert Settings().engine_limits == DEFAULT_LIMITS  # the defaults are the engine's own
+    clean_environment.setenv("AVAILABILITY_DUPLICATE_WINDOW_SECONDS", "3600")
+    settings = Settings(reservation_retention_seconds=60, max_event_time_skew_seconds=5)
+    assert settings.engine_limits == EngineLimits(
+        duplicate_window_ms=3_600_000, reservation_retention_ms=60_000, max_event_time_skew_ms=5_000
+    )
 
 
 def test_bootstrap_servers_come_from_plain_kafka_variable(clean_environment):

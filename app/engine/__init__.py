@@ -38,19 +38,26 @@ from app.engine.outputs import (
     ReservationLine,
     ReservationOutcome,
 )
+from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 from app.engine.partition import PartitionEngine, run_ledger, tick_event_id
-from app.engine.state import PartitionState, SkuState
+from app.engine.positions import NO_ORIGIN, EntryOrigin
+from app.engine.state import FinishedReservation, PartitionState, SkuState
 from app.engine.store import EncodingStore, MemoryStore, StateStore
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "NO_ORIGIN",
     "AvailabilityStatus",
     "ChannelAvailability",
     "ChannelGranularity",
     "ChannelRule",
     "ClockTick",
     "EncodingStore",
+    "EngineLimits",
+    "EntryOrigin",
     "Event",
     "EventDecodeError",
+    "FinishedReservation",
     "LocationType",
     "MemoryStore",
     "MovementType",

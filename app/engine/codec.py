@@ -25,8 +25,12 @@ from app.engine.state import (
     SkuState,
 )
 
-SKU_STATE_FORMAT = 2  # 2 added the entry history (SkuState.history); format 1 still decodes, with an empty one
+SKU_STATE_FORMAT = 3
+"""2 added the entry history (SkuState.history); 3 moved finished reservations and seen event ids out of the SKU's
+state into records of their own and added the applied source positions. Formats 1 and 2 still decode: their
+finished reservations and event ids come out in `SkuState.legacy`, which the engine moves into the store."""
 PARTITION_STATE_FORMAT = 1
+FINISHED_FORMAT = 1
 
 _dumps = orjson.dumps  # compact; bytes
 _loads = orjson.loads
@@ -71,11 +75,7 @@ def encode_sku_state(state: SkuState) -> bytes:
             [r.reservation_id, r.channel, r.requested, r.expires_at, _flat_lines(r.lines)]
             for r in state.reservations.values()
         ],
-        [
-            [f.reservation_id, f.channel, f.requested, f.reserve_reason, f.final_outcome, _flat_lines(f.lines)]
-            for f in state.finished.values()
-        ],
-        list(state.recent_event_ids),
+        list(state.sources.items()),
         [[channel, location, p.version, p.quantity, p.status] for (channel, location), p in state.published.items()],
         state.history,
     ]
@@ -87,11 +87,20 @@ def decode_sku_state(value: bytes) -> SkuState:
         raise StateDecodeError(f"unknown SkuState format {value[:1]!r}")
     try:
         body = _loads(value[1:])
-        if value[0] == 1:  # format 1: no history yet
-            body.append([])
-        sku, last_offset, positions, reservations, finished, recent_ids, published, history = body
+        if value[0] == SKU_STATE_FORMAT:
+            sku, last_position, positions, reservations, sources, published, history = body
+            legacy = None
+        else:
+            if value[0] == 1:  # format 1: no history yet
+                body.append([])
+            sku, last_position, positions, reservations, finished, recent_ids, published, history = body
+            sources = []
+            legacy = (
+                [FinishedReservation(item[0], item[1], item[2], _lines(item[5]), item[3], item[4]) for item in finished],
+                list(recent_ids),
+            )
         state = SkuState(sku)
-        state.last_position = last_offset
+        state.last_position = last_position
         state.positions = {
             item[0]: Position(item[1], item[2], item[3], item[4], item[5], item[6], item[7], item[8])
             for item in positions
@@ -99,19 +108,16 @@ def decode_sku_state(value: bytes) -> SkuState:
         state.reservations = {
             item[0]: Reservation(item[0], item[1], item[2], _lines(item[4]), item[3]) for item in reservations
         }
-        state.finished = {
-            item[0]: FinishedReservation(item[0], item[1], item[2], _lines(item[5]), item[3], item[4])
-            for item in finished
-        }
-        state.recent_event_ids = dict.fromkeys(recent_ids)
+        state.sources = {source: position for source, position in sources}
         state.published = {(item[0], item[1]): Published(item[2], item[3], item[4]) for item in published}
         state.history = history
+        state.legacy = legacy
     except (ValueError, TypeError, IndexError, AttributeError) as error:
         raise StateDecodeError(f"corrupt SkuState: {error!r}") from error
     return state
 
 
-_SKU_STATE_FORMATS = frozenset({1, SKU_STATE_FORMAT})
+_SKU_STATE_FORMATS = frozenset({1, 2, SKU_STATE_FORMAT})
 
 
 def encode_partition_state(state: PartitionState) -> bytes:
@@ -139,3 +145,27 @@ def decode_partition_state(value: bytes) -> PartitionState:
     except (ValueError, TypeError, IndexError) as error:
         raise StateDecodeError(f"corrupt PartitionState: {error!r}") from error
     return state
+
+
+def encode_finished(finished: FinishedReservation) -> bytes:
+    body = [
+        finished.reservation_id,
+        finished.channel,
+        finished.requested,
+        finished.reserve_reason,
+        finished.final_outcome,
+        _flat_lines(finished.lines),
+        finished.position,
+        finished.finished_clock,
+    ]
+    return bytes((FINISHED_FORMAT,)) + _dumps(body)
+
+
+def decode_finished(value: bytes) -> FinishedReservation:
+    if not value or value[0] != FINISHED_FORMAT:
+        raise StateDecodeError(f"unknown FinishedReservation format {value[:1]!r}")
+    try:
+        rid, channel, requested, reason, outcome, lines, position, finished_clock = _loads(value[1:])
+        return FinishedReservation(rid, channel, requested, _lines(lines), reason, outcome, position, finished_clock)
+    except (ValueError, TypeError, IndexError) as error:
+        raise StateDecodeError(f"corrupt FinishedReservation: {error!r}") from error

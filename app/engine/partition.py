@@ -1,12 +1,16 @@
-"""PartitionEngine: applies the entries of one ledger partition, in offset order, to the state in a store.
+"""PartitionEngine: applies the entries of one ledger partition, in position order, to the state in a store.
 
 Per entry (docs/RULES.md, "Order of processing of one ledger entry"):
-1. stateless validation; a malformed entry gives a Rejection and changes nothing, not even the clock;
-2. a fresh PolicyChange (offset above the partition's last) is accepted into the policy history or rejected;
-3. if the offset is fresh for the partition: the clock becomes max(clock, event_time) and reservations whose
+1. stateless validation, then the future bound (event time more than `max_event_time_skew_ms` after the record's
+   ingest time); a refused entry gives a Rejection (and a command its REJECTED decision) and changes nothing, not
+   even the clock;
+2. a fresh PolicyChange (position above the partition's last) is accepted into the policy history, or refused
+   without moving the clock;
+3. if the position is fresh for the partition: the clock becomes max(clock, event_time) and reservations whose
    expiry has been reached expire (EXPIRED decisions), in (expires_at, sku, reservation_id) order;
 4. the entry itself: a policy re-evaluates every SKU in sorted order; a movement or command is applied to its SKU
-   unless the SKU already applied that offset (redelivery) or that event id (duplicate).
+   unless the SKU already applied that ledger position (redelivery), that source position (a repeat the ingest
+   stage re-sent: exact, no window) or, within the duplicate window, that event id (a source system's duplicate).
 """
 
 from __future__ import annotations
@@ -15,16 +19,27 @@ from collections.abc import Iterable
 
 from app.engine import reasons
 from app.engine.availability import Cause, publish_all, publish_changes, rebuild_derived
-from app.engine.events import ClockTick, Event, PolicyChange, ReservationCommand, StockMovement, validate
+from app.engine.events import (
+    ClockTick,
+    Event,
+    PolicyChange,
+    ReservationCommand,
+    StockMovement,
+    validate,
+)
+from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 from app.engine.movements import apply_movement
 from app.engine.outputs import Output, Rejection
 from app.engine.policy import Policy
-from app.engine.positions import split_position
-from app.engine.reservations import apply_command, expire
-from app.engine.state import HISTORY_LIMIT, RECENT_EVENT_IDS_LIMIT, PartitionState, SkuState
+from app.engine.positions import NO_ORIGIN, EntryOrigin, split_position
+from app.engine.reservations import answerable, apply_command, expire, refuse_malformed
+from app.engine.state import HISTORY_LIMIT, FinishedReservation, PartitionState, SkuState
 from app.engine.store import MemoryStore, StateStore
 
 
+FORGET_STEP_MS = 60_000
+"""How far the clock moves between two calls that let the store forget expired records (storage only: the engine
+checks each record's time itself)."""
 APPLIED = "APPLIED"  # SkuState.history result of an entry that was applied (commands record their outcome)
 POLICY_ENTRY = "POLICY"  # SkuState.history kind of a policy change re-evaluating the SKU
 
@@ -41,16 +56,21 @@ class PartitionEngine:
     the same outputs and the same state. Never raises on input; a store that raises propagates its error."""
 
     def __init__(self, partition: int, store: StateStore, channels_with_topics: frozenset[str],
-                 compiled_policies: dict[int, Policy] | None = None) -> None:
+                 compiled_policies: dict[int, Policy] | None = None, limits: EngineLimits = DEFAULT_LIMITS) -> None:
         """`compiled_policies`: effective offset -> compiled Policy, kept by a caller that makes an engine per
         micro-batch, so a policy is compiled once and not per batch. Compiled policies are immutable, and each use
         checks that the history still holds the same change at that offset."""
         self.partition = partition
         self.store = store
         self.channels_with_topics = frozenset(channels_with_topics)
+        self.limits = limits
         self.state: PartitionState = store.get_partition_state() or PartitionState(partition)
         self._compiled: dict[int, Policy] = {} if compiled_policies is None else compiled_policies
         self._latest: Policy | None = None  # the compiled latest policy, checked against the history on each use
+        self._position = -1  # the entry being applied
+        self._finished_now: set[tuple[str, str]] = set()  # (sku, reservation id) finished by that entry
+        self._finished = _FinishedView(self)
+        self._forgotten_clock = -1  # the clock at the last forget_before()
 
     # ------------------------------------------------------------------------------------------------ policies
 
@@ -95,29 +115,26 @@ class PartitionEngine:
 
     # ------------------------------------------------------------------------------------------------- entries
 
-    def apply(self, event: Event, position: int) -> list[Output]:
-        """Apply the ledger entry at `position`; returns what to publish, in order."""
+    def apply(self, event: Event, position: int, origin: EntryOrigin = NO_ORIGIN) -> list[Output]:
+        """Apply the ledger entry at `position`; returns what to publish, in order. `origin` is what its ledger
+        record says of where it came from (app.engine.positions.EntryOrigin)."""
         out: list[Output] = []
         reason = validate(event)
+        if reason is None:
+            ingest_time = origin.ingest_time
+            if ingest_time is not None and event.event_time > ingest_time + self.limits.max_event_time_skew_ms:
+                reason = reasons.EVENT_TIME_IN_FUTURE
         if reason is not None:
-            event_id = getattr(event, "event_id", None)
-            sku = getattr(event, "sku", None)
-            out.append(
-                Rejection(
-                    reason,
-                    type(event).__name__,
-                    event_id if isinstance(event_id, str) else None,
-                    sku if isinstance(sku, str) else None,
-                    self.partition,
-                    position,
-                )
-            )
+            self._refuse(event, reason, position, out)
             return out
         partition = self.state
         fresh = position > partition.last_position
         kind = type(event)
+        self._position = position
+        if self._finished_now:
+            self._finished_now.clear()
         if fresh and kind is PolicyChange and not self._accept_policy(event, position, out):
-            self._advance(event, position, out)  # a rejected policy still moves the clock: it is on the ledger
+            partition.last_position = position  # refused: on the ledger, but it moves no clock
         else:
             if fresh:
                 # _advance() inlined for the common case: the clock does not move, or nothing is due yet
@@ -129,12 +146,33 @@ class PartitionEngine:
                     partition.clock = event_time
                 else:
                     self._advance(event, position, out)
+                if partition.clock - self._forgotten_clock >= FORGET_STEP_MS:
+                    self._forget_old_records()
             if kind is StockMovement or kind is ReservationCommand:
-                self._apply_to_sku(event, position, out)
+                self._apply_to_sku(event, position, origin, out)
             elif kind is PolicyChange:
                 self._reevaluate_all(event, position, out)
         self.store.put_partition_state(partition)
         return out
+
+    def _refuse(self, event, reason: str, position: int, out: list) -> None:
+        """The Rejection of an entry refused before it is evaluated; a command with a usable reservation, SKU and
+        channel also gets its REJECTED decision, so every command is answered."""
+        event_id = getattr(event, "event_id", None)
+        event_id = event_id if isinstance(event_id, str) else None
+        sku = getattr(event, "sku", None)
+        sku = sku if isinstance(sku, str) else None
+        if type(event) is ReservationCommand and event_id is not None and answerable(event):
+            event_time = event.event_time if type(event.event_time) is int and event.event_time >= 0 else 0
+            refuse_malformed(event, reason, Cause(event_id, self.partition, position, event_time, 0), out)
+        out.append(Rejection(reason, type(event).__name__, event_id, sku, self.partition, position))
+
+    def _forget_old_records(self) -> None:
+        """Let the store drop seen event ids and finished reservations that are past their windows."""
+        clock = self.state.clock
+        limits = self.limits
+        self._forgotten_clock = clock
+        self.store.forget_before(clock - limits.duplicate_window_ms, clock - limits.reservation_retention_ms)
 
     def _accept_policy(self, change: PolicyChange, position: int, out: list) -> bool:
         unknown = sorted({rule.channel for rule in change.channels} - self.channels_with_topics)
@@ -173,7 +211,7 @@ class PartitionEngine:
             if reservation is None or reservation.expires_at != expires_at:
                 continue  # stale entry: the reservation ended another way
             self._use_policy(state, policy)
-            touched = expire(state, policy, partition, reservation_id, cause, out)
+            touched = expire(state, policy, partition, self._finished, reservation_id, cause, out)
             if policy is not None:
                 publish_changes(state, policy, touched, cause, out)
             store.put_sku_state(state)
@@ -204,11 +242,11 @@ class PartitionEngine:
         if overdue:
             overdue.sort()
             for _, reservation_id in overdue:
-                touched.extend(expire(state, policy, self.state, reservation_id, cause, out))
+                touched.extend(expire(state, policy, self.state, self._finished, reservation_id, cause, out))
         state.next_expiry = next_expiry
         return touched
 
-    def _apply_to_sku(self, event, position: int, out: list) -> None:
+    def _apply_to_sku(self, event, position: int, origin: EntryOrigin, out: list) -> None:
         store = self.store
         sku = event.sku
         state = store.get_sku_state(sku)
@@ -218,6 +256,8 @@ class PartitionEngine:
             return  # redelivery: already applied, its records already published
         if not existed:
             state = SkuState(sku)
+        elif state.legacy is not None:
+            self._migrate(state)
         policy = self._latest  # policy_at(), its fast path inlined: the latest policy, still the last in history
         policies = self.state.policies
         if (
@@ -231,12 +271,28 @@ class PartitionEngine:
         if state.policy is not policy:
             self._use_policy(state, policy)
         state.last_position = position
+        source_position = origin.source_position
+        if source_position is not None:
+            sources = state.sources
+            applied = sources.get(origin.source)
+            if applied is not None and source_position <= applied:
+                if existed:
+                    store.put_sku_state(state)
+                return  # a repeat: the ingest stage wrote this source entry again (exact: no window)
+            sources[origin.source] = source_position
         event_id = event.event_id
-        recent_event_ids = state.recent_event_ids
-        if event_id in recent_event_ids:
+        seen = store.get_seen_event(sku, event_id)
+        if (
+            seen is not None
+            and seen[1] < position
+            and seen[0] >= self.state.clock - self.limits.duplicate_window_ms
+        ):
             if existed:
                 store.put_sku_state(state)
-            return  # duplicate: changes nothing
+            return  # a duplicate the source sent (same event id) within the window: changes nothing
+        # processed once, applied or refused: stored before the SKU state (a crash may keep it without the state;
+        # its position then shows it is this entry's own)
+        store.put_seen_event(sku, event_id, event.event_time, position)
         cause = Cause(
             event_id, self.partition, position, event.event_time, policy.version if policy is not None else 0
         )
@@ -244,7 +300,7 @@ class PartitionEngine:
         if state.next_expiry is not None and state.next_expiry <= self.state.clock:
             touched = self._expire_overdue(state, policy, cause, out)
         if type(event) is ReservationCommand:
-            changed = apply_command(state, policy, self.state, event, cause, out)
+            changed = apply_command(state, policy, self.state, self._finished, event, cause, out)
             decision = out[-1] if type(out[-1]) is not Rejection else out[-2]  # every command gets one decision
             kind, result, reservation_id = event.command.value, decision.reason or decision.outcome.value, event.reservation_id
         else:
@@ -255,19 +311,28 @@ class PartitionEngine:
             if reason is not None:
                 out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, position))
                 if not existed:
-                    return  # nothing to keep for a SKU never seen (so its duplicates are rejected again)
+                    return  # nothing to keep for a SKU never seen
             kind, result, reservation_id = event.type.value, reason or APPLIED, None
         history = state.history  # SkuState.remember_entry, inlined (every applied entry passes here)
         history.append((event_id, kind, self.partition, position, result, reservation_id))
         if len(history) > HISTORY_LIMIT:
             del history[0]
-        # processed once, applied or not (SkuState.remember_event, inlined)
-        recent_event_ids[event_id] = None
-        if len(recent_event_ids) > RECENT_EVENT_IDS_LIMIT:
-            del recent_event_ids[next(iter(recent_event_ids))]
         if policy is not None and (changed or touched):
             publish_changes(state, policy, _merge(touched, changed) if touched else changed, cause, out)
         store.put_sku_state(state)
+
+    def _migrate(self, state: SkuState) -> None:
+        """Move the finished reservations and event ids a state of an older format kept inside it into the store,
+        as of the SKU's last position (so they answer every entry after it)."""
+        finished, event_ids = state.legacy
+        state.legacy = None
+        position, clock = state.last_position, self.state.clock
+        store = self.store
+        for record in finished:
+            record.position, record.finished_clock = position, clock
+            store.put_finished(state.sku, record)
+        for event_id in event_ids:
+            store.put_seen_event(state.sku, event_id, clock, position)
 
     def _reevaluate_all(self, change: PolicyChange, position: int, out: list) -> None:
         """Every SKU of the partition, in sorted order, under the policy that took effect at `position`."""
@@ -290,6 +355,36 @@ class PartitionEngine:
             store.put_sku_state(state)
 
 
+class _FinishedView:
+    """FinishedRecords (app.engine.reservations) over an engine's store. A record answers only entries after the one
+    that wrote it, or the entry writing it now: after a crash the store may hold records written by entries that
+    are applied again (they are stored before the SKU states), and those must not answer their own re-application.
+    A record older than the retention answers nothing: the id is new again."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: PartitionEngine) -> None:
+        self._engine = engine
+
+    def get(self, sku: str, reservation_id: str) -> FinishedReservation | None:
+        engine = self._engine
+        found = engine.store.get_finished(sku, reservation_id)
+        if found is None:
+            return None
+        if found.position >= engine._position and (sku, reservation_id) not in engine._finished_now:
+            return None
+        if found.finished_clock < engine.state.clock - engine.limits.reservation_retention_ms:
+            return None
+        return found
+
+    def remember(self, sku: str, finished: FinishedReservation) -> None:
+        engine = self._engine
+        finished.position = engine._position
+        finished.finished_clock = engine.state.clock
+        engine._finished_now.add((sku, finished.reservation_id))
+        engine.store.put_finished(sku, finished)
+
+
 def _merge(first, second) -> list[str] | tuple[str, ...]:
     if not first:
         return second
@@ -301,16 +396,17 @@ def _merge(first, second) -> list[str] | tuple[str, ...]:
 
 
 def run_ledger(
-    entries: Iterable[tuple[int, int, Event]], channels: frozenset[str] | Iterable[str]
+    entries: Iterable[tuple], channels: frozenset[str] | Iterable[str], limits: EngineLimits = DEFAULT_LIMITS
 ) -> list[Output]:
-    """The reference run: every (partition, position, event) applied in the given order by one PartitionEngine per
-    partition on fresh memory stores; the concatenated outputs. End-to-end tests compare the service with this."""
+    """The reference run: every (partition, position, event[, origin]) applied in the given order by one
+    PartitionEngine per partition on fresh memory stores; the concatenated outputs. End-to-end tests compare the
+    service with this."""
     channels = frozenset(channels)
     engines: dict[int, PartitionEngine] = {}
     outputs: list[Output] = []
-    for partition, position, event in entries:
+    for partition, position, event, *origin in entries:
         engine = engines.get(partition)
         if engine is None:
-            engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels)
-        outputs.extend(engine.apply(event, position))
+            engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels, limits=limits)
+        outputs.extend(engine.apply(event, position, origin[0] if origin else NO_ORIGIN))
     return outputs

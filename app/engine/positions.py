@@ -9,6 +9,8 @@ deduplicates and versions by position; what it publishes carries the pair (`ledg
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 POSITION_STRIDE = 1 << 20
 """More entries than any ledger record can hold (a record is at most about 1 MB, an entry at least 20 bytes)."""
 
@@ -22,3 +24,19 @@ def split_position(position: int) -> tuple[int, int]:
     if position < 0:
         return position, 0
     return divmod(position, POSITION_STRIDE)
+
+
+class EntryOrigin(NamedTuple):
+    """Where a ledger entry came from, as its ledger record says (app/ledger.py): what the engine needs to tell a
+    repeat of an entry from a new one, and a timestamp from the future from a real one."""
+
+    source: str | None
+    """`topic/partition` of the source record; None for entries the service makes itself (clock ticks)."""
+    source_position: int | None
+    """The source record's offset and the entry's index inside it (a bulk record holds many movements), packed as
+    ledger positions are (`ledger_position(offset, index)`); None when the ledger record does not say."""
+    ingest_time: int | None
+    """Wall-clock time the ingest stage appended the entry (ms); None when unknown (tests, old records)."""
+
+
+NO_ORIGIN = EntryOrigin(None, None, None)

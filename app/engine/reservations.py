@@ -7,6 +7,8 @@ business refusals (not enough stock, ...) are only a REJECTED decision.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from app.engine import reasons
 from app.engine.availability import (
     Cause,
@@ -15,7 +17,7 @@ from app.engine.availability import (
     network_quantity,
     refresh_position,
 )
-from app.engine.events import ReservationAction, ReservationCommand
+from app.engine.events import IDENTIFIER, ReservationAction, ReservationCommand
 from app.engine.outputs import (
     Rejection,
     ReservationDecision,
@@ -45,6 +47,16 @@ _BAD_EVENT_REASONS = frozenset(
 )
 NO_LOCATIONS: tuple[str, ...] = ()
 EXPIRY_ENTRY = "EXPIRY"  # SkuState.history kind of a reservation's expiry
+
+
+class FinishedRecords(Protocol):
+    """The finished reservations the engine still answers from (PartitionEngine: visibility and retention)."""
+
+    def get(self, sku: str, reservation_id: str) -> FinishedReservation | None: ...
+
+    def remember(self, sku: str, finished: FinishedReservation) -> None:
+        """Keep `finished` as the entry being applied left it (the engine stamps its position and clock)."""
+        ...
 
 
 def _decision(
@@ -90,20 +102,42 @@ def apply_command(
     state: SkuState,
     policy: Policy | None,
     partition: PartitionState,
+    finished_records: FinishedRecords,
     command: ReservationCommand,
     cause: Cause,
     out: list,
 ) -> tuple[str, ...]:
     """Apply one command; appends its decision (and any Rejection) to `out`; returns the locations it changed."""
     if command.command is ReservationAction.RESERVE:
-        return _reserve(state, policy, partition, command, cause, out)
-    return _finish(state, policy, partition, command, cause, out)
+        return _reserve(state, policy, partition, finished_records, command, cause, out)
+    return _finish(state, policy, partition, finished_records, command, cause, out)
+
+
+def answerable(command: ReservationCommand) -> bool:
+    """Whether a command, however malformed otherwise, names a reservation, SKU and channel that a decision can be
+    keyed and routed by: such a command is decided (REJECTED, with its reason) rather than only dead-lettered."""
+    return all(
+        type(value) is str and IDENTIFIER.fullmatch(value) is not None
+        for value in (command.reservation_id, command.sku, command.channel)
+    )
+
+
+def refuse_malformed(command: ReservationCommand, reason: str, cause: Cause, out: list) -> None:
+    """The REJECTED decision of a command that failed validation but names a usable reservation, SKU and channel,
+    so order management gets its answer (docs/RULES.md, section 6); the caller adds the Rejection."""
+    quantity = command.quantity
+    requested = quantity if type(quantity) is int and 0 <= quantity <= MAX_ECHOED_QUANTITY else 0
+    out.append(_decision(command.sku, command.reservation_id, command.channel, REJECTED, reason, requested, (), cause))
+
+
+MAX_ECHOED_QUANTITY = 2**62  # a malformed command's quantity is echoed only if it fits the decision's Avro long
 
 
 def _reserve(
     state: SkuState,
     policy: Policy | None,
     partition: PartitionState,
+    finished_records: FinishedRecords,
     command: ReservationCommand,
     cause: Cause,
     out: list,
@@ -115,7 +149,7 @@ def _reserve(
             _decision(state.sku, reservation_id, active.channel, ACCEPTED, None, active.requested, active.lines, cause)
         )
         return NO_LOCATIONS
-    finished = state.finished.get(reservation_id)
+    finished = finished_records.get(state.sku, reservation_id)
     if finished is not None:
         outcome = ACCEPTED if finished.reserve_reason is None else REJECTED
         out.append(
@@ -151,8 +185,8 @@ def _reserve(
     if reason is not None:
         _refuse(state, command, reason, cause, out)
         if reason not in _BAD_EVENT_REASONS:  # a valid request refused: remember the answer for repeats
-            state.remember_finished(
-                FinishedReservation(reservation_id, command.channel, command.quantity, (), reason, None)
+            finished_records.remember(
+                state.sku, FinishedReservation(reservation_id, command.channel, command.quantity, (), reason, None)
             )
         return NO_LOCATIONS
 
@@ -236,6 +270,7 @@ def _finish(
     state: SkuState,
     policy: Policy | None,
     partition: PartitionState,
+    finished_records: FinishedRecords,
     command: ReservationCommand,
     cause: Cause,
     out: list,
@@ -245,7 +280,7 @@ def _finish(
     outcome = _FINAL_OUTCOME_OF[command.command]
     reservation = state.reservations.get(reservation_id)
     if reservation is None:
-        finished = state.finished.get(reservation_id)
+        finished = finished_records.get(state.sku, reservation_id)
         if finished is not None and finished.final_outcome == outcome.value and finished.channel == command.channel:
             out.append(
                 _decision(
@@ -268,7 +303,7 @@ def _finish(
             if not position.is_counted(time) and position.sellable < units:
                 _refuse(state, command, reasons.INSUFFICIENT_ON_HAND, cause, out)
                 return NO_LOCATIONS
-    _end(state, policy, partition, reservation, outcome)
+    _end(state, policy, partition, finished_records, reservation, outcome)
     if outcome is FULFILLED:  # the reserved units leave as a sale
         for location, units in reservation.lines:
             position = positions[location]
@@ -286,6 +321,7 @@ def _end(
     state: SkuState,
     policy: Policy | None,
     partition: PartitionState,
+    finished_records: FinishedRecords,
     reservation: Reservation,
     outcome: ReservationOutcome,
 ) -> None:
@@ -301,19 +337,26 @@ def _end(
         add_own_reserved(state, policy, reservation.channel, reservation.lines, -1)
     if reservation.expires_at is not None:
         partition.forget_expiry(state.sku, reservation.reservation_id)
-    state.remember_finished(
+    finished_records.remember(
+        state.sku,
         FinishedReservation(
             reservation.reservation_id, reservation.channel, reservation.requested, reservation.lines, None, outcome.value
-        )
+        ),
     )
 
 
 def expire(
-    state: SkuState, policy: Policy | None, partition: PartitionState, reservation_id: str, cause: Cause, out: list
+    state: SkuState,
+    policy: Policy | None,
+    partition: PartitionState,
+    finished_records: FinishedRecords,
+    reservation_id: str,
+    cause: Cause,
+    out: list,
 ) -> tuple[str, ...]:
     """Expire an active reservation (its expiry has been reached on the partition clock)."""
     reservation = state.reservations[reservation_id]
-    _end(state, policy, partition, reservation, EXPIRED)
+    _end(state, policy, partition, finished_records, reservation, EXPIRED)
     state.remember_entry(cause.event_id, EXPIRY_ENTRY, cause.partition, cause.position, EXPIRED.value, reservation_id)
     out.append(
         _decision(

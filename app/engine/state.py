@@ -13,12 +13,6 @@ from app.engine.events import PolicyChange
 JOURNAL_LIMIT = 16
 """Sellable deltas remembered per location for cycle counts (see docs/RULES.md, "Cycle counts")."""
 
-RECENT_EVENT_IDS_LIMIT = 256
-"""Event ids remembered per SKU for duplicate detection (see docs/RULES.md, "Idempotency")."""
-
-FINISHED_RESERVATIONS_LIMIT = 256
-"""Decided-and-finished (or rejected) reservations remembered per SKU, so a repeated command gets the same answer."""
-
 HISTORY_LIMIT = 10
 """Ledger entries remembered per SKU as (event_id, kind, ledger partition, ledger position, result, reservation id), so
 an operator can see which entries made its numbers (GET /availability/{sku}/explain). State only: never published."""
@@ -118,10 +112,16 @@ class Reservation:
 
 
 class FinishedReservation:
-    """What is remembered of a reservation that is no longer active: its reserve decision (`reserve_reason` is None
-    when it was accepted) and how it ended (`final_outcome`: RELEASED, FULFILLED, EXPIRED, or None if rejected)."""
+    """What is remembered of a reservation that is no longer active, kept by the store beside (not inside) its SKU's
+    state, for EngineLimits.reservation_retention_ms of event time: its reserve decision (`reserve_reason` is None
+    when it was accepted) and how it ended (`final_outcome`: RELEASED, FULFILLED, EXPIRED, or None if refused).
+    `position` is the ledger position of the entry that finished it and `finished_clock` the partition clock then:
+    a record is an answer only for entries after it (app.engine.partition.PartitionEngine.finished)."""
 
-    __slots__ = ("reservation_id", "channel", "requested", "lines", "reserve_reason", "final_outcome")
+    __slots__ = (
+        "reservation_id", "channel", "requested", "lines", "reserve_reason", "final_outcome", "position",
+        "finished_clock",
+    )
 
     def __init__(
         self,
@@ -131,6 +131,8 @@ class FinishedReservation:
         lines: tuple[tuple[str, int], ...],
         reserve_reason: str | None,
         final_outcome: str | None,
+        position: int = -1,
+        finished_clock: int = 0,
     ) -> None:
         self.reservation_id = reservation_id
         self.channel = channel
@@ -138,6 +140,16 @@ class FinishedReservation:
         self.lines = lines
         self.reserve_reason = reserve_reason
         self.final_outcome = final_outcome
+        self.position = position
+        self.finished_clock = finished_clock
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FinishedReservation) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        return f"FinishedReservation({', '.join(f'{name}={getattr(self, name)!r}' for name in self.__slots__)})"
 
 
 class Published:
@@ -157,10 +169,10 @@ class SkuState:
         "last_position",
         "positions",
         "reservations",
-        "finished",
-        "recent_event_ids",
+        "sources",
         "published",
         "history",
+        "legacy",
         # derived, valid for `policy` only
         "policy",
         "network_pools",
@@ -175,8 +187,9 @@ class SkuState:
         self.last_position = NO_OFFSET
         self.positions: dict[str, Position] = {}
         self.reservations: dict[str, Reservation] = {}
-        self.finished: dict[str, FinishedReservation] = {}
-        self.recent_event_ids: dict[str, None] = {}  # insertion-ordered set
+        # `topic/partition` of a source -> the highest source position (offset, index) applied from it: every entry
+        # at or below it is a repeat (the ingest stage re-sent it). Exact, and as small as the number of sources.
+        self.sources: dict[str, int] = {}
         # (channel, location or None) -> last published record of that key
         self.published: dict[tuple[str, str | None], Published] = {}
         # the last HISTORY_LIMIT entries applied to this SKU, oldest first, each
@@ -184,6 +197,9 @@ class SkuState:
         # `kind` is the movement type, the command, POLICY or EXPIRY; `result` is APPLIED, the decision outcome, or
         # the refusal's reason.
         self.history: list = []
+        # (finished reservations, event ids) of a state decoded from a format that kept them inside it; the engine
+        # moves them into the store on first use (PartitionEngine._migrate). Never encoded.
+        self.legacy: tuple[list[FinishedReservation], list[str]] | None = None
         self.policy = None
         self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
         self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
@@ -192,12 +208,6 @@ class SkuState:
         # channel -> (number of positions, its locations with a position in sourcing order); see reservations.py
         self.sourcing_cache: dict[str, tuple[int, list[str]]] = {}
 
-    def remember_event(self, event_id: str) -> None:
-        ids = self.recent_event_ids
-        ids[event_id] = None
-        if len(ids) > RECENT_EVENT_IDS_LIMIT:
-            del ids[next(iter(ids))]
-
     def remember_entry(
         self, event_id: str, kind: str, partition: int, position: int, result: str, reservation_id: str | None = None
     ) -> None:
@@ -205,13 +215,6 @@ class SkuState:
         history.append((event_id, kind, partition, position, result, reservation_id))
         if len(history) > HISTORY_LIMIT:
             del history[0]
-
-    def remember_finished(self, finished: FinishedReservation) -> None:
-        entries = self.finished
-        entries.pop(finished.reservation_id, None)
-        entries[finished.reservation_id] = finished
-        if len(entries) > FINISHED_RESERVATIONS_LIMIT:
-            del entries[next(iter(entries))]
 
 
 class PartitionState:

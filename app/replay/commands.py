@@ -103,7 +103,7 @@ def run_replay_command(args: argparse.Namespace, settings: Settings, bootstrap_s
         namespace=namespace, confirmed_live=args.to_live,
         from_time_ms=parse_time(args.from_time) if args.from_time else None,
         from_offsets=parse_offsets(args.from_offsets) if args.from_offsets else None,
-        idle_seconds=args.idle,
+        idle_seconds=args.idle, clock_ticks=args.clock_ticks,
     )
     replayer_topics = ", ".join(spec.name for spec in output_topics(settings, namespace).values())
     console.print(f"replaying ledger on {bootstrap_servers} into {replayer_topics}")

@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 
 from app.engine import (
     ChannelAvailability,
+    ClockTick,
     EventDecodeError,
     MemoryStore,
     PartitionEngine,
@@ -55,6 +56,7 @@ class ReplayOptions:
     from_time_ms: int | None = None  # start each partition at the first record at or after this time
     from_offsets: dict[int, int] | None = None  # replay only these partitions, from these offsets
     idle_seconds: float = 2.0  # quiet time at the end of the ledger that counts as "caught up"
+    clock_ticks: bool = True  # False: skip the ledger's clock ticks (a backfill's clocks follow event times alone)
 
     @property
     def from_earliest(self) -> bool:
@@ -208,6 +210,7 @@ class Replayer:
         decisions_topic, decisions_encode = self._decisions
         records = summary.records
         before_start = self._before_start
+        skip_ticks = not self.options.clock_ticks
         for message in batch:
             partition, offset = message.partition(), message.offset()
             if partition in before_start:
@@ -216,7 +219,8 @@ class Replayer:
                 before_start.discard(partition)
             engine = engines.get(partition)
             if engine is None:
-                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels)
+                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels,
+                                                              limits=self.settings.engine_limits)
                 summary.partitions[partition] = (offset, offset)
             summary.ledger_records += 1
             try:
@@ -235,7 +239,9 @@ class Replayer:
                     reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
                     self._dead_letter(produce, message, item, reason, f"{type(error).__name__}: {error}", summary)
                     continue
-                for output in engine.apply(event, base_position + item.index):
+                if skip_ticks and type(event) is ClockTick:
+                    continue
+                for output in engine.apply(event, base_position + item.index, item.origin):
                     kind = type(output)
                     if kind is ChannelAvailability:
                         topic, encode = availability[output.channel]

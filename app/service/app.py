@@ -210,14 +210,11 @@ class BatchSender:
     are appended to aiokafka `BatchBuilder`s (one open per partition, submitted when full and at `acks()`), and
     only the batch has a future. Order per partition is the order of `send` calls, as with per-record sends.
     Keyed records go to Kafka's default partition (murmur2 of the key, as every Kafka client computes it), so
-    where records land does not change. Keyless records and transactional producers (exactly_once) take the
-    per-record path. `acks()` raises the first send error, which crashes the agent before its batch is
+    where records land does not change. Keyless records take the per-record path. `acks()` raises the first send error, which crashes the agent before its batch is
     acknowledged: the batch is then redelivered, never half lost."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        guarantee = app.conf.processing_guarantee
-        self._transactional = str(getattr(guarantee, "value", guarantee)) == "exactly_once"
         self._open: dict[tuple[str, int], object] = {}  # (topic, partition) -> BatchBuilder being filled
         self._partition_counts: dict[str, int] = {}
         self._pending: list = []
@@ -232,7 +229,7 @@ class BatchSender:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         self._records += 1
-        if self._transactional or (partition is None and key is None):
+        if partition is None and key is None:
             self._pending.append(await self._app.producer.send(topic, key, value, partition, None, headers))
             return
         if partition is None:

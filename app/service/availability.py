@@ -26,7 +26,6 @@ hold, so the first records it is given follow a hole, from that position to the 
 back and applies (republishing byte-identical records) before them. Three things therefore write back at once: a
 partition whose tables hold no position yet (there would be no start for the hole), a decision that an HTTP request
 waits for (answered once its state is stored, docs/HTTP_API.md), and a partition with more changed SKUs than its
-cache holds. Under exactly_once (no hole check: transaction markers take offsets) every chunk is written back.
 Lookups read this processor's live states first (`live_store`), so they are never behind what it published.
 
 Changelog high watermarks on the embedded broker: Tansu reports a partition's high watermark as the start of its
@@ -115,6 +114,7 @@ class LedgerBatchProcessor:
         }
         self._decisions = service.codec.serde(RESERVATION_DECISIONS)
         self._channels = frozenset(service.settings.channels)
+        self._limits = service.settings.engine_limits
         self._observer = service.observer
         self._sender = BatchSender(service.app)
         self._rejections: list[tuple[str, int, int]] = []  # (reason, ledger partition, offset) of this batch
@@ -126,9 +126,8 @@ class LedgerBatchProcessor:
         self._published: dict[str, int] = {}  # topic -> records, reported once per batch (metrics cost per call)
         # ledger partition -> the offset after the last record applied; holes before it are read back
         self._next_offsets: dict[int, int] = {}
-        guarantee = str(getattr(service.app.conf.processing_guarantee, "value", service.app.conf.processing_guarantee))
-        self._skipped_reader = (  # transaction markers take ledger offsets under exactly_once: no contiguity there
-            None if guarantee == "exactly_once" or service.bootstrap_servers is None
+        self._skipped_reader = (
+            None if service.bootstrap_servers is None
             else SkippedRecordReader(service.settings, service.bootstrap_servers)
         )
         # Deferred write-back relies on the hole check (module docstring): without a reader, every chunk.
@@ -247,8 +246,9 @@ class LedgerBatchProcessor:
         partition must be current)."""
         found = self._partitions.get(partition)
         if found is None:
-            store = PartitionStateStore(partition, self._tables, self._cache_limit)
-            found = self._partitions[partition] = (store, PartitionEngine(partition, store, self._channels))
+            store = PartitionStateStore(partition, self._tables, self._cache_limit, self._limits)
+            engine = PartitionEngine(partition, store, self._channels, limits=self._limits)
+            found = self._partitions[partition] = (store, engine)
         return found
 
     async def _apply(self, engine: PartitionEngine, events: list) -> tuple[int, list[int]]:
@@ -274,7 +274,7 @@ class LedgerBatchProcessor:
                 applied += 1
                 if type(ledger_event) is not ClockTick:
                     ingest_times.append(item.ingest_time)
-                outputs = engine.apply(ledger_event, base_position + item.index)
+                outputs = engine.apply(ledger_event, base_position + item.index, item.origin)
                 if outputs:
                     await self._publish(outputs, message, item)
         return applied, ingest_times
@@ -332,7 +332,7 @@ class LedgerBatchProcessor:
             for table, key, value in writes:
                 previous = last_per_table.get(id(table))
                 if previous is not None:
-                    previous[0][previous[1]] = previous[2]
+                    _write(*previous)
                 last_per_table[id(table)] = (table, key, value)
             trailers.append((current, list(last_per_table.values())))
         if trailers:
@@ -341,10 +341,18 @@ class LedgerBatchProcessor:
             for current, writes in trailers:
                 make_current(current)
                 for table, key, value in writes:
-                    table[key] = value
+                    _write(table, key, value)
             await self._app.producer.flush()
         for _, store in stores:
             store.written()
+
+
+def _write(table, key: bytes, value: bytes | None) -> None:
+    """A table write, or a deletion (a tombstone in the changelog) for None."""
+    if value is not None:
+        table[key] = value
+    elif key in table:
+        del table[key]
 
 
 def register_availability_agent(service: AvailabilityService) -> None:

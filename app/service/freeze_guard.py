@@ -19,8 +19,9 @@ A long CPU-bound batch does not trip it: the ticking thread keeps running (the G
 Known gap: records already handed to the producer's I/O task BEFORE the freeze may still go out in the few
 milliseconds after waking up (closed for SIGSTOP/SIGCONT by a SIGCONT handler that checks first; open for a
 paused VM or container, which gets no signal). Output records among them are byte-identical repeats of what the new owner publishes
-(same state, same ledger entries); a changelog value among them could still land after the new owner's. Real Kafka
-with `processing_guarantee=exactly_once` closes the gap with transactions; the embedded broker has none.
+(same state, same ledger entries); a changelog value among them could still land after the new owner's. Kafka
+transactions would close that gap, but the service refuses `processing_guarantee=exactly_once` (app.settings); the
+gap is listed in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ The entries of one micro-batch are written per ledger partition, in arrival orde
 up to `ledger_batch_max_entries` (app/ledger.py): the availability stage then pays Faust's per-record cost once per
 record, not once per event. A policy change flushes what came before it, so it keeps its place in every partition.
 The batch's records are sent together and their acknowledgements awaited before the batch is acknowledged:
-a crash re-ingests the batch (duplicates on the ledger are harmless: the engine ignores repeated event ids).
+a crash re-ingests the batch: every ledger entry names its source entry (topic, partition, offset, index inside the
+record), and the engine recognises a repeat by it, however far apart the copies are.
 
 The leader worker also appends a ClockTick to every ledger partition every `tick_interval_seconds`
 (`register_clock_ticks`, whatever the stages), so reservations expire in quiet partitions too, at a ledger position
@@ -31,7 +32,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.engine import EventDecodeError, PolicyChange, event_from_record, event_to_record, validate
+from app.engine import (
+    DEFAULT_LIMITS,
+    EventDecodeError,
+    PolicyChange,
+    ReservationCommand,
+    event_from_record,
+    event_to_record,
+    validate,
+)
+from app.engine.reservations import answerable
 from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
 from app.engine import reasons
 from app.ledger import LedgerAppend, LedgerBatcher, LedgerItem, entry_record, item_key
@@ -80,6 +90,7 @@ class LedgerEntryDraft:
     sku: str
     record_name: str
     record: dict
+    source_index: int  # the event's index inside its source record (0 unless a StockMovementBatch)
 
 
 @dataclass
@@ -151,13 +162,16 @@ _DEAD_LETTER_HEADER_NAMES = frozenset(
 class LedgerWriter:
     """Turns source records into ledger records. Pure apart from the codec: no Faust, no I/O."""
 
-    def __init__(self, codec: AvroCodec, partition_count: int, max_record_bytes: int | None = None) -> None:
+    def __init__(self, codec: AvroCodec, partition_count: int, max_record_bytes: int | None = None,
+                 max_event_time_skew_ms: int = DEFAULT_LIMITS.max_event_time_skew_ms) -> None:
         self._codec = codec
         self._ledger = codec.serde(LEDGER)
         self._partition_count = partition_count
         self._max_record_bytes = max_record_bytes
+        self._max_skew_ms = max_event_time_skew_ms
 
     def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
+        """A LedgerEntry of one event; `source` (topic, partition, offset) of a record holding that event alone."""
         record_name, record = event_to_record(event)
         topic, partition, offset = source if source is not None else (None, None, None)
         return self._ledger.encode(
@@ -167,6 +181,7 @@ class LedgerWriter:
                 "source_partition": partition,
                 "source_offset": offset,
                 "ingest_time": ingest_time,
+                "source_index": None if source is None else 0,
             }
         )
 
@@ -207,9 +222,13 @@ class LedgerWriter:
             result.dead_letters.append(DeadLetter(error.reason, str(error), index))
             return
         reason = validate(event)
-        if reason is not None:
-            result.dead_letters.append(DeadLetter(reason, f"{record_name} failed validation: {reason}", index))
+        if reason is None and event.event_time > ingest_time + self._max_skew_ms:
+            reason = reasons.EVENT_TIME_IN_FUTURE
+        if reason is not None and not (type(event) is ReservationCommand and answerable(event)):
+            result.dead_letters.append(DeadLetter(reason, _refusal(record_name, reason, event, ingest_time), index))
             return
+        # A malformed command that names its reservation goes on to the ledger all the same: the availability stage
+        # refuses it there with a REJECTED decision (and its dead letter), so order management gets an answer.
         result.event_types.append(type(event).__name__)
         if isinstance(event, PolicyChange):
             result.appends.extend(self.broadcast(self.entry_value(event, source, ingest_time)))
@@ -217,8 +236,15 @@ class LedgerWriter:
             sku = event.sku
             name, converted = event_to_record(event)
             result.entries.append(
-                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, name, converted)
+                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, name, converted, index or 0)
             )
+
+
+def _refusal(record_name: str, reason: str, event, ingest_time: int) -> str:
+    if reason == reasons.EVENT_TIME_IN_FUTURE:
+        return (f"{record_name} event_time {event.event_time} is more than the allowed skew ahead of the ingest "
+                f"clock {ingest_time} (AVAILABILITY_MAX_EVENT_TIME_SKEW_SECONDS); milliseconds since the epoch?")
+    return f"{record_name} failed validation: {reason}"
 
 
 # Cached: hot SKUs repeat, and murmur2 is pure Python (a few microseconds per event otherwise).
@@ -299,9 +325,9 @@ def ingest_micro_batch(
     for message in messages:
         topic, partition, offset = message.topic, message.partition, message.offset
         result = writer.ingest(topic, partition, offset, message.value, ingest_time)
-        source = (topic, partition, offset)
         for draft in result.entries:
-            batcher.add(draft.partition, draft.sku, draft.record_name, draft.record, source, ingest_time)
+            batcher.add(draft.partition, draft.sku, draft.record_name, draft.record,
+                        (topic, partition, offset, draft.source_index), ingest_time)
         if result.appends:  # a policy change: everything before it goes first, in every partition
             for append in batcher.flush() + result.appends:
                 records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
@@ -336,7 +362,8 @@ def register_ingest_agents(service: AvailabilityService) -> None:
     from app.service.app import BatchSender, end_worker_on_unexpected_error
 
     app, settings, observer = service.app, service.settings, service.observer
-    writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
+    writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes,
+                          settings.engine_limits.max_event_time_skew_ms)
     consumed = ConsumedOffsets()
     reader = None if service.bootstrap_servers is None else SkippedRecordReader(settings, service.bootstrap_servers)
 
@@ -398,13 +425,15 @@ def register_ingest_agents(service: AvailabilityService) -> None:
 
 
 def register_clock_ticks(service: AvailabilityService) -> None:
-    """The leader appends a ClockTick to every ledger partition every `tick_interval_seconds`. Registered whatever
-    `stages` says: ticks belong to the ledger's order, and a worker of the availability stage alone still elects a
-    leader."""
+    """The leader appends a ClockTick to every ledger partition every `tick_interval_seconds`, unless
+    `clock_ticks` is off (a backfill). Registered whatever `stages` says: ticks belong to the ledger's order, and a
+    worker of the availability stage alone still elects a leader."""
     from app.engine import ClockTick
     from app.service.app import BatchSender
 
     app, settings = service.app, service.settings
+    if not settings.clock_ticks:
+        return
     writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes)
 
     async def append_clock_ticks() -> None:

@@ -135,7 +135,8 @@ class IngestProcess:
         self.settings = settings
         self.codec = codec if codec is not None else AvroCodec(settings)
         self.counters = counters if counters is not None else IngestCounters()
-        self.writer = LedgerWriter(self.codec, settings.partitions, settings.max_source_record_bytes)
+        self.writer = LedgerWriter(self.codec, settings.partitions, settings.max_source_record_bytes,
+                                   settings.engine_limits.max_event_time_skew_ms)
         self.batcher = LedgerBatcher(self.codec.serde(LEDGER), settings.ledger_batch_max_entries)
         self.group_id = ingest_group_id(settings)
         self._fatal: str | None = None

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.engine import (
+    FinishedReservation,
     ReservationAction,
     ReservationCommand,
     ReservationDecision,
@@ -209,14 +210,16 @@ def _answer(sku: str, reservation_id: str, channel: str, outcome: str, reason: s
     }
 
 
-def stored_answer(state: SkuState | None, request: ReserveRequest | ReleaseRequest, partition: int) -> dict | None:
+def stored_answer(state: SkuState | None, finished: FinishedReservation | None,
+                  request: ReserveRequest | ReleaseRequest, partition: int) -> dict | None:
     """The answer the engine would give to this request right now if its state already decides it (a repeat), as
-    app.engine.reservations does for a repeated command; None when only the stream can decide."""
+    app.engine.reservations does for a repeated command; None when only the stream can decide. `finished` is the
+    owner's finished record of the request's reservation id, within the retention (app.service.web)."""
     if state is None:
         return None
     reservation_id = request.reservation_id
     active = state.reservations.get(reservation_id)
-    finished = state.finished.get(reservation_id) if active is None else None
+    finished = finished if active is None else None
     if isinstance(request, ReserveRequest):
         if active is not None:
             return _answer(state.sku, reservation_id, active.channel, "ACCEPTED", None, active.requested,
@@ -265,7 +268,7 @@ def register_reservation_views(service: AvailabilityService) -> None:
     from yarl import URL
 
     from app.service.http_security import BodyTooLarge, body_too_large, read_body
-    from app.service.web import current_sku_state, partition_unavailable_reason, unavailable
+    from app.service.web import current_finished, current_sku_state, partition_unavailable_reason, unavailable
 
     app = service.app
     settings = service.settings
@@ -329,10 +332,11 @@ def register_reservation_views(service: AvailabilityService) -> None:
             return unavailable(view, reason)
         try:
             state = current_sku_state(service, partition, parsed.sku)
+            finished = current_finished(service, partition, parsed.sku, parsed.reservation_id)
         except StateDecodeError as error:
-            logger.error("sku-state value of %r is unreadable: %s", parsed.sku, error)
+            logger.error("a stored record of %r is unreadable: %s", parsed.sku, error)
             return view.json({"error": f"stored state of {parsed.sku!r} is unreadable"}, status=500)
-        repeat = stored_answer(state, parsed, partition)
+        repeat = stored_answer(state, finished, parsed, partition)
         if repeat is not None:
             return view.json(repeat, status=status_of(repeat))
 

@@ -11,8 +11,8 @@ So the availability stage knows, per ledger partition, the next offset it must a
 applied; after a rebalance, the one after the partition state's last position) and checks every micro-batch
 against it. A hole is read here, by offset, with a confluent-kafka consumer that joins no group and commits
 nothing, and applied before the records that follow it, in ledger order. The ledger is written without
-transactions on this path, so its offsets are contiguous; with `processing_guarantee=exactly_once` transaction
-markers take offsets, and the check is off (see `LedgerBatchProcessor`).
+transactions, so its offsets are contiguous. That is why the settings refuse `processing_guarantee=exactly_once`:
+its transaction markers take offsets, and this check could no longer tell a marker from a lost record.
 """
 
 from __future__ import annotations

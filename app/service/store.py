@@ -23,6 +23,9 @@ from collections.abc import Iterator
 import faust
 
 from app.engine import (
+    DEFAULT_LIMITS,
+    EngineLimits,
+    FinishedReservation,
     PartitionState,
     SkuState,
     decode_partition_state,
@@ -31,6 +34,7 @@ from app.engine import (
     encode_sku_state,
 )
 from app.engine.positions import split_position
+from app.service.kept_records import KeptRecords, PartitionDB, is_kept_record_key
 from app.topics import ledger_partition
 from tables.state import AvailabilityTables, partition_state_key
 
@@ -44,10 +48,13 @@ def has_position(state: PartitionState | None) -> bool:
 class PartitionStateStore:
     """StateStore (app.engine.store) over the tables for ledger partition `partition`."""
 
-    def __init__(self, partition: int, tables: AvailabilityTables, cache_limit: int = DEFAULT_CACHE_LIMIT) -> None:
+    def __init__(self, partition: int, tables: AvailabilityTables, cache_limit: int = DEFAULT_CACHE_LIMIT,
+                 limits: EngineLimits = DEFAULT_LIMITS) -> None:
         self.partition = partition
         self._tables = tables
         self._cache_limit = cache_limit
+        # seen event ids and finished reservations, beside the SKU states in the same table (app.service.kept_records)
+        self._kept = KeptRecords(partition, PartitionDB(tables.sku_state.data, partition), limits)
         self._sku_states: dict[str, SkuState | None] = {}  # in least recently used order
         self._dirty_skus: set[str] = set()
         self._partition_state: PartitionState | None = None
@@ -92,6 +99,21 @@ class PartitionStateStore:
         known.update(self._stored_skus())
         return sorted(known)
 
+    def get_seen_event(self, sku: str, event_id: str) -> tuple[int, int] | None:
+        return self._kept.get_seen_event(sku, event_id)
+
+    def put_seen_event(self, sku: str, event_id: str, event_time: int, position: int) -> None:
+        self._kept.put_seen_event(sku, event_id, event_time, position)
+
+    def get_finished(self, sku: str, reservation_id: str) -> FinishedReservation | None:
+        return self._kept.get_finished(sku, reservation_id)
+
+    def put_finished(self, sku: str, finished: FinishedReservation) -> None:
+        self._kept.put_finished(sku, finished)
+
+    def forget_before(self, seen_before: int, finished_before: int) -> None:
+        self._kept.forget_before(seen_before, finished_before)
+
     # -- reads of the live states (HTTP lookups) ---------------------------------------------------------------
 
     def cached_sku_state(self, sku: str) -> tuple[bool, SkuState | None]:
@@ -109,7 +131,7 @@ class PartitionStateStore:
 
     @property
     def is_dirty(self) -> bool:
-        return bool(self._dirty_skus) or self._partition_state_dirty
+        return bool(self._dirty_skus) or self._partition_state_dirty or self._kept.is_dirty
 
     @property
     def dirty_skus(self) -> int:
@@ -121,9 +143,14 @@ class PartitionStateStore:
         partition over cannot tell which ledger records were applied only in memory: write back at once."""
         return self._position_stored
 
-    def dirty_writes(self) -> list[tuple[faust.Table, bytes, bytes]]:
-        """(table, key, value) of every changed value, SKUs in sorted order and the partition state last."""
-        writes: list[tuple[faust.Table, bytes, bytes]] = []
+    def dirty_writes(self) -> list[tuple[faust.Table, bytes, bytes | None]]:
+        """(table, key, value or None to delete) of every change: the kept records first (they must be in the
+        changelog before the SKU states that rely on them, app.service.kept_records), then SKUs in sorted order,
+        and the partition state last."""
+        sku_table = self._tables.sku_state
+        writes: list[tuple[faust.Table, bytes, bytes | None]] = [
+            (sku_table, key, value) for key, value in self._kept.changelog_writes()
+        ]
         for sku in sorted(self._dirty_skus):
             state = self._sku_states[sku]
             assert state is not None  # only put_sku_state marks a SKU dirty
@@ -140,6 +167,7 @@ class PartitionStateStore:
 
     def written(self) -> None:
         """The dirty values are in the tables: forget that they changed, and keep the cache within its limit."""
+        self._kept.written()
         self._dirty_skus.clear()
         if self._partition_state_dirty:
             self._position_stored = has_position(self._partition_state)
@@ -156,11 +184,16 @@ class PartitionStateStore:
         db_for_partition = getattr(data, "_db_for_partition", None)
         visible_keys = getattr(data, "_visible_keys", None)
         if db_for_partition is not None and visible_keys is not None:
-            for key in visible_keys(db_for_partition(self.partition)):
-                yield key.decode() if isinstance(key, bytes) else key
+            offset_key = getattr(data, "offset_key", None)
+            # SKU ids start with a letter or digit: seeking to "0" skips the kept records ("#...") unread
+            for key in db_for_partition(self.partition).keys(from_key=b"0"):
+                if key != offset_key:
+                    yield key.decode()
             return
         # Any other store (memory:// in agent tests): a SKU's partition is the ledger's partitioner.
         for key in data.keys():
+            if is_kept_record_key(key):
+                continue
             sku = key.decode() if isinstance(key, bytes) else key
             if ledger_partition(sku, self._tables.partitions) == self.partition:
                 yield sku

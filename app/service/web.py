@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from app.engine import PartitionState, SkuState, decode_partition_state, decode_sku_state
-from app.engine.codec import StateDecodeError
+from app.engine import FinishedReservation, PartitionState, SkuState, decode_partition_state, decode_sku_state
+from app.engine.codec import StateDecodeError, decode_finished
 from app.engine.explain import explain_sku
 from app.engine.positions import split_position
+from app.service.kept_records import finished_record_key
 from app.topics import IDENTIFIER_PATTERN, availability_key, ledger_partition
 from tables.state import partition_state_key
 
@@ -179,6 +180,25 @@ def current_sku_state(service: AvailabilityService, partition: int, sku: str) ->
             return state
     value = service.tables.sku_state.get(sku.encode())
     return None if value is None else decode_sku_state(value)
+
+
+def current_finished(service: AvailabilityService, partition: int, sku: str,
+                     reservation_id: str) -> FinishedReservation | None:
+    """The owner's record of a finished reservation (live first, as current_sku_state), if the partition clock has
+    not passed its retention: what the engine would still answer a repeat with. Raises StateDecodeError."""
+    store = None if service.live_states is None else service.live_states.live_store(partition)
+    if store is not None:
+        finished = store.get_finished(sku, reservation_id)
+    else:
+        value = service.tables.sku_state.get(finished_record_key(sku, reservation_id))
+        finished = None if value is None else decode_finished(value)
+    if finished is None:
+        return None
+    partition_state = current_partition_state(service, partition)
+    clock = 0 if partition_state is None else partition_state.clock
+    if finished.finished_clock < clock - service.settings.engine_limits.reservation_retention_ms:
+        return None
+    return finished
 
 
 def current_partition_state(service: AvailabilityService, partition: int) -> PartitionState | None:

@@ -63,18 +63,18 @@ def ledger_values(serde, events: int, seed: int = 1) -> list[bytes]:
     alone = LedgerBatcher(serde, max_entries=1)
     policy = event_to_record(make.policy(safety=(make.safety(SafetyStockScope.SKU, 3, sku="SKU1"),)))
     for partition in range(PARTITIONS):
-        alone.add(partition, "SKU1", *policy, ("source.policy", 0, partition), 1)
+        alone.add(partition, "SKU1", *policy, ("source.policy", 0, partition, 0), 1)
     values = [append.value for append in alone.flush()]
     number = 0
     while number < events:
         if rng.random() < 0.03 or len(values) == PARTITIONS:
-            alone.add(rng.randrange(PARTITIONS), "SKU1", *event_to_record(make.tick(number)), ("", 0, 0), 2)
+            alone.add(rng.randrange(PARTITIONS), "SKU1", *event_to_record(make.tick(number)), ("", 0, 0, 0), 2)
             values.extend(append.value for append in alone.flush())
             continue
         for _ in range(1 if rng.random() < 0.3 else rng.randint(2, 300)):
             sku, event = random_event(rng, number)
             batcher.add(rng.randrange(PARTITIONS), sku, *event_to_record(event),
-                        ("source.stock-movements", rng.randrange(8), rng.randint(0, 2**40)), 3)
+                        ("source.stock-movements", rng.randrange(8), rng.randint(0, 2**40), rng.randrange(500)), 3)
             number += 1
         values.extend(append.value for append in batcher.flush())
     return values
@@ -104,12 +104,12 @@ def test_the_projection_sees_the_entries_and_event_ids_of_the_full_decode(serde)
 def test_a_clock_tick_is_no_event_and_a_batch_keeps_its_order(serde):
     projection = LedgerEventIds(serde)
     tick = LedgerBatcher(serde, 1)
-    tick.add(0, "SKU1", *event_to_record(make.tick(7)), ("", 0, 0), 1)
+    tick.add(0, "SKU1", *event_to_record(make.tick(7)), ("", 0, 0, 0), 1)
     [tick_record] = tick.flush()
     assert projection.entries(tick_record.value) == [None] and projection.event_ids(tick_record.value) == []
     batch = LedgerBatcher(serde, 500)
     for number in range(70):  # 70 entries: a two-byte array count
-        batch.add(0, "SKU1", *event_to_record(make.sale(1, event_id=f"s{number}")), ("t", 0, number), 1)
+        batch.add(0, "SKU1", *event_to_record(make.sale(1, event_id=f"s{number}")), ("t", 0, number, 0), 1)
     [record] = batch.flush()
     assert serde.decode(record.value).value["entry"][0] == LEDGER_BATCH_RECORD
     assert projection.event_ids(record.value) == [f"s{number}" for number in range(70)]

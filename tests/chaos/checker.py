@@ -1,13 +1,16 @@
 """The reusable checker of the fault-injection tests: what the service published, against the engine run on the
-ledger.
+events that were sent, each once.
 
-    report = check_against_engine(bootstrap_servers, settings, codec, workload.sent_event_ids)
+    report = check_against_engine(bootstrap_servers, settings, codec, workload.sent.values())
     record_figures("kill_9", report.figures())
     report.assert_holds()
 
-It reads the whole ledger (until it holds every event id that was sent: sources are ingested independently, and
-after a fault by another worker), runs the pure engine on it (`run_ledger`), and reads every output topic until it
-holds at least the engine's records. Then, per key of every availability topic and per reservation of
+It reads the whole ledger (until it holds every event that was sent: sources are ingested independently, and after
+a fault by another worker), keeps the first copy of each event in ledger order and drops every repeat
+(tests.service.scenario.ledger_of_sent_events: the kept events must be exactly the events sent), runs the pure
+engine on that (`run_ledger`), and reads every output topic until it holds at least the engine's records. A service
+that applied a repeat twice publishes a record the oracle does not have (and then versions that differ), so double
+counting is seen, not absorbed. Then, per key of every availability topic and per reservation of
 `reservation-decisions`, in offset order:
 - each published record is byte-identical to one of the engine's records for that key (a repeat after a crash is
   therefore byte-identical to its first copy);
@@ -36,7 +39,7 @@ from app.ledger import ledger_events
 from app.serialization import AvroCodec
 from app.settings import Settings
 from app.topics import LEDGER, RESERVATION_DECISIONS, availability_topic
-from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown
+from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown, ledger_of_sent_events
 
 CONSUME_BATCH = 10_000
 
@@ -72,14 +75,14 @@ def consume_topic(bootstrap_servers: str, topic: str, on_message: Callable, done
 
 
 def read_ledger_entries(bootstrap_servers: str, codec: AvroCodec, event_ids: set[str], timeout: float = 300.0):
-    """(partition, position, event) of the whole ledger, in ledger order, once it holds `event_ids`."""
+    """(partition, position, event, origin) of the whole ledger, in ledger order, once it holds `event_ids`."""
     entries: list[tuple[int, int, object]] = []
     missing = set(event_ids)
     ledger = codec.serde(LEDGER)
 
     def on_message(message) -> None:
-        for position, event in ledger_events(ledger.decode(message.value()).value, message.offset()):
-            entries.append((message.partition(), position, event))
+        for position, event, origin in ledger_events(ledger.decode(message.value()).value, message.offset()):
+            entries.append((message.partition(), position, event, origin))
             event_id = getattr(event, "event_id", None)
             if event_id is not None:
                 missing.discard(event_id)
@@ -230,12 +233,14 @@ def check_versions_of_engine(outputs: list) -> None:
             last[(output.channel, output.key)] = output.version
 
 
-def check_against_engine(bootstrap_servers: str, settings: Settings, codec: AvroCodec, event_ids: set[str],
+def check_against_engine(bootstrap_servers: str, settings: Settings, codec: AvroCodec, sent,
                          timeout: float = 180.0) -> CheckReport:
     started = time.monotonic()
     deadline = started + timeout  # one budget for the whole check: a broken run fails in minutes, not per topic
-    entries = read_ledger_entries(bootstrap_servers, codec, event_ids, timeout=timeout)
-    outputs = run_ledger(entries, frozenset(settings.channels))
+    sent = list(sent)
+    entries = read_ledger_entries(bootstrap_servers, codec, {event.event_id for event in sent}, timeout=timeout)
+    oracle = ledger_of_sent_events(entries, sent)
+    outputs = run_ledger(oracle, frozenset(settings.channels))
     check_versions_of_engine(outputs)
     wanted = expected_records(outputs, codec, settings.channels)
     topics = {topic: check_topic(bootstrap_servers, topic, by_key, max(10.0, deadline - time.monotonic()))
@@ -244,9 +249,9 @@ def check_against_engine(bootstrap_servers: str, settings: Settings, codec: Avro
                    and output.outcome is ReservationOutcome.ACCEPTED)
     report = CheckReport(
         ledger_entries=len(entries),
-        source_events=sum(1 for _, _, event in entries if type(event) not in (ClockTick, PolicyChange)),
-        distinct_events=len({event.event_id for _, _, event in entries if type(event) not in (ClockTick, PolicyChange)}),
-        ledger_event_ids={event.event_id for _, _, event in entries if type(event) is not ClockTick},
+        source_events=sum(1 for _, _, event, _ in entries if type(event) not in (ClockTick, PolicyChange)),
+        distinct_events=sum(1 for _, _, event in oracle if type(event) not in (ClockTick, PolicyChange)),
+        ledger_event_ids={event.event_id for _, _, event, _ in entries if type(event) is not ClockTick},
         rejections=sum(1 for output in outputs if type(output).__name__ == "Rejection"),
         accepted_reservations=accepted,
         topics=topics,

@@ -13,7 +13,7 @@ from app.broker import EmbeddedBroker
 from app.serialization import AvroCodec
 from app.settings import Settings
 from tests.chaos.workload import CHAOS_CHANNELS
-from tests.service.harness import SourceProducer, WorkerProcess, worker_settings
+from tests.service.harness import SourceProducer, WorkerProcess, ingest_process, worker_settings
 
 
 @pytest.fixture
@@ -63,3 +63,18 @@ def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
         if worker.process is not None and worker.process.poll() is None:
             worker.process.send_signal(signal.SIGCONT)  # a stopped process acts on no other signal
         worker.stop(grace_seconds=10)
+
+
+@pytest.fixture
+def ingest_processes() -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """`ingest_processes(settings)` starts an ingest process (split topology); all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        process = ingest_process(settings).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(grace_seconds=10)

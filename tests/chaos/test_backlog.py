@@ -73,7 +73,7 @@ def test_a_million_event_backlog_is_caught_up_in_bounded_memory(chaos_settings, 
     sampler.start()
     try:
         worker.wait_for_log(WORKER_READY, timeout=300)
-        report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids,
+        report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent.values(),
                                       timeout=2400)
         caught_up = time.monotonic() - started  # the last expected output is read within ~1 s of its publication
     finally:

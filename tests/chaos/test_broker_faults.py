@@ -46,7 +46,7 @@ def test_broker_paused_longer_than_the_session_timeout(chaos_settings, source_fo
     wait_for_outputs(broker.bootstrap_servers, ECOMMERCE, settings.partitions, seen + 1, timeout=180)
     resume_to_output = time.monotonic() - resumed
 
-    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent.values())
     record_figures("broker_paused", {
         "pause_seconds": PAUSE_SECONDS, "session_timeout_seconds": BROKER_SESSION_TIMEOUT_SECONDS,
         "resume_to_next_output_seconds": round(resume_to_output, 1), "worker_restarts": 0,
@@ -76,7 +76,7 @@ def test_broker_absent_when_the_worker_starts(settings_factory, workers, tmp_pat
         workload = Workload(seed=37, sku_count=200)
         start_flowing(workload, source, settings, late_broker.bootstrap_servers)
         workload.send_wave(source, 3_000)
-        report = check_against_engine(late_broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids)
+        report = check_against_engine(late_broker.bootstrap_servers, settings, source.codec, workload.sent.values())
         record_figures("broker_absent_at_start", {
             "broker_absent_seconds": absent_for, "broker_start_to_worker_ready_seconds": round(start_to_ready, 1),
             "worker_restarts": 0, "events_sent": workload.sent_events, **report.figures(),

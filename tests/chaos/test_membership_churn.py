@@ -59,7 +59,7 @@ def test_workers_join_and_leave_seconds_apart(chaos_settings, source_for, worker
 
     settled = settled_assignment(settings_b, settings_c, settings_a.partitions)
     settle_seconds = time.monotonic() - last_change
-    report = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent.values())
 
     logs = {name: worker.log_text(since_start=False) for name, worker in
             (("a", worker_a), ("b", worker_b), ("c", worker_c))}

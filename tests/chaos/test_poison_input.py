@@ -55,6 +55,11 @@ class LocatingProducer:
         return message.partition(), message.offset()
 
 
+POISON_LOCATION = sale(1, "NOWHERE", sku="SKU000001", event_id="poison-location")
+POISON_SKU = sale(1, "S000", sku="NEVER-STOCKED", event_id="poison-sku")
+"""The two poison records that are valid on their own and so reach the ledger, where the rules refuse them."""
+
+
 def poison_records(codec, store: str):
     """(kind, topic, value bytes or None, the reason its dead letter must carry, stage that refuses it)."""
     def encoded(topic, event):
@@ -95,10 +100,10 @@ def poison_records(codec, store: str):
          encoded(STORE_TRANSACTIONS.name, sale(1, store, sku="bad sku!", event_id="poison-id")),
          reasons.INVALID_ID, ingest),
         ("unknown location", STORE_TRANSACTIONS.name,
-         encoded(STORE_TRANSACTIONS.name, sale(1, "NOWHERE", sku="SKU000001", event_id="poison-location")),
+         encoded(STORE_TRANSACTIONS.name, POISON_LOCATION),
          reasons.UNKNOWN_LOCATION, rules),
         ("unknown SKU", STORE_TRANSACTIONS.name,
-         encoded(STORE_TRANSACTIONS.name, sale(1, store, sku="NEVER-STOCKED", event_id="poison-sku")),
+         encoded(STORE_TRANSACTIONS.name, POISON_SKU),
          reasons.INSUFFICIENT_STOCK, rules),
         ("oversized bytes", STORE_TRANSACTIONS.name, os.urandom(OVERSIZED_BYTES), reasons.RECORD_TOO_LARGE, ingest),
         ("oversized valid StockMovementBatch", STOCK_MOVEMENTS.name, huge_batch, reasons.RECORD_TOO_LARGE, ingest),
@@ -133,7 +138,7 @@ def test_poison_input_is_dead_lettered_and_the_stream_keeps_going(chaos_settings
              receipt(4, store, sku="SKU000003", event_id="mixed-good-2")]
     mixed_at = (STOCK_MOVEMENTS.name, *locating.send(
         STOCK_MOVEMENTS.name, codec.encode(STOCK_MOVEMENTS.name, {"movements": [event_to_record(m)[1] for m in mixed]})))
-    workload.sent_event_ids |= {"mixed-good-1", "mixed-good-2", "poison-location", "poison-sku"}
+    workload.record(mixed[0], mixed[2], POISON_LOCATION, POISON_SKU)
     workload.send_wave(source, 1_000)  # the stream goes on after the poison
 
     letters = {}
@@ -146,7 +151,7 @@ def test_poison_input_is_dead_lettered_and_the_stream_keeps_going(chaos_settings
             position += (int(headers[DEAD_LETTER_LEDGER_INDEX_HEADER]),)
         letters.setdefault(position, []).append(record)
 
-    report = check_against_engine(broker.bootstrap_servers, settings, codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, settings, codec, workload.sent.values())
     ledger_positions = {}
 
     def on_ledger(record) -> None:  # where the two rule-refused events landed on the ledger

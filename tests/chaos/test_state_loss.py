@@ -63,7 +63,7 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(chaos_settings, sourc
     worker.wait_for_log(WORKER_READY, timeout=90)
     start_flowing(workload, source, settings, broker.bootstrap_servers)
     workload.send_wave(source, 30_000)
-    check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids).assert_holds()
+    check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent.values()).assert_holds()
     assert worker.stop() == 0
 
     started = time.monotonic()
@@ -82,7 +82,7 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(chaos_settings, sourc
     assert restored_in is not None, "no restore in the worker log although the local state was deleted"
 
     workload.send_wave(source, 5_000)  # the rebuilt state must be the state: new events apply on top of it
-    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent.values())
     record_figures("local_state_deleted", {
         "changelog_records": records, "restore_seconds": round(restored_in, 2),
         "restore_records_per_second": round(records / restored_in) if restored_in > 0 else None,

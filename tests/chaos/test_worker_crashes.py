@@ -50,7 +50,7 @@ def test_kill_9_mid_stream_several_times_then_restart(chaos_settings, source_for
         restart_seconds.append(round(time.monotonic() - started, 1))
     workload.send_wave(source, 4_000)
 
-    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, settings, source.codec, workload.sent.values())
     record_figures("kill_9_repeated", {"kills": kills, "restart_to_ready_seconds": restart_seconds,
                                        "events_sent": workload.sent_events, **report.figures()})
     report.assert_holds()
@@ -95,7 +95,7 @@ def test_survivor_takes_over_a_killed_worker(chaos_settings, source_for, workers
     workload.send_wave(source, 10_000)
     _, owned_by_second = settled_assignment(first_settings, second_settings, first_settings.partitions)
     # Let the wave be applied everywhere, so the standby (if any) holds the state before the kill.
-    report = check_against_engine(broker.bootstrap_servers, first_settings, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, first_settings, source.codec, workload.sent.values())
     report.assert_holds()
 
     # A probe SKU in a partition the second worker owns: its receipt after the kill can only be published once the
@@ -107,7 +107,7 @@ def test_survivor_takes_over_a_killed_worker(chaos_settings, source_for, workers
     probe = receipt(500, "DC0", sku=probe_sku, event_id="probe-after-kill", time=2_000_000_000)
     source.send(STOCK_MOVEMENTS.name, {"movements": [event_to_record(probe)[1]]}, key=probe_sku)
     source.flush()
-    workload.sent_event_ids.add(probe.event_id)
+    workload.record(probe)
     first_output_at = []
 
     def on_message(message):
@@ -120,7 +120,7 @@ def test_survivor_takes_over_a_killed_worker(chaos_settings, source_for, workers
     kill_to_first_output = first_output_at[0] - killed_at
     workload.send_wave(source, 4_000)
 
-    report = check_against_engine(broker.bootstrap_servers, first_settings, source.codec, workload.sent_event_ids)
+    report = check_against_engine(broker.bootstrap_servers, first_settings, source.codec, workload.sent.values())
     record_figures(f"takeover_standby_{standby_replicas}", {
         "standby_replicas": standby_replicas, "partitions_taken_over": sorted(owned_by_second),
         "kill_to_first_output_seconds": round(kill_to_first_output, 1), "events_sent": workload.sent_events,

@@ -60,7 +60,7 @@ def test_a_zombie_worker_does_not_break_the_guarantee(chaos_settings, source_for
     probe = receipt(500, "DC0", sku=probe_sku, event_id="zombie-probe", time=2_000_000_000)
     source.send(STOCK_MOVEMENTS.name, {"movements": [event_to_record(probe)[1]]}, key=probe_sku)
     source.flush()
-    workload.sent_event_ids.add(probe.event_id)
+    workload.record(probe)
     taken_over_in = probe_published(broker.bootstrap_servers, probe_sku, timeout=120)
     assert taken_over_in is not None, "the other worker never took the zombie's partitions over"
     taken_over_at = time.monotonic()
@@ -79,7 +79,7 @@ def test_a_zombie_worker_does_not_break_the_guarantee(chaos_settings, source_for
     zombie = workers(settings_b)
     settled_assignment(settings_a, settings_b, settings_a.partitions)
     rejoin_seconds = time.monotonic() - continued_at
-    live = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent_event_ids)
+    live = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent.values())
 
     # Whatever the zombie wrote to the changelogs after waking up must not have corrupted them: a fresh worker
     # restoring everything from the changelogs must go on exactly as the engine does.
@@ -90,7 +90,7 @@ def test_a_zombie_worker_does_not_break_the_guarantee(chaos_settings, source_for
     fresh = workers(settings_a)
     fresh.wait_for_log(WORKER_READY, timeout=180)
     workload.send_wave(source, 4_000)
-    after_restore = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent_event_ids)
+    after_restore = check_against_engine(broker.bootstrap_servers, settings_a, source.codec, workload.sent.values())
 
     record_figures("zombie_worker", {
         "stopped_seconds": STOPPED_SECONDS, "zombie_partitions": sorted(zombie_partitions),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from app.engine.positions import ledger_position
+from app.engine.positions import NO_ORIGIN, EntryOrigin, ledger_position
 from app.engine import (
     ChannelAvailability,
     ChannelGranularity,
@@ -166,12 +166,18 @@ def tick(time: int) -> ClockTick:
     return ClockTick(event_time=time)
 
 
+def origin(source_offset: int, index: int = 0, topic: str = "source.test", partition: int = 0,
+           ingest_time: int | None = None) -> EntryOrigin:
+    """Where an entry came from: entry `index` of source record `topic`[`partition`]@`source_offset`."""
+    return EntryOrigin(f"{topic}/{partition}", ledger_position(source_offset, index), ingest_time)
+
+
 class Ledger:
     """Feeds one PartitionEngine with consecutive offsets (one entry per ledger record) and keeps every output."""
 
-    def __init__(self, partition: int = 0, store=None, channels: frozenset[str] = CHANNELS) -> None:
+    def __init__(self, partition: int = 0, store=None, channels: frozenset[str] = CHANNELS, limits=None) -> None:
         self.store = store if store is not None else MemoryStore()
-        self.engine = PartitionEngine(partition, self.store, channels)
+        self.engine = PartitionEngine(partition, self.store, channels, **({} if limits is None else {"limits": limits}))
         self.offset = -1
         self.outputs: list = []
 
@@ -180,11 +186,11 @@ class Ledger:
         """The engine position of the last entry (entries are records of their own: index 0)."""
         return ledger_position(self.offset)
 
-    def apply(self, event, offset: int | None = None) -> list:
+    def apply(self, event, offset: int | None = None, origin: EntryOrigin = NO_ORIGIN) -> list:
         if offset is None:
             self.offset += 1
             offset = self.offset
-        out = self.engine.apply(event, ledger_position(offset))
+        out = self.engine.apply(event, ledger_position(offset), origin)
         self.outputs.extend(out)
         return out
 

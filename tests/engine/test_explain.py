@@ -131,18 +131,24 @@ def test_a_policy_change_is_an_entry_of_every_sku_it_reevaluates():
     assert list(ledger.sku().history[-1]) == ["policy-2", "POLICY", 0, ledger.position, "APPLIED", None]
 
 
-def test_state_format_1_still_decodes_with_an_empty_history():
+def test_state_formats_1_and_2_still_decode_with_their_kept_records_as_legacy():
     state = worked_ledger().sku()
     current = encode_sku_state(state)
-    assert current[0] == SKU_STATE_FORMAT == 2
+    assert current[0] == SKU_STATE_FORMAT == 3
     import json
 
-    body = json.loads(current[1:])
-    old = bytes((1,)) + json.dumps(body[:-1], separators=(",", ":")).encode()
-    decoded = decode_sku_state(old)
-    assert decoded.history == [] and decoded.positions.keys() == state.positions.keys()
+    sku, position, positions, reservations, _sources, published, history = json.loads(current[1:])
+    finished = [["R-old", "ecommerce", 2, None, "RELEASED", ["S1", 2]]]
+    format_2 = [sku, position, positions, reservations, finished, ["e-old"], published, history]
+    for format_byte, body in ((2, format_2), (1, format_2[:-1])):
+        decoded = decode_sku_state(bytes((format_byte,)) + json.dumps(body, separators=(",", ":")).encode())
+        assert decoded.positions.keys() == state.positions.keys()
+        assert decoded.history == (history if format_byte == 2 else [])
+        legacy_finished, legacy_ids = decoded.legacy
+        assert [f.reservation_id for f in legacy_finished] == ["R-old"] and legacy_ids == ["e-old"]
+        assert legacy_finished[0].lines == (("S1", 2),) and legacy_finished[0].final_outcome == "RELEASED"
     try:
-        decode_sku_state(bytes((3,)) + current[1:])
+        decode_sku_state(bytes((4,)) + current[1:])
     except StateDecodeError:
         pass
     else:

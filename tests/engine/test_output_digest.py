@@ -19,15 +19,17 @@ from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_p
 # (events, locations per SKU, SKUs, stores) -> (outputs digest, states digest). The state digests changed with
 # SkuState format 2 (the per-SKU entry history for explanations); the output digests did not: same records. Both
 # changed with ledger positions (records gained `ledger_index`; states hold positions, offset * 2**20 + index): the
-# engine applied at raw offsets, with `ledger_index` dropped, still gave the digests pinned before.
+# engine applied at raw offsets, with `ledger_index` dropped, still gave the digests pinned before. The state digests
+# changed again with format 3 (finished reservations and event ids kept beside the SKU states, applied source
+# positions inside them); the output digests did not.
 PINNED = {
     (20_000, 20, 300, 300): (
         "213207524d76f888e809d88f41336cbb07e5fbf438a5df45bfe32d1fa94a51ae",
-        "84f7c96e07d04ebc4252ed41ba15ee5eeaed622f4f759bc8bc887d5f69e21c38",
+        "97a00d771a411c5840a8401f563798b233ea3cfe8ac5ecdbdace4d139f74ceb1",
     ),
     (5_000, 305, 20, 300): (  # every location stocked: sourcing walks the policy's order
         "945988ca65707755b3d1c8bf8d789d381aad61f9fba288c9c7d59208d5754003",
-        "6e40887d7769f42cfa544f8129daf074d96e77284fdd7632a2a51035a393757b",
+        "6440834e89d6e8bd0a55cbafcf88347bccf08592312bf600cc03c152e33c41c2",
     ),
 }
 

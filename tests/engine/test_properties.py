@@ -315,7 +315,8 @@ def test_no_oversell_no_negative_and_reference_on_hand_agrees(events):
             shown_before = {loc: ledger.shown(event.channel, event.sku, loc) for loc in (None,) + LOCATIONS}
             state = ledger.store.get_sku_state(event.sku)
             known_before = state is not None and (
-                event.reservation_id in state.reservations or event.reservation_id in state.finished
+                event.reservation_id in state.reservations
+                or ledger.store.get_finished(event.sku, event.reservation_id) is not None
             )
         out = ledger.apply(event)
         rejected = [o for o in out if not isinstance(o, (ChannelAvailability, ReservationDecision))]

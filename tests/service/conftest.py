@@ -9,7 +9,7 @@ import pytest
 from app.admin import create_topics
 from app.serialization import AvroCodec
 from app.settings import Settings
-from tests.service.harness import SourceProducer, WorkerProcess, worker_settings
+from tests.service.harness import SourceProducer, WorkerProcess, ingest_process, worker_settings
 
 
 @pytest.fixture
@@ -31,6 +31,21 @@ def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop(grace_seconds=10)
+
+
+@pytest.fixture
+def ingest_processes() -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """`ingest_processes(settings)` starts an ingest process; every one is stopped at teardown, even on failure."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        process = ingest_process(settings).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(grace_seconds=10)
 
 
 @pytest.fixture

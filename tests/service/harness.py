@@ -113,6 +113,20 @@ class WorkerProcess:
         return self.process.returncode
 
 
+INGEST_PROGRAM = "import sys; from app.service.ingest_worker import main; sys.exit(main([]))"
+INGEST_ASSIGNED = r"ingest process: assigned source\."
+
+
+def ingest_settings(settings: Settings) -> Settings:
+    """The same deployment (app id, partitions, broker); a data dir of its own, so its log is its own."""
+    return settings.model_copy(update={"data_dir": settings.data_dir / "ingest"})
+
+
+def ingest_process(settings: Settings) -> WorkerProcess:
+    """`availability ingest` for the deployment of `settings` (not started)."""
+    return WorkerProcess(ingest_settings(settings), program=INGEST_PROGRAM)
+
+
 def worker_settings(settings_factory: Callable[..., Settings], **overrides) -> Settings:
     values = {"web_port": free_loopback_port(), "tick_interval_seconds": 3600.0, "partitions": 4}
     values.update(overrides)

@@ -43,12 +43,16 @@ HOT_SKUS = SKUS[:20]  # few units, reserved by two channels at once
 
 
 def policy_v(version: int, marketplace_share_bp: int):
+    """The scenario's policy (every test sends version 1 first, FIRST_POLICY)."""
     rules = (
         channel("ecommerce", priority=0),
         channel("marketplace", priority=1, share_bp=marketplace_share_bp),
         channel("store-pickup", priority=2, granularity=ChannelGranularity.LOCATION),
     )
     return policy(version, stores=LOCATIONS, dcs=(), channels=rules, event_time=1)
+
+
+FIRST_POLICY = policy_v(1, 10_000)
 
 
 @dataclass
@@ -59,14 +63,15 @@ class Scenario:
     second_half: list[tuple[str, object]] = field(default_factory=list)
     malformed: list[bytes] = field(default_factory=list)
 
+    def sent_events(self) -> list:
+        """Every well-formed event sent, policy changes included, duplicates as often as they were sent."""
+        return [event for _, item in self.first_half + self.second_half
+                for event in (item if isinstance(item, list) else [item])
+                if not isinstance(event, bytes) and event.event_id not in ("bad-qty", "bad-sku")]
+
     def event_ids(self) -> set[str]:
-        """Ids of every well-formed event sent, policy changes included: what the ledger must hold in the end."""
-        ids = set()
-        for _, item in self.first_half + self.second_half:
-            for event in item if isinstance(item, list) else [item]:
-                if not isinstance(event, bytes) and event.event_id not in ("bad-qty", "bad-sku"):
-                    ids.add(event.event_id)
-        return ids
+        """Ids of every well-formed event sent: what the ledger must hold in the end."""
+        return {event.event_id for event in self.sent_events()}
 
 
 def build_scenario(seed: int = 7, skus: tuple[str, ...] = SKUS) -> Scenario:
@@ -132,28 +137,63 @@ def send_records(source: SourceProducer, records: list[tuple[str, object]]) -> s
 # -------------------------------------------------------------------------------------------------------- checks
 
 
-def _ledger_entries(records: list[ReadRecord], codec: AvroCodec) -> list[tuple[int, int, object]]:
-    """(partition, ledger position, event) of every entry, in ledger order (a batch record holds many)."""
+def _ledger_entries(records: list[ReadRecord], codec: AvroCodec) -> list[tuple[int, int, object, object]]:
+    """(partition, ledger position, event, origin) of every entry, in ledger order (a batch record holds many)."""
     entries = []
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        for position, event in ledger_events(codec.decode(LEDGER.name, record.value).value, record.offset):
-            entries.append((record.partition, position, event))
+        for position, event, origin in ledger_events(codec.decode(LEDGER.name, record.value).value, record.offset):
+            entries.append((record.partition, position, event, origin))
     return entries
 
 
+def ledger_of_sent_events(entries, sent) -> list[tuple[int, int, object]]:
+    """The oracle's ledger: what the service's ledger must amount to once every repeat is removed. Per ledger
+    partition, the first entry of each event id is kept (a policy change is on every partition; a SKU's events on
+    one) and every later one dropped: the ingest stage's own repeats after a crash and the duplicates a source sent
+    alike. Clock ticks are kept. The kept events must be exactly the events `sent`, field for field: none lost,
+    none the sender did not send. Ledger order is kept, since it is what the rules decide by; the expected outputs
+    are then the engine run on this (`expected_outputs`), never on the ledger as written, which holds repeats."""
+    sent_by_id: dict[str, object] = {}
+    for event in sent:
+        assert sent_by_id.setdefault(event.event_id, event) == event, f"two different events sent as {event.event_id}"
+    kept, first = [], set()
+    for partition, position, event, *_ in entries:
+        event_id = getattr(event, "event_id", None)
+        if event_id is None:  # a clock tick
+            kept.append((partition, position, event))
+            continue
+        if (partition, event_id) in first:
+            continue
+        first.add((partition, event_id))
+        assert sent_by_id.get(event_id) == event, f"the ledger holds {event_id} as {event}, sent as {sent_by_id.get(event_id)}"
+        kept.append((partition, position, event))
+    missing = set(sent_by_id) - {event_id for _, event_id in first}
+    assert not missing, f"{len(missing)} events sent never reached the ledger, e.g. {sorted(missing)[:5]}"
+    return kept
+
+
 def read_ledger(bootstrap_servers: str, codec: AvroCodec, partitions: int,
-                event_ids: set[str] | None = None, timeout: float = 60.0) -> list[tuple[int, int, object]]:
-    """The ledger; with `event_ids`, read until it holds all of them. Sources are ingested by independent agents
+                event_ids: set[str] | None = None, timeout: float = 60.0) -> list[tuple[int, int, object, object]]:
+    """The ledger, as (partition, position, event, origin); with `event_ids`, read until it holds all of them. Sources are ingested by independent agents
     (and after a rebalance, by another worker), so a quiet second proves nothing: wait for what was sent."""
     if event_ids is None:
         return _ledger_entries(read_topic(bootstrap_servers, LEDGER.name, partitions, idle_seconds=1.0), codec)
 
     def holds_all(records: list[ReadRecord]) -> bool:
-        present = {getattr(event, "event_id", None) for _, _, event in _ledger_entries(records, codec)}
+        present = {getattr(event, "event_id", None) for _, _, event, _ in _ledger_entries(records, codec)}
         return event_ids <= present
 
     records = read_topic(bootstrap_servers, LEDGER.name, partitions, until=holds_all, timeout=timeout, idle_seconds=0)
     return _ledger_entries(records, codec)
+
+
+def expected_from_sent(bootstrap_servers: str, codec: AvroCodec, partitions: int, sent, timeout: float = 60.0,
+                       channels=CHANNELS) -> Expected:
+    """The engine's outputs for the events `sent` (each once, whatever the ledger repeats), in ledger order: read
+    the ledger until it holds every one of them, then `ledger_of_sent_events` and `expected_outputs`."""
+    sent = list(sent)
+    entries = read_ledger(bootstrap_servers, codec, partitions, {event.event_id for event in sent}, timeout=timeout)
+    return expected_outputs(ledger_of_sent_events(entries, sent), codec, channels)
 
 
 @dataclass
@@ -164,6 +204,7 @@ class Expected:
 
 
 def expected_outputs(entries, codec: AvroCodec, channels=CHANNELS) -> Expected:
+    """The engine's outputs for `entries`: give it `ledger_of_sent_events(...)`, not the ledger as written."""
     outputs = run_ledger(entries, frozenset(channels))
     by_topic: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
     rejections = []

@@ -185,10 +185,11 @@ def test_an_answer_from_stored_state_is_the_one_the_engine_gives_to_the_repeat(e
         if isinstance(event, ReservationCommand) and event.command is not ReservationAction.FULFIL:
             state = ledger.store.get_sku_state(event.sku)
             before = None if state is None else decode_sku_state(encode_sku_state(state))
+        finished = None if before is None else ledger.store.get_finished(event.sku, event.reservation_id)
         out = ledger.apply(event)
         if before is None:
             continue
-        answer = stored_answer(before, request_for(event), 0)
+        answer = stored_answer(before, finished, request_for(event), 0)
         if answer is None:
             continue
         [decision] = [d for d in decisions(out)
@@ -197,10 +198,17 @@ def test_an_answer_from_stored_state_is_the_one_the_engine_gives_to_the_repeat(e
         assert answer["answered_from"] == ANSWERED_FROM_STATE
 
 
+answer_from = stored_answer
+
+
 def test_stored_answers_of_the_worked_cases():
     ledger = Ledger()
     ledger.feed(policy(), receipt(5, location="DC1"), reserve("r1", 3, event_id="c1"), reserve("big", 50))
     state = ledger.sku()
+
+    def stored_answer(state, request, partition):
+        return answer_from(state, ledger.store.get_finished("SKU1", request.reservation_id), request, partition)
+
     accepted = stored_answer(state, ReserveRequest("r1", "SKU1", "ecommerce", 99), 2)
     assert (accepted["outcome"], accepted["lines"], accepted["requested_quantity"]) == (
         "ACCEPTED", [{"location": "DC1", "quantity": 3}], 3)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,7 +18,13 @@ from app.service.ingest_worker import ingest_group_id
 from app.service.worker import EXIT_CONFIGURATION_ERROR
 from app.topics import LEDGER, POLICY_CHANGES, SOURCE_TOPICS, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import receipt, sale
-from tests.service.harness import WORKER_READY, WorkerProcess, committed_offsets, read_topic, wait_for_ledger_entries
+from tests.service.harness import (
+    INGEST_ASSIGNED,
+    WORKER_READY,
+    committed_offsets,
+    read_topic,
+    wait_for_ledger_entries,
+)
 from tests.service.scenario import (
     CHANNELS,
     HOT_SKUS,
@@ -28,8 +33,10 @@ from tests.service.scenario import (
     assert_versions_gapless,
     build_scenario,
     dead_letters,
+    FIRST_POLICY,
+    expected_from_sent,
+    ledger_of_sent_events,
     expected_outputs,
-    policy_v,
     read_ledger,
     read_outputs,
     send_records,
@@ -38,28 +45,7 @@ from tests.service.scenario import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-INGEST_PROGRAM = "import sys; from app.service.ingest_worker import main; sys.exit(main([]))"
-ASSIGNED = r"ingest process: assigned source\."
-
-
-def ingest_settings(settings: Settings) -> Settings:
-    """The same deployment (app id, partitions, broker); a data dir of its own, so its log is its own."""
-    return settings.model_copy(update={"data_dir": settings.data_dir / "ingest"})
-
-
-@pytest.fixture
-def ingest_processes() -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """`ingest_processes(settings)` starts an ingest process; every one is stopped at teardown, even on failure."""
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings) -> WorkerProcess:
-        process = WorkerProcess(ingest_settings(settings), program=INGEST_PROGRAM).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(grace_seconds=10)
+ASSIGNED = INGEST_ASSIGNED
 
 
 def committed_source_offsets(bootstrap_servers: str, settings: Settings) -> int:
@@ -82,7 +68,7 @@ def test_ingest_process_feeds_an_availability_only_worker(service_settings, work
     assert f"group {ingest_group_id(settings)} reading source." in ingest.log_text()
 
     scenario = build_scenario()
-    send_records(source, [(POLICY_CHANGES.name, policy_v(1, 10_000))])
+    send_records(source, [(POLICY_CHANGES.name, FIRST_POLICY)])
     wait_for_ledger_entries(bootstrap_servers, codec, settings.partitions, "PolicyChange")
     malformed = send_records(source, scenario.first_half)
     hot = {sku.encode() for sku in HOT_SKUS}
@@ -91,8 +77,8 @@ def test_ingest_process_feeds_an_availability_only_worker(service_settings, work
     malformed |= send_records(source, scenario.second_half)
     assert len(malformed) == len(scenario.malformed)
 
-    entries = read_ledger(bootstrap_servers, codec, settings.partitions, scenario.event_ids())
-    expected = expected_outputs(entries, codec)
+    expected = expected_from_sent(bootstrap_servers, codec, settings.partitions,
+                                  [FIRST_POLICY, *scenario.sent_events()])
     published = read_outputs(bootstrap_servers, settings.partitions, expected)
     assert_published_equals_engine(published, expected, allow_repeats=False)
     assert_versions_gapless(published, codec)
@@ -147,7 +133,7 @@ def test_ingest_process_killed_mid_stream_loses_nothing(service_settings, worker
     skus = SKUS[:50]
     stock = [receipt(1_000_000, "S01", sku=sku, event_id=f"stock-{sku}", time=index + 1)
              for index, sku in enumerate(skus)]
-    send_records(source, [(POLICY_CHANGES.name, policy_v(1, 10_000))])
+    send_records(source, [(POLICY_CHANGES.name, FIRST_POLICY)])
     wait_for_ledger_entries(bootstrap_servers, codec, settings.partitions, "PolicyChange")
     send_records(source, [(STORE_TRANSACTIONS.name, event) for event in stock])
     read_ledger(bootstrap_servers, codec, settings.partitions, {event.event_id for event in stock})
@@ -165,11 +151,11 @@ def test_ingest_process_killed_mid_stream_loses_nothing(service_settings, worker
     feed.join(timeout=60)
     assert feed.error is None and feed.sent == len(sales)
 
-    wanted = {event.event_id for event in stock + sales} | {"policy-1"}
-    entries = read_ledger(bootstrap_servers, codec, settings.partitions, wanted, timeout=120)
-    ids = [getattr(event, "event_id", None) for _, _, event in entries]
-    assert wanted <= set(ids)
-    expected = expected_outputs(entries, codec)
+    sent = [FIRST_POLICY, *stock, *sales]
+    entries = read_ledger(bootstrap_servers, codec, settings.partitions, {event.event_id for event in sent},
+                          timeout=120)
+    ids = [getattr(event, "event_id", None) for _, _, event, _ in entries]
+    expected = expected_outputs(ledger_of_sent_events(entries, sent), codec)
     published = read_outputs(bootstrap_servers, settings.partitions, expected, timeout=60)
     assert_published_equals_engine(published, expected, allow_repeats=False)
     assert_versions_gapless(published, codec)

@@ -1,17 +1,15 @@
-"""The embedded-broker service tests, run against real Apache Kafka (testcontainers), under both processing guarantees.
+"""The embedded-broker service tests, run against real Apache Kafka (testcontainers): the vertical slice, the
+realistic scenario (published availability equals the engine run on the events sent) and kill -9 mid-stream then
+restart. (`processing_guarantee=exactly_once` is refused by the settings: tests/test_settings.py.)
 
-Exactly-once needs broker transactions, which only real Kafka provides, so this is where that setting is tested:
-the vertical slice and the realistic scenario (published availability equals the engine run on the ledger read
-back) under `at_least_once` and `exactly_once`, and kill -9 mid-stream then restart under `exactly_once`.
-
-The test bodies are the embedded ones, called with settings that carry the guarantee, so both brokers are held to
-the same checks. Skipped, with the reason printed, where no Docker engine answers.
+The test bodies are the embedded ones, so both brokers are held to the same checks. Skipped, with the reason
+printed, where no Docker engine answers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -19,10 +17,8 @@ from confluent_kafka.admin import AdminClient
 import tests.service.test_recovery as embedded_recovery
 import tests.service.test_scenario as embedded_scenario
 import tests.service.test_vertical_slice as embedded_vertical_slice
-from app.settings import Settings
 
 pytestmark = [pytest.mark.kafka]
-GUARANTEES = pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 # Time limits count the test body only (func_only): the first test's setup also starts the container, and may pull
 # its image, and the container fixture has its own startup limit.
 TOPIC_DELETION_TIMEOUT_SECONDS = 60.0
@@ -53,30 +49,18 @@ def _delete_topics(servers: str, timeout: float = TOPIC_DELETION_TIMEOUT_SECONDS
         time.sleep(0.2)
 
 
-def _with_guarantee(service_settings: Callable[..., Settings], guarantee: str) -> Callable[..., Settings]:
-    # The worker subprocess reads it as AVAILABILITY_PROCESSING_GUARANTEE (tests.service.harness.settings_environment).
-    return lambda **overrides: service_settings(**{"processing_guarantee": guarantee, **overrides})
-
-
-@GUARANTEES
 @pytest.mark.timeout(180, func_only=True)
-def test_vertical_slice_on_kafka(guarantee, service_settings, workers, topics_for, bootstrap_servers):
+def test_vertical_slice_on_kafka(service_settings, workers, topics_for, bootstrap_servers):
     embedded_vertical_slice.test_receipt_then_sale_publish_availability(
-        _with_guarantee(service_settings, guarantee), workers, topics_for, bootstrap_servers
-    )
-
-
-@GUARANTEES
-@pytest.mark.timeout(300, func_only=True)
-def test_realistic_scenario_on_kafka_matches_engine(guarantee, service_settings, workers, topics_for,
-                                                    bootstrap_servers):
-    embedded_scenario.test_realistic_scenario_matches_engine(
-        _with_guarantee(service_settings, guarantee), workers, topics_for, bootstrap_servers
+        service_settings, workers, topics_for, bootstrap_servers
     )
 
 
 @pytest.mark.timeout(300, func_only=True)
-def test_kill_9_then_restart_on_kafka_exactly_once(service_settings, workers, topics_for, bootstrap_servers):
-    embedded_recovery.test_kill_9_mid_stream_then_restart(
-        _with_guarantee(service_settings, "exactly_once"), workers, topics_for, bootstrap_servers
-    )
+def test_realistic_scenario_on_kafka_matches_engine(service_settings, workers, topics_for, bootstrap_servers):
+    embedded_scenario.test_realistic_scenario_matches_engine(service_settings, workers, topics_for, bootstrap_servers)
+
+
+@pytest.mark.timeout(300, func_only=True)
+def test_kill_9_then_restart_on_kafka(service_settings, workers, topics_for, bootstrap_servers):
+    embedded_recovery.test_kill_9_mid_stream_then_restart(service_settings, workers, topics_for, bootstrap_servers)

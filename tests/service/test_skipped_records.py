@@ -87,7 +87,7 @@ def test_the_offset_after_the_last_batch_wins_over_the_state_and_contiguous_batc
     assert processor._skipped_reader.calls == [("ledger", 1, 14, 16)]
 
 
-def test_no_reader_under_exactly_once(processor):
+def test_no_reader_without_a_broker_to_read_from(processor):
     processor._skipped_reader = None
     assert [e.message.offset for e in with_skipped(processor, 1, ledger_position(7), [10])] == [10]
 

@@ -26,7 +26,9 @@ def store_with(skus: list[str], cache_limit: int = 100) -> tuple[PartitionStateS
     for sku in skus:
         table[sku.encode()] = encode_sku_state(SkuState(sku))
     tables = AvailabilityTables(sku_state=table, partition_state=CountingTable(), partitions=1)
-    return PartitionStateStore(0, tables, cache_limit), table
+    store = PartitionStateStore(0, tables, cache_limit)
+    table.reads = 0  # opening reads the kept records' bookkeeping (app.service.kept_records): count from here
+    return store, table
 
 
 def test_a_state_is_read_and_decoded_once_across_chunks():
