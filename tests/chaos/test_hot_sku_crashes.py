@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from app.engine import MemoryStore, PartitionEngine, event_to_record
 from app.service.ingest_worker import ingest_group_id
@@ -73,21 +73,19 @@ def send_bulk(bootstrap_servers: str, codec, workload: Workload, events: list) -
 
 
 def rewind_ingest_group(bootstrap_servers: str, settings, partition: int, offset: int) -> None:
-    """Commit `offset` for the ingest group on the hot SKU's source partition, once the killed member's session has
-    expired (a commit from outside is refused while the group has members)."""
+    """Commit `offset` for the ingest group on the hot SKU's source partition, as a member of the group (the broker
+    refuses commits from outside it): join, wait for the partition's assignment, commit, leave."""
     group = ingest_group_id(settings)
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    assigned: list = []
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+                         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 500})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                consumer.commit(offsets=[TopicPartition(STOCK_MOVEMENTS.name, partition, offset)],
-                                asynchronous=False)
-                break
-            except KafkaException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        consumer.subscribe([STOCK_MOVEMENTS.name], on_assign=lambda _, partitions: assigned.extend(partitions))
+        deadline = time.monotonic() + 90
+        while not any(tp.partition == partition for tp in assigned):
+            assert time.monotonic() < deadline, "the ingest group never assigned the source partition"
+            consumer.poll(0.2)
+        consumer.commit(offsets=[TopicPartition(STOCK_MOVEMENTS.name, partition, offset)], asynchronous=False)
     finally:
         consumer.close()
     poll(lambda: committed_offsets(bootstrap_servers, group, [STOCK_MOVEMENTS.name], settings.partitions),
