@@ -210,6 +210,8 @@ class PartitionEngine:
             reservation = state.reservations.get(reservation_id)
             if reservation is None or reservation.expires_at != expires_at:
                 continue  # stale entry: the reservation ended another way
+            if state.legacy is not None:
+                self._migrate(state)
             self._use_policy(state, policy)
             touched = expire(state, policy, partition, self._finished, reservation_id, cause, out)
             if policy is not None:
@@ -323,7 +325,8 @@ class PartitionEngine:
 
     def _migrate(self, state: SkuState) -> None:
         """Move the finished reservations and event ids a state of an older format kept inside it into the store,
-        as of the SKU's last position (so they answer every entry after it)."""
+        as of the SKU's last position (so they answer every entry after it). Called before any change of such a
+        state is put back, since the current format does not encode them."""
         finished, event_ids = state.legacy
         state.legacy = None
         position, clock = state.last_position, self.state.clock
@@ -348,6 +351,8 @@ class PartitionEngine:
             if position <= state.last_position:
                 self._reregister_expiries(state)
                 continue
+            if state.legacy is not None:
+                self._migrate(state)
             self._use_policy(state, policy)
             state.last_position = position
             state.remember_entry(change.event_id, POLICY_ENTRY, self.partition, position, APPLIED)

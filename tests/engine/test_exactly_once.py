@@ -246,16 +246,16 @@ def test_records_written_before_a_crash_do_not_answer_their_own_reapplication():
     assert [again.apply(event, origin=where) for event, where in entries[2:]] == first_outputs
 
 
-def test_a_state_of_an_older_format_keeps_its_answers():
-    """Format 2 kept finished reservations and event ids inside the SKU's state: they still answer."""
+def _format_2_ledger(first_entry):
+    """A ledger whose SKU1 state is in format 2 (finished R-1 and event id pos-1 inside it); `first_entry` is the
+    first entry applied after the upgrade."""
     ledger = stocked(10)
     ledger.apply(reserve("R-1", 2, time=START + 1))
     ledger.apply(release("R-1", time=START + 2))
     ledger.apply(sale(1, time=START + 3, event_id="pos-1"))
-    state = ledger.sku()
     import json
 
-    sku, position, positions, reservations, _sources, published, history = json.loads(encode_sku_state(state)[1:])
+    sku, position, positions, reservations, _sources, published, history = json.loads(encode_sku_state(ledger.sku())[1:])
     finished = [["R-1", "ecommerce", 2, None, "RELEASED", ["S1", 2]]]
     old = bytes((2,)) + json.dumps([sku, position, positions, reservations, finished, ["pos-1"], published, history]).encode()
     migrated = Ledger()
@@ -263,10 +263,24 @@ def test_a_state_of_an_older_format_keeps_its_answers():
     migrated.apply(policy(event_time=START), offset=0)
     migrated.store.put_sku_state(decode_sku_state(old))
     migrated.engine.state.clock = START + 3
-    assert migrated.apply(sale(1, time=START + 3, event_id="pos-1")) == []  # the old event id still counts
+    return migrated, migrated.apply(first_entry)
+
+
+def test_a_state_of_an_older_format_keeps_its_answers():
+    """Format 2 kept finished reservations and event ids inside the SKU's state: they still answer."""
+    migrated, out = _format_2_ledger(sale(1, time=START + 3, event_id="pos-1"))
+    assert out == [] and sellable(migrated) == 9  # the old event id still counts: the sale is not applied again
     retried = decisions(migrated.apply(release("R-1", time=START + 4)))
     assert [(d.outcome, d.reason) for d in retried] == [(ReservationOutcome.RELEASED, None)]
     assert migrated.sku().legacy is None
+
+
+def test_an_older_state_first_touched_by_a_policy_change_keeps_its_answers():
+    migrated, _ = _format_2_ledger(dataclasses.replace(policy(version=2), event_time=START + 3))
+    assert migrated.sku().legacy is None
+    assert migrated.apply(sale(1, time=START + 3, event_id="pos-1")) == []
+    retried = decisions(migrated.apply(release("R-1", time=START + 4)))
+    assert [(d.outcome, d.reason) for d in retried] == [(ReservationOutcome.RELEASED, None)]
 
 
 # -- properties ------------------------------------------------------------------------------------------------------
