@@ -59,11 +59,17 @@ def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from app.topics import all_topics
 
     bootstrap_servers = require_broker(settings, args.timeout)
+    from app.admin import faust_internal_topics
+
     created = set(create_topics(settings, bootstrap_servers, timeout=args.timeout))
     for topic in all_topics(settings):
         state = "created" if topic.name in created else "exists"
         print(f"{state:8} {topic.name} ({topic.partitions(settings)} partitions, {topic.cleanup_policy.value})")
-    print(f"{len(created)} created, {len(all_topics(settings)) - len(created)} already existed on {bootstrap_servers}")
+    for topic in faust_internal_topics(settings):  # the workers' changelogs and leader topic
+        state = "created" if topic.topic in created else "exists"
+        print(f"{state:8} {topic.topic} ({topic.num_partitions} partitions, worker-internal)")
+    considered = len(all_topics(settings)) + len(faust_internal_topics(settings))
+    print(f"{len(created)} created, {considered - len(created)} already existed on {bootstrap_servers}")
     return 0
 
 

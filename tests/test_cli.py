@@ -4,9 +4,8 @@ against the broker."""
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,24 +19,11 @@ from app.feed import FeedError, record_from_json, records_from_jsonl
 from app.live_view import AvailabilityBoard, location_matrix, network_table
 from app.serialization import AvroCodec
 from app.topics import RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, availability_topic
+from tests.commands import run_cli
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUBCOMMANDS = (
     [], ["worker"], ["topics"], ["topics", "create"], ["topics", "list"], ["demo"], ["tail"], ["produce"],
 )
-
-
-def run_cli(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a separate process, environment without any broker or settings variables."""
-    environment = {
-        name: value for name, value in os.environ.items()
-        if not name.upper().startswith("AVAILABILITY_") and name.upper() != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *arguments], cwd=PROJECT_ROOT, env=environment, capture_output=True,
-        text=True, timeout=timeout,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
@@ -170,6 +156,9 @@ def test_produce_file_then_tail_once(bootstrap_servers: str, settings_factory, t
     created = run_cli("topics", "create", env=broker)
     assert created.returncode == 0, created.stderr
     assert "availability.ecommerce" in created.stdout
+    *listed, summary = created.stdout.strip().splitlines()
+    counts = re.fullmatch(r"(\d+) created, (\d+) already existed on .*", summary)
+    assert counts and int(counts[1]) + int(counts[2]) == len(listed), created.stdout  # no "-3 already existed"
 
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps({"type": "RECEIPT", "sku": "CLI-SKU-1", "location": "DC-NORTH", "quantity": 4}))
