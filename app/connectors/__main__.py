@@ -1,7 +1,7 @@
 """`python -m app.connectors --channel ecommerce --sink log|webhook [--url URL]`: run the reference connector.
 
-Settings (broker, registry, channels, app id) come from the environment like every other command; the options
-below are the connector's own. Stops on Ctrl-C or SIGTERM, after committing what the sink accepted.
+Settings (broker, registry, channels, app id, webhook headers) come from the environment like every other command;
+the options below are the connector's own. Stops on Ctrl-C or SIGTERM, after committing what the sink accepted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel", required=True, help="channel whose topic availability.<channel> is read")
     parser.add_argument("--sink", choices=("log", "webhook"), default="log",
                         help="log: one log line per change; webhook: POST each change as JSON to --url")
-    parser.add_argument("--url", help="webhook endpoint (required with --sink webhook)")
+    parser.add_argument("--url", help="webhook endpoint (required with --sink webhook); keep credentials out of "
+                        "it: headers come from AVAILABILITY_WEBHOOK_HEADERS")
     parser.add_argument("--webhook-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="seconds before a webhook request counts as failed (default 10)")
     parser.add_argument("--group-id", help="consumer group (default <app_id>.connector.<channel>)")
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        sink = WebhookSink(args.url, timeout_seconds=args.webhook_timeout) if args.sink == "webhook" else LogSink()
+        if args.sink == "webhook":
+            headers = {name: value.get_secret_value() for name, value in settings.webhook_headers.items()}
+            sink = WebhookSink(args.url, timeout_seconds=args.webhook_timeout, headers=headers)
+        else:
+            sink = LogSink()
         connector = ChannelConnector(
             settings, args.channel, sink, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
             view_path=args.view_file, failure_threshold=args.failure_threshold, cooldown_seconds=args.cooldown,
