@@ -142,10 +142,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
-    from app.connectors.__main__ import main as run_connector
+    from app.connectors.__main__ import connector_from_arguments, log_to_stderr, run_until_stopped
 
-    extra = ["--bootstrap-servers", settings.kafka_bootstrap_servers] if settings.kafka_bootstrap_servers else []
-    return run_connector(args.connector_args + extra)
+    bootstrap_servers = require_broker(settings, args.timeout)
+    connector = connector_from_arguments(args, settings, bootstrap_servers)
+    log_to_stderr(settings)
+    return run_until_stopped(connector)
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -426,12 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds to wait for the broker (default 10)")
     produce.set_defaults(handler=cmd_produce)
 
+    from app.connectors.__main__ import add_connector_arguments  # the one definition of the connector's options
+
     connect = commands.add_parser(
         "connect", help="run the reference channel connector (options: availability connect --help)",
-        description="Consume a channel's availability topic and hand each change to a sink (docs/CONNECTORS.md). "
-        "Arguments are passed to python -m app.connectors.")
-    connect.add_argument("connector_args", nargs=argparse.REMAINDER, help="connector options, e.g. --channel "
-                         "ecommerce --sink log")
+        description="Consume a channel's availability topic in a consumer group and hand each change to a sink "
+        "(docs/CONNECTORS.md), the same as python -m app.connectors. Runs until Ctrl-C or SIGTERM, then commits "
+        "what the sink accepted. Webhook headers (e.g. Authorization) come from AVAILABILITY_WEBHOOK_HEADERS.",
+        epilog="Example: availability connect --channel ecommerce --sink log")
+    add_connector_arguments(connect)
+    connect.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the broker at start (default 10)")
     connect.set_defaults(handler=cmd_connect)
 
     replay = commands.add_parser(
