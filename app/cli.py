@@ -109,16 +109,20 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
     consumer = BoardConsumer(settings, bootstrap_servers, board, channels=[args.channel],
                              on_availability=print_line if stream_lines else None)
-    consumer.connect(timeout=args.timeout)
+    consumer.connect(timeout=args.timeout, read_through_start=args.once)
     title = f"availability.{args.channel} on {bootstrap_servers}"
     try:
         if args.once or args.limit:
-            started = time.monotonic()
-            while not (args.limit and board.records_received >= args.limit):
-                consumer.poll_once(0.2, max_messages=(args.limit - board.records_received) if args.limit else 500)
-                last = board.last_message_at or started
-                if args.once and time.monotonic() - last >= args.idle:
-                    break
+            from app.replay.commands import reading_progress
+
+            with reading_progress(Console(stderr=True), f"reading availability.{args.channel}",
+                                  enabled=args.once and console.is_terminal) as update:
+                while not (args.limit and board.records_received >= args.limit):
+                    if args.once and consumer.caught_up:  # every record there at the start has been read
+                        break
+                    consumer.poll_once(0.2, max_messages=(args.limit - board.records_received) if args.limit else 500)
+                    if update is not None:
+                        update(board.records_received, board.records_received + consumer.records_to_go)
             console.print(title, style="bold")
             console.print(network_table(board, args.channel) if board.rows(args.channel) else "no records yet")
             console.print(f"{board.records_received} records read", style="dim")
@@ -400,10 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read availability.<CHANNEL> from the beginning and show the latest quantity, status and "
         "version per key. Piped output prints one line per record instead.")
     tail.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
-    tail.add_argument("--once", action="store_true", help="read what is there now, print the table and exit")
+    tail.add_argument("--once", action="store_true",
+                      help="read every record there is when it starts (not what arrives meanwhile), print the "
+                      "table and exit")
     tail.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N records and print the table")
-    tail.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
-                      help="with --once: quiet time that counts as 'caught up' (default 2)")
     tail.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                       help="seconds to wait for the broker (default 10)")
     tail.set_defaults(handler=cmd_tail)
@@ -490,15 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     snapshot = commands.add_parser(
         "snapshot", help="publish every key's current availability of a channel to availability.<CHANNEL>.snapshot",
-        description="Read availability.<CHANNEL> to its end, keep the highest version of every key and publish it "
+        description="Read every record availability.<CHANNEL> holds when it starts (progress on a terminal; a "
+        "topic the service keeps writing does not hold it up), keep the highest version of every key and publish it "
         "again with snapshot=true and the same version to the compacted topic availability.<CHANNEL>.snapshot; "
         "each record's `channel-offset` header says where a connector continues on the channel topic "
         "(docs/CONTRACT.md, Bootstrapping a connector).")
     snapshot.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
     snapshot.add_argument("--from", dest="namespace", default="live", metavar="NAMESPACE",
                           help="read the channel topic of this namespace (default: live)")
-    snapshot.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
-                          help="quiet time that counts as the end of the topic (default 2)")
     snapshot.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                           help="seconds to wait for the broker (default 10)")
     snapshot.set_defaults(handler=cmd_snapshot)

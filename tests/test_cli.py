@@ -3,9 +3,11 @@ against the broker."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -175,7 +177,7 @@ def test_produce_file_then_tail_once(bootstrap_servers: str, settings_factory, t
         producer.produce(topic.name, codec.encode(topic, value), key=b"CLI-TAIL-SKU")
     assert producer.flush(10) == 0
 
-    tailed = run_cli("tail", "ecommerce", "--once", "--idle", "1", env=broker)
+    tailed = run_cli("tail", "ecommerce", "--once", env=broker)
     assert tailed.returncode == 0, tailed.stderr
     row = next(line for line in tailed.stdout.splitlines() if "CLI-TAIL-SKU" in line)
     assert "11" in row and "IN_STOCK" in row and " 2 " in row
@@ -189,3 +191,113 @@ def test_produce_file_with_an_unencodable_record_is_one_line(bootstrap_servers: 
     events.write_text(json.dumps({"type": "SALE", "sku": "CLI-SKU-2", "location": "STORE-YORK",
                                   "quantity": "three"}))
     assert_one_line_error(run_cli("produce", "--file", str(events), env=broker), "StockMovement")
+
+
+# ----------------------------------------------------------------------------- snapshot and tail --once on a live topic
+class ContinuousWriter:
+    """Writes ChannelAvailability records to availability.ecommerce without pause, on a thread, until stopped:
+    20 keys of a prefix of its own, each record one version above the key's last. Knows what was acknowledged."""
+
+    KEYS = 20
+
+    def __init__(self, bootstrap_servers: str, settings) -> None:
+        self.prefix = f"LIVE-{settings.app_id}"
+        self.topic = availability_topic("ecommerce")
+        self.codec = AvroCodec(settings)
+        self.producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 2})
+        self.acknowledged: dict[str, int] = {}  # key -> highest version acknowledged by the broker
+        self.condition = threading.Condition()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._write, name="continuous-writer", daemon=True)
+
+    def _acknowledged(self, version: int, error, message) -> None:
+        if error is None:
+            with self.condition:
+                key = message.key().decode()
+                self.acknowledged[key] = max(self.acknowledged.get(key, 0), version)
+                self.condition.notify_all()
+
+    def _write(self) -> None:
+        version = 0
+        while not self.stop.is_set():
+            version += 1
+            for index in range(self.KEYS):
+                key = f"{self.prefix}-{index:02d}"
+                value = availability_value("ecommerce", key, 100 - version % 90, version)
+                self.producer.produce(self.topic.name, self.codec.encode(self.topic, value), key=key.encode(),
+                                      on_delivery=functools.partial(self._acknowledged, version))
+            self.producer.poll(0)
+            self.stop.wait(0.01)  # pacing: about 2,000 records a second, many small batches per partition
+        self.producer.flush(10)
+
+    def wait_for(self, records_per_key: int, timeout: float = 30) -> dict[str, int]:
+        """Once every key has that many versions acknowledged: a copy of what is acknowledged now."""
+        with self.condition:
+            assert self.condition.wait_for(
+                lambda: len(self.acknowledged) == self.KEYS and min(self.acknowledged.values()) >= records_per_key,
+                timeout), f"the writer got {self.acknowledged} acknowledged within {timeout}s"
+            return dict(self.acknowledged)
+
+    def __enter__(self) -> ContinuousWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+
+@pytest.mark.integration
+def test_snapshot_of_a_topic_being_written_returns_within_seconds_with_everything_there_at_its_start(
+        bootstrap_servers: str, settings_factory) -> None:
+    """docs/REPLAY.md and README: `availability snapshot ecommerce`, while records keep arriving."""
+    from app.admin import create_topics
+    from app.replay.reading import PartitionsReader
+    from app.topics import SNAPSHOT_ID_HEADER, availability_snapshot_topic
+
+    settings = settings_factory()
+    create_topics(settings, bootstrap_servers)
+    with ContinuousWriter(bootstrap_servers, settings) as writer:
+        there_at_start = writer.wait_for(records_per_key=10)
+        started = time.monotonic()
+        result = run_cli("snapshot", "ecommerce", env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers})
+        seconds = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert writer.thread.is_alive()  # still writing when the snapshot ended
+    assert seconds < 20, f"snapshot took {seconds:.1f}s on a topic being written"
+    assert result.stderr == ""  # not a terminal: no progress bar
+    snapshot_id = re.match(r"snapshot (\S+):", result.stdout)[1]
+
+    snapshot: dict[str, int] = {}
+    with PartitionsReader(bootstrap_servers, availability_snapshot_topic("ecommerce").name,
+                          through_start_ends=True) as reader:
+        for batch in reader.batches():
+            for message in batch:
+                if (SNAPSHOT_ID_HEADER, snapshot_id.encode()) in (message.headers() or []):
+                    value = AvroCodec(settings).decode(availability_topic("ecommerce"), message.value()).value
+                    snapshot[message.key().decode()] = value["version"]
+    for key, version in there_at_start.items():
+        assert snapshot.get(key, 0) >= version, f"{key}: v{version} was there at the start, snapshot has {snapshot.get(key)}"
+
+
+@pytest.mark.integration
+def test_tail_once_on_a_topic_being_written_returns_within_seconds_with_everything_there_at_its_start(
+        bootstrap_servers: str, settings_factory) -> None:
+    from app.admin import create_topics
+
+    settings = settings_factory()
+    create_topics(settings, bootstrap_servers)
+    with ContinuousWriter(bootstrap_servers, settings) as writer:
+        there_at_start = writer.wait_for(records_per_key=10)
+        started = time.monotonic()
+        result = run_cli("tail", "ecommerce", "--once", env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers})
+        seconds = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+    assert seconds < 20, f"tail --once took {seconds:.1f}s on a topic being written"
+    shown = {}
+    for line in result.stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0].startswith(writer.prefix):
+            shown[cells[0]] = int(cells[3])  # SKU qty status ver chg
+    for key, version in there_at_start.items():
+        assert shown.get(key, 0) >= version, f"{key}: v{version} was there at the start, tail shows {shown.get(key)}"
