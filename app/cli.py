@@ -157,7 +157,7 @@ def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
-    from app.feed import SourceProducer, records_from_jsonl
+    from app.feed import SourceProducer
 
     bootstrap_servers = require_broker(settings, args.timeout)
     require_source_topics(settings, bootstrap_servers, args.timeout)
@@ -165,15 +165,36 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     quiet.setLevel(logging.CRITICAL)
     producer = SourceProducer(settings, bootstrap_servers, logger=quiet)
     if args.file is not None:
-        per_topic: Counter[str] = Counter()
-        for record in records_from_jsonl(Path(args.file)):
-            producer.send(record)
-            per_topic[record.topic.name] += 1
-        producer.flush()
-        summary = ", ".join(f"{count} to {topic}" for topic, count in sorted(per_topic.items())) or "nothing"
-        print(f"sent {sum(per_topic.values())} records from {args.file}: {summary}")
-        return 0
+        return _produce_file(Path(args.file), producer)
     return _produce_demo_feed(args, settings, bootstrap_servers, producer)
+
+
+def _produce_file(path: Path, producer) -> int:
+    """Check every line first, and send only a file without a bad line: a partial send could not be repeated after
+    the fix without sending the good lines twice (their generated event ids would differ, so nothing dedups them)."""
+    from app.feed import FeedError, records_from_jsonl
+
+    bad_lines: list[FeedError] = []
+    good = 0
+    for record in records_from_jsonl(path, bad_lines=bad_lines):
+        try:
+            producer.encode(record)
+            good += 1
+        except FeedError as error:
+            bad_lines.append(error)
+    if bad_lines:
+        for error in bad_lines:  # one line each, in file order
+            print(f"availability: error: {error}", file=sys.stderr)
+        raise CommandError(f"{len(bad_lines)} of {good + len(bad_lines)} records in {path} are not valid; nothing "
+                           "was sent: fix the lines above and run again")
+    per_topic: Counter[str] = Counter()
+    for record in records_from_jsonl(path):
+        producer.send(record)
+        per_topic[record.topic.name] += 1
+    producer.flush()
+    summary = ", ".join(f"{count} to {topic}" for topic, count in sorted(per_topic.items())) or "nothing"
+    print(f"sent {sum(per_topic.values())} records from {path}: {summary}")
+    return 0
 
 
 def _produce_demo_feed(args: argparse.Namespace, settings: Settings, bootstrap_servers: str, producer) -> int:
@@ -417,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encode events as Avro (Confluent wire format) and send them to their source topic. JSON "
         "Lines: one object per line, {\"type\": \"StockMovement\"|\"StockMovementBatch\"|\"ReservationCommand\"|"
         "\"PolicyChange\", ...fields}; a StockMovement gives its movement type as \"movement_type\" (or use "
-        "{\"type\": \"SALE\", ...}). event_id, event_time and source get defaults.")
+        "{\"type\": \"SALE\", ...}). event_id, event_time and source get defaults. Every line is checked before "
+        "anything is sent: each bad line is reported on one line (FILE:LINE: what is wrong, e.g. a missing field), "
+        "and a file with any bad line sends nothing and exits with status 2.")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="FILE", help="JSON Lines file of events")
     source.add_argument("--demo", action="store_true", help="the demo feed (policy, opening stock, then live events)")

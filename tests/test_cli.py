@@ -164,9 +164,10 @@ def test_produce_file_then_tail_once(bootstrap_servers: str, settings_factory, t
 
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps({"type": "RECEIPT", "sku": "CLI-SKU-1", "location": "DC-NORTH", "quantity": 4}))
-    produced = run_cli("produce", "--file", str(events), env=broker)
+    produced = run_cli("produce", "--file", "events.jsonl", env=broker, cwd=tmp_path)  # as README writes it
     assert produced.returncode == 0, produced.stderr
     assert "sent 1 records" in produced.stdout
+    assert records_on(bootstrap_servers, STORE_TRANSACTIONS.name, key=b"DC-NORTH", containing=b"CLI-SKU-1")
 
     # What the worker would publish, written directly: tail needs no worker to show a channel topic.
     topic = availability_topic("ecommerce")
@@ -184,13 +185,42 @@ def test_produce_file_then_tail_once(bootstrap_servers: str, settings_factory, t
 
 
 @pytest.mark.integration
-def test_produce_file_with_an_unencodable_record_is_one_line(bootstrap_servers: str, tmp_path: Path) -> None:
+def test_produce_reports_every_bad_line_in_one_line_each_and_sends_nothing(bootstrap_servers: str,
+                                                                           tmp_path: Path) -> None:
     broker = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
     assert run_cli("topics", "create", env=broker).returncode == 0
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps({"type": "SALE", "sku": "CLI-SKU-2", "location": "STORE-YORK",
-                                  "quantity": "three"}))
-    assert_one_line_error(run_cli("produce", "--file", str(events), env=broker), "StockMovement")
+    events.write_text("\n".join([
+        json.dumps({"type": "RECEIPT", "sku": "CLI-NOT-SENT", "location": "DC-NORTH", "quantity": 4}),
+        json.dumps({"type": "SALE", "sku": "X"}),
+        json.dumps({"type": "ReservationCommand", "command": "RESERVE", "sku": "X", "channel": "ecommerce",
+                    "quantity": 1}),
+        json.dumps({"type": "SALE", "sku": "CLI-SKU-2", "location": "STORE-YORK", "quantity": "three"}),
+        "{not json",
+    ]) + "\n")
+    result = run_cli("produce", "--file", "events.jsonl", env=broker, cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[:2] == [
+        'availability: error: events.jsonl:2: missing field "location" (a StockMovement needs it)',
+        'availability: error: events.jsonl:3: missing field "reservation_id" (a ReservationCommand needs it)',
+    ]
+    assert lines[2].startswith("availability: error: events.jsonl:4: record does not fit StockMovement: ")
+    assert lines[3].startswith("availability: error: events.jsonl:5: not valid JSON (")
+    assert lines[4:] == ["availability: error: 4 of 5 records in events.jsonl are not valid; nothing was sent: fix "
+                         "the lines above and run again"]
+    assert "sent" not in result.stdout
+    assert not records_on(bootstrap_servers, STORE_TRANSACTIONS.name, key=b"DC-NORTH", containing=b"CLI-NOT-SENT")
+
+
+def records_on(bootstrap_servers: str, topic: str, *, key: bytes, containing: bytes) -> list[bytes]:
+    """The values of `topic` (every record there now) with this key whose bytes contain `containing`."""
+    from app.replay.reading import PartitionsReader
+
+    with PartitionsReader(bootstrap_servers, topic, through_start_ends=True) as reader:
+        return [message.value() for batch in reader.batches() for message in batch
+                if message.key() == key and containing in message.value()]
 
 
 # ----------------------------------------------------------------------------- snapshot and tail --once on a live topic
