@@ -1,7 +1,8 @@
 """The `availability` command: run the worker, create topics, run the demo, tail a channel, produce events.
 
 Every subcommand has `--help`. A failure the user can fix (no broker, missing topic, bad input file, bad setting)
-is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs.
+is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs. Output
+piped into a reader that stops early (`| head`) ends the command quietly with status 141, as SIGPIPE ends a filter.
 Settings come from the environment (app.settings); `--bootstrap-servers` overrides KAFKA_BOOTSTRAP_SERVERS.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a filter ended by SIGPIPE
 NO_BROKER_FIX = (
     "set KAFKA_BOOTSTRAP_SERVERS=host:port or pass --bootstrap-servers (`availability demo` prints its broker's address)"
 )
@@ -608,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, settings)
     except KeyboardInterrupt:  # how `tail` and `produce --demo` are meant to end
         return 0 if getattr(args, "command", None) in ("tail", "produce") else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`availability tail ecommerce | head -5`): end quietly, as a Unix filter does. Python
+        # ignores SIGPIPE, so the write failed instead of ending the process; stdout goes to /dev/null so that the
+        # interpreter's last flush does not fail again and print a second complaint.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except errors as error:
         print(f"availability: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR

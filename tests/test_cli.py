@@ -331,3 +331,41 @@ def test_tail_once_on_a_topic_being_written_returns_within_seconds_with_everythi
             shown[cells[0]] = int(cells[3])  # SKU qty status ver chg
     for key, version in there_at_start.items():
         assert shown.get(key, 0) >= version, f"{key}: v{version} was there at the start, tail shows {shown.get(key)}"
+
+
+@pytest.mark.integration
+def test_tail_piped_into_head_ends_quietly_when_head_has_read_enough(bootstrap_servers: str, settings_factory) -> None:
+    """`availability tail ecommerce | head -5`, built as the shell builds it."""
+    import signal
+    import subprocess as sp
+
+    from app.admin import create_topics
+    from tests.commands import CLI, cli_environment
+
+    settings = settings_factory()
+    create_topics(settings, bootstrap_servers)
+    topic = availability_topic("ecommerce")
+    codec = AvroCodec(settings)
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+
+    def publish(key: str) -> None:
+        producer.produce(topic.name, codec.encode(topic, availability_value("ecommerce", key, 7, 1)), key=key.encode())
+        assert producer.flush(10) == 0
+
+    for index in range(6):
+        publish(f"PIPE-{settings.app_id}-{index}")
+    tail = sp.Popen([*CLI, "tail", "ecommerce"], env=cli_environment({"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}),
+                    stdout=sp.PIPE, stderr=sp.PIPE)
+    try:
+        head = sp.Popen(["head", "-5"], stdin=tail.stdout, stdout=sp.PIPE, text=True)
+        tail.stdout.close()  # head holds the only reading end now, as in a shell pipeline
+        shown, _ = head.communicate(timeout=60)
+        assert len(shown.splitlines()) == 5
+        publish(f"PIPE-{settings.app_id}-after-head")  # tail has something to write to the closed pipe
+        assert tail.wait(timeout=30) == 128 + signal.SIGPIPE
+        assert tail.stderr.read() == b""  # no BrokenPipeError traceback, no "Exception ignored" either
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+        tail.stderr.close()
