@@ -263,13 +263,13 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.explain_view import ExplainError, fetch_explanation, render_explanation
 
-    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    url, origin = worker_url(args.url, settings)
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     try:
         document = fetch_explanation(url, args.sku, channel=args.channel, location=args.location, token=token,
                                      timeout=args.timeout)
     except ExplainError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(f"{error} (worker address from {origin})") from None
     console = Console()
     if not console.is_terminal:  # piped: no terminal width to respect, and wrapped table cells are hard to grep
         console = Console(width=200)
@@ -278,6 +278,23 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
+def worker_url(given: str | None, settings: Settings) -> tuple[str, str]:
+    """(a worker's HTTP address, where it came from): --url; else AVAILABILITY_WEB_HOST/_PORT when set; else the
+    worker of the `availability demo` running with this data directory; else the default 127.0.0.1:6066."""
+    from app.demo import running_demo_web_url
+
+    if given:
+        return given, "--url"
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    configured = f"http://{host}:{settings.web_port}"
+    if {"web_host", "web_port"} & settings.model_fields_set:
+        return configured, "AVAILABILITY_WEB_HOST/AVAILABILITY_WEB_PORT"
+    demo = running_demo_web_url(settings.data_dir)
+    if demo is not None:
+        return demo[0], f"the running demo's {demo[1]}"
+    return configured, "the default: no AVAILABILITY_WEB_PORT set, no demo running here"
+
+
 def require_broker(settings: Settings, timeout: float) -> str:
     """The configured broker's address, once it has answered a metadata request within `timeout` seconds. Refused
     credentials fail at the first refusal, in one line (app.kafka_config.check_broker_access)."""
@@ -559,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--channel", metavar="CHANNEL", help="only this channel")
     explain.add_argument("--location", metavar="LOCATION", help="only this location")
     explain.add_argument("--url", metavar="URL",
-                         help="a worker's HTTP address (default http://AVAILABILITY_WEB_HOST:AVAILABILITY_WEB_PORT)")
+                         help="a worker's HTTP address (default: http://AVAILABILITY_WEB_HOST:AVAILABILITY_WEB_PORT "
+                         "when either is set, else the worker of an `availability demo` running from this "
+                         "directory, else http://127.0.0.1:6066)")
     explain.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                          help="seconds to wait for the answer (default 10)")
     explain.set_defaults(handler=cmd_explain)

@@ -46,9 +46,8 @@ def fetch_explanation(
         raise ExplainError(f"{message} (HTTP {error.code})") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ExplainError(
-            f"cannot reach a worker at {base_url} ({reason}); start one (`availability worker`) or pass --url"
-        ) from None
+        raise ExplainError(f"cannot reach a worker at {base_url} ({reason}); start one (`availability worker`, or "
+                           "`availability demo`) or pass --url") from None
     except ValueError:
         raise ExplainError(f"the answer from {base_url} is not JSON; is --url a worker of this service?") from None
 

@@ -393,7 +393,7 @@ def demo_screen(status, width: int, height: int) -> RenderableType:
     parts: list[RenderableType] = [_status_panel(status, board, worker_state, elapsed)]
     if board.records_received == 0:
         parts.append(_waiting_message(status, worker_state, elapsed))
-    used = 7
+    used = 8  # the status panel
     network = [channel for channel in board.channels if board.rows(channel) and not _is_location(board, channel)]
     located = [channel for channel in board.channels if channel not in network]
     if network:
@@ -452,8 +452,12 @@ def _status_panel(status, board: AvailabilityBoard, worker_state: str, elapsed: 
         lines.append(f"   first record after {board.first_record_at - status.started:.1f}s")
     if status.consumer.error:
         lines.append(f"   view error: {status.consumer.error}", style="bold red")
+    lines.append("\nworker HTTP API: ")
+    lines.append(status.worker.web_url, style="bold")
+    lines.append(f"   curl {status.worker.web_url}/availability/SKU", style="dim")
     lines.append(f"\nlogs: {status.worker.log_path}  {status.demo_dir / 'broker.log'}   Ctrl-C stops everything\n"
-                 f"another terminal: availability -b {status.bootstrap_servers} tail ecommerce", style="dim")
+                 f"another terminal: availability -b {status.bootstrap_servers} tail ecommerce; availability "
+                 "explain SKU (finds this demo's worker)", style="dim")
     return Panel(lines, title="inventory availability demo", title_align="left", border_style="blue")
 
 
