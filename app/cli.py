@@ -238,6 +238,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "bootstrap_servers", None):  # given before the subcommand: `availability -b X benchmark`
+        raise CommandError("the benchmark starts its own embedded brokers and uses no other; "
+                           "drop -b/--bootstrap-servers")
     # The benchmarks live in the source tree (benchmarks/), next to app/; an installed wheel has no copy of them.
     root = Path(__file__).resolve().parent.parent
     if not (root / "benchmarks" / "peak.py").is_file():
@@ -549,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.set_defaults(handler=cmd_snapshot)
 
     benchmark = commands.add_parser(
-        "benchmark", help="run the peak-season benchmark (embedded brokers, real workers, baselines)",
+        "benchmark", common_options=False,  # no -b: it starts brokers of its own
+        help="run the peak-season benchmark (embedded brokers, real workers, baselines)",
         description="python -m benchmarks.peak: throughput, latency, lag, memory, disk and restart figures of the "
         "service on a seeded peak-season workload, each against baselines measured in the same run; results in "
         "benchmarks/results/<profile>.json/.md/.png (docs/PERFORMANCE.md). Always starts its own embedded brokers.")
@@ -592,8 +596,8 @@ class _Subcommands:
         self._action = action
         self._common = common
 
-    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        return self._action.add_parser(name, parents=[self._common], **kwargs)
+    def add_parser(self, name: str, common_options: bool = True, **kwargs) -> argparse.ArgumentParser:
+        return self._action.add_parser(name, parents=[self._common] if common_options else [], **kwargs)
 
 
 def _positive_float(text: str) -> float:

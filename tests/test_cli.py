@@ -369,3 +369,10 @@ def test_tail_piped_into_head_ends_quietly_when_head_has_read_enough(bootstrap_s
             tail.kill()
             tail.wait()
         tail.stderr.close()
+
+
+def test_benchmark_offers_no_broker_option_and_refuses_one_given_before_it(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    assert "--bootstrap-servers" not in capsys.readouterr().out
+    assert_one_line_error(run_cli("-b", "127.0.0.1:9092", "benchmark"), "starts its own embedded brokers")
