@@ -1,5 +1,5 @@
-"""The demo: its feed builds valid, plausible records; `availability demo` shows availability within 90 s and leaves
-no process behind after SIGINT."""
+"""The demo: its feed builds valid, plausible records; `availability demo` shows availability within 90 s, prints its
+worker's HTTP address, which `availability explain` finds by itself, and leaves no process behind after SIGINT."""
 
 from __future__ import annotations
 
@@ -137,8 +137,8 @@ def test_demo_shows_availability_and_its_worker_url_which_explain_finds_and_stop
     # As `make run` in a fresh clone: the demo starts its own embedded broker, its state goes to ./.data; a second
     # terminal in the same directory runs `availability explain SKU` with nothing else.
     started = time.monotonic()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "demo", "--no-view", "--duration", "600", "--rate", "5"],
+    demo = subprocess.Popen(  # exactly what `make run` runs; piped, it prints progress lines instead of the view
+        [sys.executable, "-m", "app.cli", "demo"],
         cwd=tmp_path, env=cli_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output: list[str] = []
