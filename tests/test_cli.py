@@ -376,3 +376,38 @@ def test_benchmark_offers_no_broker_option_and_refuses_one_given_before_it(capsy
         main(["benchmark", "--help"])
     assert "--bootstrap-servers" not in capsys.readouterr().out
     assert_one_line_error(run_cli("-b", "127.0.0.1:9092", "benchmark"), "starts its own embedded brokers")
+
+
+@pytest.mark.integration
+def test_snapshot_on_a_terminal_shows_progress(bootstrap_servers: str, settings_factory) -> None:
+    import os
+    import pty
+
+    from app.admin import create_topics
+    from tests.commands import CLI, cli_environment
+
+    create_topics(settings_factory(), bootstrap_servers)
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [*CLI, "snapshot", "ecommerce"], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+            env=cli_environment({"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, "TERM": "xterm", "COLUMNS": "120"}))
+        os.close(terminal)
+        terminal = None
+        shown = b""
+        while True:  # until the process closes its side of the terminal
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0, shown
+    finally:
+        os.close(controller)
+        if terminal is not None:
+            os.close(terminal)
+    text = shown.decode(errors="replace")
+    assert "reading availability.ecommerce" in text, text  # the bar's label, drawn while it reads
+    assert "snapshot ecommerce-" in text
