@@ -57,12 +57,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    from app.admin import create_topics
+    from app.admin import create_topics, faust_internal_topics
     from app.topics import all_topics
 
     bootstrap_servers = require_broker(settings, args.timeout)
-    from app.admin import faust_internal_topics
-
     created = set(create_topics(settings, bootstrap_servers, timeout=args.timeout))
     for topic in all_topics(settings):
         state = "created" if topic.name in created else "exists"

@@ -193,7 +193,7 @@ class SourceProducer:
             return self.codec.encode(record.topic, record.value)
         except SerializationError as error:
             where = f"{record.origin}: " if record.origin else ""
-            if isinstance(error.__cause__, KeyError):  # fastavro's word for a missing field of a nested record
+            if isinstance(error.__cause__, KeyError):  # how the encoder says a nested record lacks a field
                 raise FeedError(f"{where}missing field {error.__cause__} in a {record.topic.value_record}") from None
             raise FeedError(f"{where}record does not fit {record.topic.value_record}: {error}") from None
 
