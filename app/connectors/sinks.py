@@ -132,21 +132,26 @@ _TOKEN_LIKE_VALUE = re.compile(r"(?=[^&]*[0-9])(?=[^&]*[A-Za-z])[A-Za-z0-9._~+/=
 
 
 def redacted_url(url: str) -> str:
-    """`url` fit for a log line: user info replaced by `***`, and the value of every query parameter that is named
-    like a credential or looks like one; no fragment."""
+    """`url` fit for a log line: user info replaced by `***`, and so is every path segment that looks like a
+    credential (a hook URL such as `/services/T0/B0/<secret>` carries one) and the value of every query parameter
+    named like one or looking like one; no fragment."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:  # not even parseable: show only what cannot be a secret
-        return f"{url.split(':', 1)[0]}://{REDACTED}"
+        parts = None
+    if parts is None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", parts.scheme) or not parts.netloc:
+        return f"{parts.scheme}://{REDACTED}" if parts is not None and parts.scheme.isalpha() else REDACTED
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{REDACTED}@{host}" if "@" in parts.netloc else host
+    path = "/".join(REDACTED if _TOKEN_LIKE_VALUE.fullmatch(segment) else segment
+                    for segment in parts.path.split("/"))
     pairs = []
     for pair in parts.query.split("&") if parts.query else ():
         name, has_value, value = pair.partition("=")
         if has_value and _is_secret_parameter(name, value):
             value = REDACTED
         pairs.append(f"{name}={value}" if has_value else name)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "&".join(pairs), ""))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "&".join(pairs), ""))
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -187,4 +192,5 @@ def _secrets_of(url: str, headers: dict[str, str]) -> set[str]:
         name, has_value, value = pair.partition("=")
         if has_value and _is_secret_parameter(name, value):
             secrets.update({value, urllib.parse.unquote_plus(value)})
+    secrets.update(segment for segment in parts.path.split("/") if _TOKEN_LIKE_VALUE.fullmatch(segment))
     return {secret for secret in secrets if secret.strip()}

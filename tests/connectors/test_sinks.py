@@ -107,6 +107,15 @@ def test_redacted_url_hides_user_info_and_token_like_query_values() -> None:
     assert shown == "https://***@api.example/stock?channel=web&access_token=***&v=***"
 
 
+def test_redacted_url_hides_a_secret_in_the_path_and_anything_that_is_not_a_url() -> None:
+    assert redacted_url("https://hooks.example/services/T0/B0/Xk9pQ2mN7vR4sT8wZ1yL") == \
+        "https://hooks.example/services/T0/B0/***"
+    assert redacted_url(QUERY_TOKEN) == "***"  # a token pasted where the URL belongs
+    with pytest.raises(ValueError) as refused:
+        WebhookSink(QUERY_TOKEN)
+    assert QUERY_TOKEN not in str(refused.value)
+
+
 def secret_url(port: int) -> str:
     return f"http://shop:{URL_PASSWORD}@127.0.0.1:{port}/stock?channel=web&token={QUERY_TOKEN}"
 
