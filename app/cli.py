@@ -1,7 +1,8 @@
 """The `availability` command: run the worker, create topics, run the demo, tail a channel, produce events.
 
 Every subcommand has `--help`. A failure the user can fix (no broker, missing topic, bad input file, bad setting)
-is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs.
+is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs. Output
+piped into a reader that stops early (`| head`) ends the command quietly with status 141, as SIGPIPE ends a filter.
 Settings come from the environment (app.settings); `--bootstrap-servers` overrides KAFKA_BOOTSTRAP_SERVERS.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a filter ended by SIGPIPE
 NO_BROKER_FIX = (
     "set KAFKA_BOOTSTRAP_SERVERS=host:port or pass --bootstrap-servers (`availability demo` prints its broker's address)"
 )
@@ -55,7 +57,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    from app.admin import create_topics
+    from app.admin import create_topics, faust_internal_topics
     from app.topics import all_topics
 
     bootstrap_servers = require_broker(settings, args.timeout)
@@ -63,7 +65,11 @@ def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
     for topic in all_topics(settings):
         state = "created" if topic.name in created else "exists"
         print(f"{state:8} {topic.name} ({topic.partitions(settings)} partitions, {topic.cleanup_policy.value})")
-    print(f"{len(created)} created, {len(all_topics(settings)) - len(created)} already existed on {bootstrap_servers}")
+    for topic in faust_internal_topics(settings):  # the workers' changelogs and leader topic
+        state = "created" if topic.topic in created else "exists"
+        print(f"{state:8} {topic.topic} ({topic.num_partitions} partitions, worker-internal)")
+    considered = len(all_topics(settings)) + len(faust_internal_topics(settings))
+    print(f"{len(created)} created, {considered - len(created)} already existed on {bootstrap_servers}")
     return 0
 
 
@@ -103,16 +109,20 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
     consumer = BoardConsumer(settings, bootstrap_servers, board, channels=[args.channel],
                              on_availability=print_line if stream_lines else None)
-    consumer.connect(timeout=args.timeout)
+    consumer.connect(timeout=args.timeout, read_through_start=args.once)
     title = f"availability.{args.channel} on {bootstrap_servers}"
     try:
         if args.once or args.limit:
-            started = time.monotonic()
-            while not (args.limit and board.records_received >= args.limit):
-                consumer.poll_once(0.2, max_messages=(args.limit - board.records_received) if args.limit else 500)
-                last = board.last_message_at or started
-                if args.once and time.monotonic() - last >= args.idle:
-                    break
+            from app.replay.commands import reading_progress
+
+            with reading_progress(Console(stderr=True), f"reading availability.{args.channel}",
+                                  enabled=args.once and console.is_terminal) as update:
+                while not (args.limit and board.records_received >= args.limit):
+                    if args.once and consumer.caught_up:  # every record there at the start has been read
+                        break
+                    consumer.poll_once(0.2, max_messages=(args.limit - board.records_received) if args.limit else 500)
+                    if update is not None:
+                        update(board.records_received, board.records_received + consumer.records_to_go)
             console.print(title, style="bold")
             console.print(network_table(board, args.channel) if board.rows(args.channel) else "no records yet")
             console.print(f"{board.records_received} records read", style="dim")
@@ -136,16 +146,18 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
-    from app.connectors.__main__ import main as run_connector
+    from app.connectors.__main__ import connector_from_arguments, log_to_stderr, run_until_stopped
 
-    extra = ["--bootstrap-servers", settings.kafka_bootstrap_servers] if settings.kafka_bootstrap_servers else []
-    return run_connector(args.connector_args + extra)
+    bootstrap_servers = require_broker(settings, args.timeout)
+    connector = connector_from_arguments(args, settings, bootstrap_servers)
+    log_to_stderr(settings)
+    return run_until_stopped(connector)
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
-    from app.feed import SourceProducer, records_from_jsonl
+    from app.feed import SourceProducer
 
     bootstrap_servers = require_broker(settings, args.timeout)
     require_source_topics(settings, bootstrap_servers, args.timeout)
@@ -153,15 +165,36 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     quiet.setLevel(logging.CRITICAL)
     producer = SourceProducer(settings, bootstrap_servers, logger=quiet)
     if args.file is not None:
-        per_topic: Counter[str] = Counter()
-        for record in records_from_jsonl(Path(args.file)):
-            producer.send(record)
-            per_topic[record.topic.name] += 1
-        producer.flush()
-        summary = ", ".join(f"{count} to {topic}" for topic, count in sorted(per_topic.items())) or "nothing"
-        print(f"sent {sum(per_topic.values())} records from {args.file}: {summary}")
-        return 0
+        return _produce_file(Path(args.file), producer)
     return _produce_demo_feed(args, settings, bootstrap_servers, producer)
+
+
+def _produce_file(path: Path, producer) -> int:
+    """Check every line first, and send only a file without a bad line: a partial send could not be repeated after
+    the fix without sending the good lines twice (their generated event ids would differ, so nothing dedups them)."""
+    from app.feed import FeedError, records_from_jsonl
+
+    bad_lines: list[FeedError] = []
+    good = 0
+    for record in records_from_jsonl(path, bad_lines=bad_lines):
+        try:
+            producer.encode(record)
+            good += 1
+        except FeedError as error:
+            bad_lines.append(error)
+    if bad_lines:
+        for error in bad_lines:  # one line each, in file order
+            print(f"availability: error: {error}", file=sys.stderr)
+        raise CommandError(f"{len(bad_lines)} of {good + len(bad_lines)} records in {path} are not valid; nothing "
+                           "was sent: fix the lines above and run again")
+    per_topic: Counter[str] = Counter()
+    for record in records_from_jsonl(path):
+        producer.send(record)
+        per_topic[record.topic.name] += 1
+    producer.flush()
+    summary = ", ".join(f"{count} to {topic}" for topic, count in sorted(per_topic.items())) or "nothing"
+    print(f"sent {sum(per_topic.values())} records from {path}: {summary}")
+    return 0
 
 
 def _produce_demo_feed(args: argparse.Namespace, settings: Settings, bootstrap_servers: str, producer) -> int:
@@ -203,6 +236,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "bootstrap_servers", None):  # given before the subcommand: `availability -b X benchmark`
+        raise CommandError("the benchmark starts its own embedded brokers and uses no other; "
+                           "drop -b/--bootstrap-servers")
     # The benchmarks live in the source tree (benchmarks/), next to app/; an installed wheel has no copy of them.
     root = Path(__file__).resolve().parent.parent
     if not (root / "benchmarks" / "peak.py").is_file():
@@ -228,13 +264,13 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.explain_view import ExplainError, fetch_explanation, render_explanation
 
-    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    url, origin = worker_url(args.url, settings)
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     try:
         document = fetch_explanation(url, args.sku, channel=args.channel, location=args.location, token=token,
                                      timeout=args.timeout)
     except ExplainError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(f"{error} (worker address from {origin})") from None
     console = Console()
     if not console.is_terminal:  # piped: no terminal width to respect, and wrapped table cells are hard to grep
         console = Console(width=200)
@@ -243,6 +279,23 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
+def worker_url(given: str | None, settings: Settings) -> tuple[str, str]:
+    """(a worker's HTTP address, where it came from): --url; else AVAILABILITY_WEB_HOST/_PORT when set; else the
+    worker of the `availability demo` running with this data directory; else the default 127.0.0.1:6066."""
+    from app.demo import running_demo_web_url
+
+    if given:
+        return given, "--url"
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    configured = f"http://{host}:{settings.web_port}"
+    if {"web_host", "web_port"} & settings.model_fields_set:
+        return configured, "AVAILABILITY_WEB_HOST/AVAILABILITY_WEB_PORT"
+    demo = running_demo_web_url(settings.data_dir)
+    if demo is not None:
+        return demo[0], f"the running demo's {demo[1]}"
+    return configured, "the default: no AVAILABILITY_WEB_PORT set, no demo running here"
+
+
 def require_broker(settings: Settings, timeout: float) -> str:
     """The configured broker's address, once it has answered a metadata request within `timeout` seconds. Refused
     credentials fail at the first refusal, in one line (app.kafka_config.check_broker_access)."""
@@ -392,10 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read availability.<CHANNEL> from the beginning and show the latest quantity, status and "
         "version per key. Piped output prints one line per record instead.")
     tail.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
-    tail.add_argument("--once", action="store_true", help="read what is there now, print the table and exit")
+    tail.add_argument("--once", action="store_true",
+                      help="read every record there is when it starts (not what arrives meanwhile), print the "
+                      "table and exit")
     tail.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N records and print the table")
-    tail.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
-                      help="with --once: quiet time that counts as 'caught up' (default 2)")
     tail.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                       help="seconds to wait for the broker (default 10)")
     tail.set_defaults(handler=cmd_tail)
@@ -405,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encode events as Avro (Confluent wire format) and send them to their source topic. JSON "
         "Lines: one object per line, {\"type\": \"StockMovement\"|\"StockMovementBatch\"|\"ReservationCommand\"|"
         "\"PolicyChange\", ...fields}; a StockMovement gives its movement type as \"movement_type\" (or use "
-        "{\"type\": \"SALE\", ...}). event_id, event_time and source get defaults.")
+        "{\"type\": \"SALE\", ...}). event_id, event_time and source get defaults. Every line is checked before "
+        "anything is sent: each bad line is reported on one line (FILE:LINE: what is wrong, e.g. a missing field), "
+        "and a file with any bad line sends nothing and exits with status 2.")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="FILE", help="JSON Lines file of events")
     source.add_argument("--demo", action="store_true", help="the demo feed (policy, opening stock, then live events)")
@@ -420,12 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds to wait for the broker (default 10)")
     produce.set_defaults(handler=cmd_produce)
 
+    from app.connectors.__main__ import add_connector_arguments  # the one definition of the connector's options
+
     connect = commands.add_parser(
         "connect", help="run the reference channel connector (options: availability connect --help)",
-        description="Consume a channel's availability topic and hand each change to a sink (docs/CONNECTORS.md). "
-        "Arguments are passed to python -m app.connectors.")
-    connect.add_argument("connector_args", nargs=argparse.REMAINDER, help="connector options, e.g. --channel "
-                         "ecommerce --sink log")
+        description="Consume a channel's availability topic in a consumer group and hand each change to a sink "
+        "(docs/CONNECTORS.md), the same as python -m app.connectors. Runs until Ctrl-C or SIGTERM, then commits "
+        "what the sink accepted. Webhook headers (e.g. Authorization) come from AVAILABILITY_WEBHOOK_HEADERS.",
+        epilog="Example: availability connect --channel ecommerce --sink log")
+    add_connector_arguments(connect)
+    connect.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the broker at start (default 10)")
     connect.set_defaults(handler=cmd_connect)
 
     replay = commands.add_parser(
@@ -481,21 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     snapshot = commands.add_parser(
         "snapshot", help="publish every key's current availability of a channel to availability.<CHANNEL>.snapshot",
-        description="Read availability.<CHANNEL> to its end, keep the highest version of every key and publish it "
+        description="Read every record availability.<CHANNEL> holds when it starts (progress on a terminal; a "
+        "topic the service keeps writing does not hold it up), keep the highest version of every key and publish it "
         "again with snapshot=true and the same version to the compacted topic availability.<CHANNEL>.snapshot; "
         "each record's `channel-offset` header says where a connector continues on the channel topic "
         "(docs/CONTRACT.md, Bootstrapping a connector).")
     snapshot.add_argument("channel", metavar="CHANNEL", help="channel name, e.g. ecommerce")
     snapshot.add_argument("--from", dest="namespace", default="live", metavar="NAMESPACE",
                           help="read the channel topic of this namespace (default: live)")
-    snapshot.add_argument("--idle", type=_positive_float, default=2.0, metavar="SECONDS",
-                          help="quiet time that counts as the end of the topic (default 2)")
     snapshot.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                           help="seconds to wait for the broker (default 10)")
     snapshot.set_defaults(handler=cmd_snapshot)
 
     benchmark = commands.add_parser(
-        "benchmark", help="run the peak-season benchmark (embedded brokers, real workers, baselines)",
+        "benchmark", common_options=False,  # no -b: it starts brokers of its own
+        help="run the peak-season benchmark (embedded brokers, real workers, baselines)",
         description="python -m benchmarks.peak: throughput, latency, lag, memory, disk and restart figures of the "
         "service on a seeded peak-season workload, each against baselines measured in the same run; results in "
         "benchmarks/results/<profile>.json/.md/.png (docs/PERFORMANCE.md). Always starts its own embedded brokers.")
@@ -522,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--channel", metavar="CHANNEL", help="only this channel")
     explain.add_argument("--location", metavar="LOCATION", help="only this location")
     explain.add_argument("--url", metavar="URL",
-                         help="a worker's HTTP address (default http://AVAILABILITY_WEB_HOST:AVAILABILITY_WEB_PORT)")
+                         help="a worker's HTTP address (default: http://AVAILABILITY_WEB_HOST:AVAILABILITY_WEB_PORT "
+                         "when either is set, else the worker of an `availability demo` running from this "
+                         "directory, else http://127.0.0.1:6066)")
     explain.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                          help="seconds to wait for the answer (default 10)")
     explain.set_defaults(handler=cmd_explain)
@@ -536,8 +598,8 @@ class _Subcommands:
         self._action = action
         self._common = common
 
-    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        return self._action.add_parser(name, parents=[self._common], **kwargs)
+    def add_parser(self, name: str, common_options: bool = True, **kwargs) -> argparse.ArgumentParser:
+        return self._action.add_parser(name, parents=[self._common] if common_options else [], **kwargs)
 
 
 def _positive_float(text: str) -> float:
@@ -573,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, settings)
     except KeyboardInterrupt:  # how `tail` and `produce --demo` are meant to end
         return 0 if getattr(args, "command", None) in ("tail", "produce") else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`availability tail ecommerce | head -5`): end quietly, as a Unix filter does. Python
+        # ignores SIGPIPE, so the write failed instead of ending the process; stdout goes to /dev/null so that the
+        # interpreter's last flush does not fail again and print a second complaint.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except errors as error:
         print(f"availability: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -5,7 +5,8 @@ own data directory, the demo feed (app.demo_feed) on a thread, and a view of wha
 the demo starts is stopped in a `finally`, in reverse order: feed, view consumer, worker (SIGTERM, then SIGKILL
 after a grace period), broker. SIGINT, SIGTERM and SIGHUP all lead there; a second Ctrl-C while stopping is ignored
 so the clean-up is not cut short. Files under `<data_dir>/demo/`: broker.log, worker.log, demo.log, processes.json
-(the pids, for tools and tests that check nothing is left behind) and worker/ (the worker's tables).
+(the pids, for tools and tests that check nothing is left behind, the broker's address and the worker's HTTP
+address, which `availability explain` reads: `running_demo_web_url`) and worker/ (the worker's tables).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class WorkerProcess:
         self._bootstrap_servers = bootstrap_servers
         self._data_dir = data_dir
         self._settings = settings
+        # a port of its own, so a demo never collides with another worker's web server on the default port
+        self.web_port = free_loopback_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._crashed = False
@@ -76,6 +79,14 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def web_url(self) -> str:
+        """Where this machine reaches the worker's HTTP API (lookups, explain, metrics)."""
+        host = self._settings.web_host
+        if host in ("0.0.0.0", "::", ""):  # listens everywhere: loopback reaches it
+            host = "127.0.0.1"
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.web_port}"
+
     def start(self) -> None:
         if importlib.util.find_spec(WORKER_MODULE) is None:
             raise DemoError(f"the worker module {WORKER_MODULE} is missing; reinstall the project (make venv)")
@@ -83,8 +94,7 @@ class WorkerProcess:
         environment.update({
             "AVAILABILITY_KAFKA_BOOTSTRAP_SERVERS": self._bootstrap_servers,
             "AVAILABILITY_DATA_DIR": str(self._data_dir),
-            # a port of its own, so a demo never collides with another worker's web server on the default port
-            "AVAILABILITY_WEB_PORT": str(free_loopback_port()),
+            "AVAILABILITY_WEB_PORT": str(self.web_port),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), environment.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
         })
@@ -274,6 +284,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             worker = WorkerProcess(settings, bootstrap_servers, demo_dir / "worker", demo_dir / "worker.log")
             worker.start()
             say(f"worker pid {worker.pid} starting (log {worker.log_path})")
+            say(f"worker HTTP API {worker.web_url}: `availability explain SKU` finds it, or curl "
+                f"{worker.web_url}/availability/SKU")
             _write_processes(demo_dir / "processes.json", bootstrap_servers, broker, worker)
 
             feed = DemoFeed(seed=options.seed)
@@ -335,12 +347,15 @@ class DemoStatus:
 
 
 def _report_headless(status: DemoStatus, deadline: float | None, say) -> None:
-    """Plain progress lines for --no-view: the first record, then a summary every 10 s."""
-    announced_first = False
+    """Plain progress lines for --no-view: the worker's readiness, the first record, then a summary every 10 s."""
+    announced_first = announced_ready = False
     next_summary = time.monotonic() + 10
     while deadline is None or time.monotonic() < deadline:
         time.sleep(0.2)
         board = status.board
+        if not announced_ready and status.worker.state() == "ready":
+            say(f"worker ready; HTTP API {status.worker.web_url}")
+            announced_ready = True
         if not announced_first and board.first_record_at is not None:
             say(f"first availability record after {board.first_record_at - status.started:.1f}s")
             announced_first = True
@@ -362,8 +377,29 @@ def _summary(board, started: float) -> str:
 def _write_processes(path: Path, bootstrap_servers: str, broker: EmbeddedBroker | None,
                      worker: WorkerProcess) -> None:
     document = {"demo": os.getpid(), "broker": broker.pid if broker else None, "worker": worker.pid,
-                "bootstrap_servers": bootstrap_servers}
-    path.write_text(json.dumps(document) + "\n", encoding="utf-8")
+                "bootstrap_servers": bootstrap_servers, "web_url": worker.web_url}
+    # written whole and renamed into place: a reader never sees half a file
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(document) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def running_demo_web_url(data_dir: Path) -> tuple[str, Path] | None:
+    """(the worker's HTTP address, the file it was read from) of a demo running with this data directory, or None
+    when none runs (no file, or its demo process has ended)."""
+    path = Path(data_dir) / "demo" / "processes.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        demo_pid, web_url = int(document["demo"]), str(document["web_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(demo_pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists, under another user
+    return web_url, path
 
 
 def _say(message: str) -> None:

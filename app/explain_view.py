@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rich.console import Group
@@ -46,9 +47,8 @@ def fetch_explanation(
         raise ExplainError(f"{message} (HTTP {error.code})") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ExplainError(
-            f"cannot reach a worker at {base_url} ({reason}); start one (`availability worker`) or pass --url"
-        ) from None
+        raise ExplainError(f"cannot reach a worker at {base_url} ({reason}); start one (`availability worker`, or "
+                           "`availability demo`) or pass --url") from None
     except ValueError:
         raise ExplainError(f"the answer from {base_url} is not JSON; is --url a worker of this service?") from None
 
@@ -62,6 +62,14 @@ def _error_message(error: urllib.error.HTTPError) -> str:
 
 def _number(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def utc_time(epoch_ms: int | None) -> str:
+    """Epoch milliseconds as ISO 8601 UTC to the millisecond (`2026-01-05T10:15:00.114Z`); None: `never`."""
+    if epoch_ms is None:
+        return "never"
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=epoch_ms)  # exact, no float
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render_explanation(document: dict[str, Any]) -> Group:
@@ -109,12 +117,12 @@ def render_explanation(document: dict[str, Any]) -> Group:
 
     if document["reservations"]:
         reservations = Table(title="Active reservations", title_justify="left")
-        for column in ("reservation", "channel", "requested", "reserved", "lines", "expires at"):
+        for column in ("reservation", "channel", "requested", "reserved", "lines", "expires at (UTC)"):
             reservations.add_column(column)
         for item in document["reservations"]:
             lines = ", ".join(f"{line['location']}:{line['quantity']}" for line in item["lines"])
             reservations.add_row(item["reservation_id"], item["channel"], str(item["requested_quantity"]),
-                                 str(item["reserved_quantity"]), lines, _number(item["expires_at"]))
+                                 str(item["reserved_quantity"]), lines, utc_time(item["expires_at"]))
         parts.append(reservations)
 
     entries = Table(title="Last ledger entries, newest first", title_justify="left")

@@ -99,15 +99,31 @@ def record_from_json(document: dict[str, Any], where: str = "record") -> SourceR
         if movement_type is None:
             raise FeedError(f"{where}: a StockMovement needs \"movement_type\" (RECEIPT, SALE, ...)")
         value = stock_movement(**_with_defaults(fields), type=movement_type)
+        _require_fields("StockMovement", value, where)
     elif record_name == "StockMovementBatch":
-        value = {"movements": [_batch_movement(item, where) for item in fields.get("movements", [])]}
+        movements = fields.get("movements", [])
+        if not isinstance(movements, list):
+            raise FeedError(f"{where}: \"movements\" must be a list of movements")
+        value = {"movements": [_batch_movement(item, f"{where} (movement {index})")
+                               for index, item in enumerate(movements)]}
     else:
         value = _with_defaults(fields)
+        _require_fields(record_name, value, where)
     return SourceRecord(SOURCE_TOPIC_OF_RECORD[record_name], key or natural_key(record_name, value), value, where)
 
 
-def records_from_jsonl(path: Path) -> Iterator[SourceRecord]:
-    """Read a JSON Lines file lazily; blank lines and lines starting with # are skipped."""
+def _require_fields(record_name: str, value: dict[str, Any], where: str) -> None:
+    """FeedError naming the first field of the record's schema that has no default and is not in `value`."""
+    from app.serialization import load_schema_library
+
+    for field in load_schema_library().parsed(record_name)["fields"]:
+        if field["name"] not in value and "default" not in field:
+            raise FeedError(f"{where}: missing field \"{field['name']}\" (a {record_name} needs it)")
+
+
+def records_from_jsonl(path: Path, bad_lines: list[FeedError] | None = None) -> Iterator[SourceRecord]:
+    """Read a JSON Lines file lazily; blank lines and lines starting with # are skipped. A line that is not a
+    record raises FeedError (`file:line: what is wrong`), or, given a `bad_lines` list, is added to it and skipped."""
     try:
         lines = path.open(encoding="utf-8")
     except OSError as error:
@@ -118,10 +134,17 @@ def records_from_jsonl(path: Path) -> Iterator[SourceRecord]:
             if not text or text.startswith("#"):
                 continue
             try:
-                document = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise FeedError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
-            yield record_from_json(document, f"{path}:{number}")
+                try:
+                    document = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise FeedError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+                record = record_from_json(document, f"{path}:{number}")
+            except FeedError as error:
+                if bad_lines is None:
+                    raise
+                bad_lines.append(error)
+                continue
+            yield record
 
 
 def _with_defaults(fields: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +159,9 @@ def _batch_movement(item: Any, where: str) -> dict[str, Any]:
     movement_type = fields.pop("movement_type", None) or fields.pop("type", None)
     if movement_type not in MOVEMENT_TYPES:
         raise FeedError(f"{where}: movement needs a movement_type among {sorted(MOVEMENT_TYPES)}")
-    return stock_movement(**_with_defaults(fields), type=movement_type)
+    value = stock_movement(**_with_defaults(fields), type=movement_type)
+    _require_fields("StockMovement", value, where)
+    return value
 
 
 class SourceProducer:
@@ -160,14 +185,20 @@ class SourceProducer:
         self.delivered = 0
         self._failures: list[str] = []
 
-    def send(self, record: SourceRecord) -> None:
+    def encode(self, record: SourceRecord) -> bytes:
+        """The record's Avro value (Confluent framing); FeedError, naming the record's origin, if it does not fit."""
         from app.serialization import SerializationError
 
         try:
-            payload = self.codec.encode(record.topic, record.value)
+            return self.codec.encode(record.topic, record.value)
         except SerializationError as error:
             where = f"{record.origin}: " if record.origin else ""
+            if isinstance(error.__cause__, KeyError):  # how the encoder says a nested record lacks a field
+                raise FeedError(f"{where}missing field {error.__cause__} in a {record.topic.value_record}") from None
             raise FeedError(f"{where}record does not fit {record.topic.value_record}: {error}") from None
+
+    def send(self, record: SourceRecord) -> None:
+        payload = self.encode(record)
         while True:
             try:
                 self._producer.produce(record.topic.name, payload, key=record.key.encode(), on_delivery=self._on_delivery)

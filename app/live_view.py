@@ -158,15 +158,20 @@ class BoardConsumer:
         self._codec: AvroCodec | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._ends_at_start = None  # an app.replay.reading.EndsAtStart, with connect(read_through_start=True)
+        self._positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after the last record read
         self.error: str | None = None
 
-    def connect(self, timeout: float) -> None:
+    def connect(self, timeout: float, read_through_start: bool = False) -> None:
+        """`read_through_start`: track when every record the topics held at this moment has been read
+        (`caught_up`; app.replay.reading.EndsAtStart says how)."""
         self._codec = AvroCodec(self._settings)
         self._consumer = Consumer(client_config(self._settings, self._bootstrap_servers, **{
             "group.id": f"availability-view-{id(self):x}",  # required by the client; never joined or committed
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "logger": self._logger,
+            **({"enable.partition.eof": True, "fetch.wait.max.ms": 100} if read_through_start else {}),
         }))
         try:
             metadata = self._consumer.list_topics(timeout=timeout)
@@ -183,10 +188,26 @@ class BoardConsumer:
                 f"topic {', '.join(missing)} does not exist on {self._bootstrap_servers}; "
                 "create the topics with `availability topics create` (or start `availability demo`)"
             )
-        self._consumer.assign([
-            TopicPartition(topic, partition, OFFSET_BEGINNING)
-            for topic in self._topics for partition in sorted(metadata.topics[topic].partitions)
-        ])
+        partitions = [(topic, partition)
+                      for topic in self._topics for partition in sorted(metadata.topics[topic].partitions)]
+        if read_through_start:
+            from app.replay.reading import EndsAtStart
+
+            self._ends_at_start = EndsAtStart(self._consumer, partitions, timeout)
+        self._consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in partitions])
+
+    @property
+    def caught_up(self) -> bool:
+        """With connect(read_through_start=True): every record the topics held at connect() has been read."""
+        return self._ends_at_start is not None and self._ends_at_start.done
+
+    @property
+    def records_to_go(self) -> int:
+        """About how many records are left to read before `caught_up` (0 when not tracked)."""
+        ends = self._ends_at_start
+        if ends is None:
+            return 0
+        return sum(max(0, ends.end(*where) - self._positions.get(where, 0)) for where in ends.pending)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="availability-view", daemon=True)
@@ -197,10 +218,13 @@ class BoardConsumer:
         assert self._consumer is not None and self._codec is not None, "connect() first"
         messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         for message in messages:
+            if self._ends_at_start is not None:
+                self._ends_at_start.note(message)
             if message.error() is not None:
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     self._logger.warning("view consumer: %s", message.error())
                 continue
+            self._positions[(message.topic(), message.partition())] = message.offset() + 1
             self._apply(message)
         return len(messages)
 
@@ -369,7 +393,7 @@ def demo_screen(status, width: int, height: int) -> RenderableType:
     parts: list[RenderableType] = [_status_panel(status, board, worker_state, elapsed)]
     if board.records_received == 0:
         parts.append(_waiting_message(status, worker_state, elapsed))
-    used = 7
+    used = 8  # the status panel
     network = [channel for channel in board.channels if board.rows(channel) and not _is_location(board, channel)]
     located = [channel for channel in board.channels if channel not in network]
     if network:
@@ -428,8 +452,12 @@ def _status_panel(status, board: AvailabilityBoard, worker_state: str, elapsed: 
         lines.append(f"   first record after {board.first_record_at - status.started:.1f}s")
     if status.consumer.error:
         lines.append(f"   view error: {status.consumer.error}", style="bold red")
+    lines.append("\nworker HTTP API: ")
+    lines.append(status.worker.web_url, style="bold")
+    lines.append(f"   curl {status.worker.web_url}/availability/SKU", style="dim")
     lines.append(f"\nlogs: {status.worker.log_path}  {status.demo_dir / 'broker.log'}   Ctrl-C stops everything\n"
-                 f"another terminal: availability -b {status.bootstrap_servers} tail ecommerce", style="dim")
+                 f"another terminal: availability -b {status.bootstrap_servers} tail ecommerce; availability "
+                 "explain SKU (finds this demo's worker)", style="dim")
     return Panel(lines, title="inventory availability demo", title_align="left", border_style="blue")
 
 

@@ -28,6 +28,9 @@ SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 Stages = Literal["all", "availability"]
 
 API_TOKEN_PATTERN = re.compile(r"[\x21-\x7e]{16,512}")
+HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an HTTP token (RFC 9110)
+HEADER_VALUE_PATTERN = re.compile(r"[\x20-\x7e\t]{0,8192}")  # visible ASCII, spaces, tabs: no CR/LF injection
+HEADERS_SET_BY_THE_WEBHOOK = frozenset({"content-type", "idempotency-key", "content-length", "host"})
 
 DEFAULT_CHANNELS = ("ecommerce", "marketplace", "store-pickup")
 SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000
@@ -160,6 +163,12 @@ class Settings(BaseSettings):
         default=120.0, gt=0,
         description="A table restore that reads no changelog record for this long ends the worker loudly.",
     )
+    # Channel connectors (docs/CONNECTORS.md). The values are secrets: repr() and logs show '**********'.
+    webhook_headers: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra headers of every webhook request (e.g. Authorization), as a JSON object of names to "
+        "values; from the environment so that no credential needs to be on a command line or in a URL.",
+    )
 
     @field_validator("processing_guarantee", mode="before")
     @classmethod
@@ -231,6 +240,34 @@ class Settings(BaseSettings):
         if value is not None and not API_TOKEN_PATTERN.fullmatch(value.get_secret_value()):
             raise ValueError("api_token must be 16 to 512 visible ASCII characters (no spaces)")
         return value
+
+    @field_validator("webhook_headers", mode="before")
+    @classmethod
+    def _parse_header_object(cls, value: Any) -> Any:
+        # The messages never repeat the text: it holds credentials.
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError('webhook_headers must be a JSON object, e.g. {"Authorization": "Bearer ..."}') from None
+            if not isinstance(value, dict):
+                raise ValueError('webhook_headers must be a JSON object, e.g. {"Authorization": "Bearer ..."}')
+        return value
+
+    @field_validator("webhook_headers")
+    @classmethod
+    def _headers_are_safe(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in headers.items():
+            if not HEADER_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"webhook_headers: {name!r} is not an HTTP header name")
+            if name.lower() in HEADERS_SET_BY_THE_WEBHOOK:
+                raise ValueError(f"webhook_headers: {name} is set by the webhook itself")
+            if not HEADER_VALUE_PATTERN.fullmatch(value.get_secret_value()):
+                raise ValueError(f"webhook_headers: the value of {name} has characters a header cannot carry "
+                                 "(line breaks, non-ASCII) or is longer than 8192")
+        return headers
 
     @field_validator("log_level", mode="before")
     @classmethod

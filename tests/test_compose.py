@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,16 +33,71 @@ def compose_command() -> tuple[list[str] | None, str]:
     return None, f"neither {missing} nor docker-compose is installed"
 
 
-def test_docker_compose_config_accepts_the_file():
+ENV_EXAMPLE = REPOSITORY / ".env.example"
+# What a user writes into .env (copied from .env.example): a value for every variable compose requires.
+FILLED_ENV = {"AVAILABILITY_API_TOKEN": "compose-test-token-0123456789", "GRAFANA_ADMIN_PASSWORD": "not-admin-42"}
+
+
+def test_docker_compose_config_accepts_the_file_once_env_is_filled_and_refuses_it_before(tmp_path):
     command, reason = compose_command()
     if command is None:
         pytest.skip(f"`docker compose config` not run: {reason}")
-    # `config` parses, interpolates and validates against the compose schema; it needs no engine.
-    result = subprocess.run(
-        [*command, "--file", str(COMPOSE_FILE), "config", "--quiet"],
-        capture_output=True, text=True, timeout=60, cwd=REPOSITORY,
-    )
-    assert result.returncode == 0, result.stderr
+    # `config` parses, interpolates and validates against the compose schema; it needs no engine. --env-file points
+    # at a file of the test's own, so a developer's .env neither helps nor breaks it.
+    for filled in (True, False):
+        env_file = tmp_path / ("filled.env" if filled else "empty.env")
+        env_file.write_text("".join(f"{name}={value if filled else ''}\n" for name, value in FILLED_ENV.items()))
+        environment = {name: value for name, value in os.environ.items() if name not in FILLED_ENV}
+        result = subprocess.run(
+            [*command, "--file", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--quiet"],
+            capture_output=True, text=True, timeout=60, cwd=REPOSITORY, env=environment,
+        )
+        if filled:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode != 0 and "set AVAILABILITY_API_TOKEN in .env" in result.stderr, result.stderr
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(value, environment: dict[str, str]):
+    """Compose's interpolation of one value: `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}`,
+    `${VAR?message}` and `$$`, enough to read this file as compose would. MissingVariable for a `?` unmet."""
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, argument = match.group("name"), match.group("operator"), match.group("argument") or ""
+        present = name in environment
+        given = environment.get(name, "")
+        if operator in (":?", "?"):
+            if (not given) if operator == ":?" else (not present):
+                raise MissingVariable(f"required variable {name} is missing a value: {argument}")
+            return given
+        if operator in (":-", "-"):
+            return given if (given if operator == ":-" else present) else argument
+        return given
+
+    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}", substitute, value)
+
+
+def interpolated(tree, environment: dict[str, str]):
+    if isinstance(tree, dict):
+        return {key: interpolated(value, environment) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [interpolated(value, environment) for value in tree]
+    return interpolate(tree, environment)
+
+
+def test_the_interpolation_reads_like_compose():
+    assert interpolate("a${X}b$${Y}", {"X": "1"}) == "a1b${Y}"
+    assert interpolate("${X:-d}", {"X": ""}) == "d" and interpolate("${X-d}", {"X": ""}) == ""
+    with pytest.raises(MissingVariable, match="set it"):
+        interpolate("${X:?set it}", {"X": ""})
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +129,7 @@ def test_every_service_states_its_health_check(compose):
 def test_service_environment_names_only_real_settings(compose):
     fields = set(Settings.model_fields)
     for name in SERVICE_IMAGE_SERVICES:
-        environment = compose["services"][name]["environment"]
+        environment = interpolated(compose["services"][name]["environment"], FILLED_ENV)
         assert environment["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:29092"
         for variable in environment:
             if variable.startswith("AVAILABILITY_"):
@@ -256,3 +312,59 @@ def test_the_exported_series_are_the_documented_ones():
     assert {name for name in base_names if not name.endswith("_created")} <= documented | {
         name.removesuffix("_total") for name in documented
     }
+
+
+# ------------------------------------------------------------------------------------------- safe by default
+def test_compose_refuses_to_start_without_the_secrets_in_env(compose):
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+    assert required == set(FILLED_ENV)
+    for missing in FILLED_ENV:
+        for absent in ({name: value for name, value in FILLED_ENV.items() if name != missing},
+                       {**FILLED_ENV, missing: ""}):
+            with pytest.raises(MissingVariable, match=rf"{missing}.*set {missing} in \.env"):
+                interpolated(compose, absent)
+    workers = interpolated(compose, FILLED_ENV)["services"]["worker"]["environment"]
+    assert workers["AVAILABILITY_API_TOKEN"] == FILLED_ENV["AVAILABILITY_API_TOKEN"]
+    assert workers["AVAILABILITY_WEB_HOST"] == "0.0.0.0"  # all interfaces of the container: hence the token
+
+
+def test_env_example_names_every_secret_empty_and_env_itself_is_never_committed_or_built_in():
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if line.strip() and not line.startswith("#"))
+    assert example == {name: "" for name in FILLED_ENV}  # no usable default: compose refuses until they are set
+    ignored = subprocess.run(["git", "check-ignore", "--quiet", ".env"], cwd=REPOSITORY, timeout=30)
+    assert ignored.returncode == 0, ".gitignore does not leave .env out"
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", ".env"], cwd=REPOSITORY, capture_output=True,
+                             timeout=30)
+    assert tracked.returncode != 0, ".env is committed"
+    assert ".env" in (REPOSITORY / ".dockerignore").read_text().splitlines()
+
+
+def test_prometheus_scrapes_the_workers_with_their_token(compose, prometheus_config):
+    from app.service.http_security import OPEN_PATHS
+
+    assert "/metrics" not in OPEN_PATHS  # with a token set, /metrics needs it too
+    worker_job = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}[WORKER_JOB]
+    authorization = worker_job["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer"
+    secret_name = authorization["credentials_file"].removeprefix("/run/secrets/")
+    assert authorization["credentials_file"] == f"/run/secrets/{secret_name}"  # where compose mounts a secret
+    assert secret_name in compose["services"]["prometheus"]["secrets"]
+    # The same variable the workers check requests against.
+    assert compose["secrets"][secret_name] == {"environment": "AVAILABILITY_API_TOKEN"}
+    assert "${AVAILABILITY_API_TOKEN:?" in compose["services"]["worker"]["environment"]["AVAILABILITY_API_TOKEN"]
+
+
+def test_grafana_takes_its_admin_password_from_env_and_lets_no_one_in_anonymously(compose):
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")  # no default password
+    assert str(grafana["GF_AUTH_ANONYMOUS_ENABLED"]).lower() == "false"
+
+
+def test_nothing_is_published_beyond_this_host_and_kafka_is_marked_dev_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", ()):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert "worker" not in {name for name, service in compose["services"].items() if service.get("ports")}
+    kafka_line = next(line for line in COMPOSE_FILE.read_text().splitlines() if '"127.0.0.1:9092:9092"' in line)
+    assert "dev only" in kafka_line

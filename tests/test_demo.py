@@ -1,10 +1,11 @@
-"""The demo: its feed builds valid, plausible records; `availability demo` shows availability within 90 s and leaves
-no process behind after SIGINT."""
+"""The demo: its feed builds valid, plausible records; `availability demo` shows availability within 90 s, prints its
+worker's HTTP address, which `availability explain` finds by itself, and leaves no process behind after SIGINT."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from app.demo_feed import CATALOGUE, DISTRIBUTION_CENTRES, STORES, DemoFeed
 from app.serialization import AvroCodec
 from app.settings import DEFAULT_CHANNELS
 from app.topics import POLICY_CHANGES, availability_topic
+from tests.commands import cli_environment, run_cli
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIRST_RECORD_DEADLINE_SECONDS = 90
 STOP_DEADLINE_SECONDS = 45
 
@@ -105,7 +106,8 @@ def _pid_is_gone(pid: int) -> bool:
 
 
 def _availability_seen(bootstrap_servers: str, settings, deadline: float) -> dict[str, int]:
-    """Records per channel topic, read independently of the demo's own view; returns once any is seen."""
+    """Records per channel topic (and `sku`: a SKU seen), read independently of the demo's own view; returns once
+    any is seen."""
     codec = AvroCodec(settings)
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "test-demo-check",
                          "enable.auto.commit": False})
@@ -121,44 +123,48 @@ def _availability_seen(bootstrap_servers: str, settings, deadline: float) -> dic
                     value = codec.decode(message.topic(), message.value()).value
                     assert message.topic() == f"availability.{value['channel']}"
                     seen[message.topic()] += 1
+                    sku = value["sku"]
             if seen:
-                return dict(seen)
+                return {**seen, "sku": sku}
         return {}
     finally:
         consumer.close()
 
 
 @pytest.mark.integration
-def test_demo_shows_availability_and_stops_cleanly_on_sigint(tmp_path: Path, settings_factory) -> None:
-    data_dir = tmp_path / "data"
-    environment = {
-        name: value for name, value in os.environ.items()
-        if not name.upper().startswith("AVAILABILITY_") and name.upper() != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    environment["AVAILABILITY_DATA_DIR"] = str(data_dir)  # the demo starts its own embedded broker, as `make run`
+def test_demo_shows_availability_and_its_worker_url_which_explain_finds_and_stops_cleanly_on_sigint(
+        tmp_path: Path, settings_factory) -> None:
+    # As `make run` in a fresh clone: the demo starts its own embedded broker, its state goes to ./.data; a second
+    # terminal in the same directory runs `availability explain SKU` with nothing else.
     started = time.monotonic()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "demo", "--no-view", "--duration", "600", "--rate", "5"],
-        cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    demo = subprocess.Popen(  # exactly what `make run` runs; piped, it prints progress lines instead of the view
+        [sys.executable, "-m", "app.cli", "demo"],
+        cwd=tmp_path, env=cli_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(iter(demo.stdout.readline, "")), daemon=True)
     reader.start()
-    processes_file = data_dir / "demo" / "processes.json"
+    processes_file = tmp_path / ".data" / "demo" / "processes.json"
     pids: dict = {}
     try:
-        while not processes_file.exists():
+        while not processes_file.exists():  # written whole, then renamed into place
             assert demo.poll() is None, "".join(output)
             assert time.monotonic() - started < 60, "demo did not start its worker within 60s:\n" + "".join(output)
             time.sleep(0.2)
-        time.sleep(0.2)  # written in one go, but give the write a moment to land
         pids = json.loads(processes_file.read_text())
         assert pids["broker"] and pids["worker"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", pids["web_url"])
+        assert any(f"worker HTTP API {pids['web_url']}" in line for line in output), "".join(output)
 
         seen = _availability_seen(pids["bootstrap_servers"], settings_factory(),
                                   started + FIRST_RECORD_DEADLINE_SECONDS)
         assert seen, f"no availability record within {FIRST_RECORD_DEADLINE_SECONDS}s:\n" + "".join(output)
         print(f"first availability records after {time.monotonic() - started:.1f}s: {seen}")
+
+        # README: `.venv/bin/availability explain SNEAKER-WHITE-42` in a second terminal (the demo stocks it first).
+        explained = _explain_until_answered("SNEAKER-WHITE-42", tmp_path, deadline=time.monotonic() + 30)
+        assert explained.returncode == 0, explained.stderr
+        assert "SNEAKER-WHITE-42" in explained.stdout and "Last ledger entries" in explained.stdout
 
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=STOP_DEADLINE_SECONDS)
@@ -167,6 +173,8 @@ def test_demo_shows_availability_and_stops_cleanly_on_sigint(tmp_path: Path, set
         assert "Traceback" not in "".join(output)
         for name in ("worker", "broker"):
             assert _pid_is_gone(pids[name]), f"{name} pid {pids[name]} still runs after the demo stopped"
+        # Once the demo is gone its file no longer names a worker to ask.
+        assert "the default" in run_cli("explain", seen["sku"], "--timeout", "2", cwd=tmp_path).stderr
     finally:
         if demo.poll() is None:
             demo.kill()
@@ -175,3 +183,38 @@ def test_demo_shows_availability_and_stops_cleanly_on_sigint(tmp_path: Path, set
             pid = pids.get(name)
             if pid and not _pid_is_gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _explain_until_answered(sku: str, directory: Path, deadline: float) -> subprocess.CompletedProcess:
+    """`availability explain SKU` from `directory`, again while the worker answers "not ready" (503, a rebalance)
+    or does not know the SKU yet (404: its opening stock is on another ledger partition than the first record's)."""
+    while True:
+        result = run_cli("explain", sku, cwd=directory)
+        waiting = "retry in a moment" in result.stderr or "(HTTP 404)" in result.stderr
+        if result.returncode == 0 or not waiting or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def test_the_live_view_shows_the_worker_url(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from app.live_view import AvailabilityBoard, demo_screen
+
+    class Worker:
+        pid, log_path, web_url = 4242, tmp_path / "worker.log", "http://127.0.0.1:40123"
+
+        def state(self) -> str:
+            return "ready"
+
+    class Feed:
+        producer, last_event, error = type("Producer", (), {"sent": 3})(), "RECEIPT", None
+
+    status = type("Status", (), {"board": AvailabilityBoard(["ecommerce"]), "started": time.monotonic(),
+                                 "worker": Worker(), "feed": Feed(), "broker": None, "bootstrap_servers": "b:9092",
+                                 "consumer": type("Consumer", (), {"error": None})(), "demo_dir": tmp_path})()
+    console = Console(width=160, record=True)
+    console.print(demo_screen(status, 160, 40))
+    text = console.export_text()
+    assert "worker HTTP API: http://127.0.0.1:40123" in text
+    assert "availability explain SKU" in text

@@ -45,6 +45,16 @@ def test_the_tables_show_the_steps_the_rules_and_the_entries():
     assert "r1" in text and "DC1:10" in text
 
 
+def test_expiry_times_are_shown_in_iso_8601_utc_not_epoch_milliseconds():
+    document = worked_document()
+    document["reservations"][0]["expires_at"] = 1_767_608_100_114
+    text = rendered(document)
+    assert "2026-01-05T10:15:00.114Z" in text and "1767608100114" not in text
+    assert "expires at (UTC)" in text
+    document["reservations"][0]["expires_at"] = None
+    assert "never" in rendered(document)
+
+
 class StandIn(BaseHTTPRequestHandler):
     """Answers like a worker: the explanation with the right token, 401 without one, 404 for SKU-NONE."""
 

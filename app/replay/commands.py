@@ -130,10 +130,30 @@ def run_verify_command(args: argparse.Namespace, settings: Settings, bootstrap_s
 
 
 def run_snapshot_command(args: argparse.Namespace, settings: Settings, bootstrap_servers: str) -> int:
-    summary = take_snapshot(settings, bootstrap_servers, args.channel, namespace=args.namespace,
-                            idle_seconds=args.idle)
+    console = Console(stderr=True)  # the bar on stderr, the summary alone on stdout
+    with reading_progress(console, f"reading availability.{args.channel}", enabled=console.is_terminal) as update:
+        summary = take_snapshot(settings, bootstrap_servers, args.channel, namespace=args.namespace,
+                                on_progress=update)
     offsets = ",".join(f"{partition}:{offset}" for partition, offset in sorted(summary.channel_offsets.items()))
     print(f"snapshot {summary.snapshot_id}: {summary.keys} keys of {summary.source_topic} "
           f"({summary.records_read} records read) published to {summary.snapshot_topic} in {summary.seconds:.1f}s; "
           f"covers {summary.source_topic} up to {offsets or 'nothing'}")
     return 0
+
+
+@contextmanager
+def reading_progress(console: Console, label: str, enabled: bool):
+    """Yields `update(done, expected)` for a rich bar of records read (None when disabled: not a terminal)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, expected: int) -> None:
+            progress.update(task, completed=done, total=max(expected, done) or None)
+
+        yield update

@@ -1,17 +1,21 @@
 """Read topic partitions from given offsets to their end, with a consumer of our own (no group, no commits).
 
 When is a partition at its end? Never from the high watermark alone: the embedded Tansu broker reports it as the
-START of a partition's last batch, not the offset after its last record. So the high watermarks taken when reading
-starts are only a lower bound: reading ends once every partition has reached its bound AND no record has arrived
-for `idle_seconds`. Records appended while reading (the live service may be running) are read if they arrive
-before that quiet period; a reader is a bounded pass, not a follower.
+START of a partition's last batch, not the offset after its last record. Two answers:
+- by default the high watermarks taken when reading starts are only a lower bound: reading ends once every
+  partition has reached its bound AND no record has arrived for `idle_seconds`. Records appended while reading (the
+  live service may be running) are read if they arrive before that quiet period; on a topic written to
+  continuously that period may never come.
+- `through_start_ends=True` reads every record the partitions held when reading started, and stops there
+  (`EndsAtStart` says how, and why that is exact on both brokers): a bounded pass that ends within a fetch of
+  the end even while the topic is being written.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -33,10 +37,10 @@ class ReadError(Exception):
     exists (`availability topics create`, or the replay that should have written it) and that the broker runs."""
 
 
-def consumer_for(bootstrap_servers: str, settings: Settings | None = None) -> Consumer:
+def consumer_for(bootstrap_servers: str, settings: Settings | None = None, **extra: object) -> Consumer:
     """A reading consumer; `settings` supply the client security options (none: a plaintext connection)."""
     # A group id is required by the client, but nothing joins or commits: partitions are assigned explicitly.
-    options = {
+    options = {**extra,
         "group.id": f"availability-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -66,17 +70,75 @@ def offsets_at_time(consumer: Consumer, topic: str, partitions: int, timestamp_m
     return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
 
+class EndsAtStart:
+    """Tells when a consumer has read every record its partitions held when this object was made (the start).
+
+    The rule, per partition, from its watermarks (low, h) at the start. Apache Kafka's h is the offset after the
+    last record; the embedded Tansu broker's h is one past the START of the last batch, which may reach further.
+    What both report truly is the high watermark of a fetch response: the partition's end when that fetch was
+    answered (librdkafka keeps it, `get_watermark_offsets(cached=True)`). The consumer is assigned after the start,
+    so every fetch is answered after it, and such a watermark is at or past the end at the start. Hence:
+    - h <= low: the partition held nothing; done at once;
+    - the first record consumed at an offset >= h - 1 (the last record on Kafka, the first of the last batch on
+      Tansu) fixes the partition's bound: the high watermark of the fetch that brought it. Done once the
+      consumer has read up to that bound (the rest of that batch, and whatever else that fetch held);
+    - a PARTITION_EOF (a fetch found nothing more at the position; the consumer needs `enable.partition.eof`)
+      means done too: the broker's end was then at or past the end at the start.
+    Records written after the start are read at most up to a bound fixed once, so a pass over a topic being written
+    continuously ends as soon as the records of the start are read, and never waits for a quiet moment."""
+
+    def __init__(self, consumer: Consumer, partitions: Iterable[tuple[str, int]], timeout: float = 10.0) -> None:
+        self._consumer = consumer
+        self.marks: dict[tuple[str, int], int] = {}  # the high watermark h at the start, per non-empty partition
+        self.bounds: dict[tuple[str, int], int] = {}  # the fixed end, once known
+        for topic, partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                self.marks[(topic, partition)] = high
+        self.pending = set(self.marks)
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def end(self, topic: str, partition: int) -> int:
+        """The offset the pass reads the partition up to, as far as known now (a lower bound until it is fixed)."""
+        where = (topic, partition)
+        return self.bounds.get(where, self.marks.get(where, 0))
+
+    def note(self, message: Message) -> None:
+        """Account for one consumed message, record or PARTITION_EOF event."""
+        where = (message.topic(), message.partition())
+        if where not in self.pending:
+            return
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self.pending.discard(where)
+            return
+        offset = message.offset()
+        if where not in self.bounds and offset >= self.marks[where] - 1:
+            fetched_end = self._consumer.get_watermark_offsets(TopicPartition(*where), cached=True)[1]
+            self.bounds[where] = max(fetched_end, offset + 1)
+        if where in self.bounds and offset + 1 >= self.bounds[where]:
+            self.pending.discard(where)
+
+
 class PartitionsReader:
     """Every record of `topic` from `starts` (partition -> first offset; None: every partition from the earliest)
-    to the end, as batches of messages in per-partition offset order."""
+    to the end, as batches of messages in per-partition offset order. The end: see the module docstring;
+    `through_start_ends=True` reads exactly what was there at the start (plus what came in the same fetches)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, starts: dict[int, int] | None = None,
-                 idle_seconds: float = 2.0, timeout: float = 10.0, settings: Settings | None = None) -> None:
+                 idle_seconds: float = 2.0, timeout: float = 10.0, settings: Settings | None = None,
+                 through_start_ends: bool = False) -> None:
         self.topic = topic
         self._settings = settings
         self.idle_seconds = idle_seconds
         self._bootstrap_servers = bootstrap_servers
-        self._consumer = consumer_for(bootstrap_servers, settings)
+        self._consumer = consumer_for(bootstrap_servers, settings, **(
+            {"enable.partition.eof": True, "fetch.wait.max.ms": 100} if through_start_ends else {}))
+        self.ends_at_start: EndsAtStart | None = None
         try:
             count = partition_count(self._consumer, topic, timeout)
             if starts is None:
@@ -90,7 +152,10 @@ class PartitionsReader:
             for partition in self.starts:
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 self.low[partition], self.end_hints[partition] = low, high
-            self._probe_last_batches(timeout)
+            if through_start_ends:
+                self.ends_at_start = EndsAtStart(self._consumer, [(topic, p) for p in self.starts], timeout)
+            else:
+                self._probe_last_batches(timeout)
         except BaseException:
             self._consumer.close()
             raise
@@ -130,11 +195,16 @@ class PartitionsReader:
         consumer = self._consumer
         consumer.assign([TopicPartition(self.topic, p, self.starts[p]) for p in self.starts])
         behind = {p for p in self.starts if self.positions[p] < self.end_hints[p]}
+        ends = self.ends_at_start
         last_arrival = time.monotonic()
-        while True:
+        while not (ends is not None and ends.done):
             messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
             batch = []
             for message in messages:
+                if ends is not None:
+                    ends.note(message)
+                    if message.partition() in self.end_hints:
+                        self.end_hints[message.partition()] = ends.end(self.topic, message.partition())
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -150,6 +220,11 @@ class PartitionsReader:
             if batch:
                 last_arrival = time.monotonic()
                 yield batch
+            elif ends is not None:
+                if time.monotonic() - last_arrival >= STALL_SECONDS:
+                    stuck = ", ".join(f"{p}@{self.positions[p]}" for _, p in sorted(ends.pending))
+                    raise ReadError(f"{self.topic}: no records for {STALL_SECONDS:g}s before the end of "
+                                    f"partitions {stuck}; is the broker up?")
             elif time.monotonic() - last_arrival >= self.idle_seconds:
                 if not behind:
                     return

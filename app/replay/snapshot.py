@@ -1,6 +1,8 @@
 """Snapshot: restate the current availability of every key of a channel, for connectors that start from scratch.
 
-The channel topic (`availability.<channel>`, or its copy in a replay namespace) is read to its end; for every key
+The channel topic (`availability.<channel>`, or its copy in a replay namespace) is read through every record it held
+when the snapshot started (app.replay.reading.EndsAtStart: a bounded pass, quick even while the service keeps
+publishing; what arrives in the same fetches is included too); for every key
 the record with the highest version is kept, and re-published with `snapshot = true` and everything else
 unchanged (same version, same event id and ledger position) to the compacted topic `availability.<channel>.snapshot`,
 on the partition the key has in the channel topic. Every record carries headers:
@@ -19,7 +21,7 @@ v+1 and the version rule picks it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,7 +39,6 @@ from app.topics import (
 
 if TYPE_CHECKING:
     from app.settings import Settings
-
 
 
 class SnapshotError(Exception):
@@ -64,7 +65,10 @@ class Latest:
 
 
 def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, namespace: str = LIVE,
-                  idle_seconds: float = 2.0, codec: AvroCodec | None = None) -> SnapshotSummary:
+                  codec: AvroCodec | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> SnapshotSummary:
+    """Publish the channel's current values to its snapshot topic. `on_progress(records read, records expected)` is
+    called after every batch read (expected: from the watermarks, an estimate until the end is known)."""
     if channel not in settings.channels:
         raise SnapshotError(f"unknown channel {channel!r} (configured: {', '.join(settings.channels)})")
     started = time.monotonic()
@@ -75,7 +79,9 @@ def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, name
     serde = codec.serde(live)
     summary = SnapshotSummary(channel, source.name, target.name, f"{channel}-{int(time.time() * 1000)}")
     latest: dict[bytes, Latest] = {}
-    with PartitionsReader(bootstrap_servers, source.name, idle_seconds=idle_seconds, settings=settings) as reader:
+    with PartitionsReader(bootstrap_servers, source.name, settings=settings, through_start_ends=True) as reader:
+        if on_progress is not None:
+            on_progress(0, reader.expected_records)
         for batch in reader.batches():
             for message in batch:
                 summary.records_read += 1
@@ -85,6 +91,10 @@ def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, name
                 held = latest.get(message.key())
                 if held is None or value["version"] > held.version:
                     latest[message.key()] = Latest(value["version"], message.partition(), value)
+            if on_progress is not None:
+                on_progress(summary.records_read, summary.records_read + reader.expected_records)
+        if on_progress is not None:
+            on_progress(summary.records_read, summary.records_read)
         summary.channel_offsets = dict(reader.positions)
     create_namespace_topics(settings, bootstrap_servers, [target])
     producer = output_producer(bootstrap_servers, settings)
@@ -124,15 +134,15 @@ class LoadedSnapshot:
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (partition, offset) of its value
 
 
-def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str, idle_seconds: float = 2.0,
+def load_snapshot(settings: Settings, bootstrap_servers: str, channel: str,
                   codec: AvroCodec | None = None) -> LoadedSnapshot:
-    """Read `availability.<channel>.snapshot` to its end under the version rule. Continue on the channel topic from
-    `channel_offsets` (partitions missing there: from the beginning)."""
+    """Read `availability.<channel>.snapshot` (every record it holds now) under the version rule. Continue on the
+    channel topic from `channel_offsets` (partitions missing there: from the beginning)."""
     codec = codec or AvroCodec(settings)
     serde = codec.serde(availability_topic(channel))
     loaded = LoadedSnapshot()
-    with PartitionsReader(bootstrap_servers, availability_snapshot_topic(channel).name, idle_seconds=idle_seconds,
-                          settings=settings) as reader:
+    with PartitionsReader(bootstrap_servers, availability_snapshot_topic(channel).name, settings=settings,
+                          through_start_ends=True) as reader:
         for batch in reader.batches():
             for message in batch:
                 value = serde.decode(message.value()).value

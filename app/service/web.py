@@ -1,4 +1,4 @@
-"""The worker's HTTP API: availability lookups from the tables, liveness, readiness and Prometheus metrics.
+"""The worker's HTTP API: availability lookups from the SKUs' current state, liveness, readiness and metrics.
 
     GET /availability/{sku}[?channel=<channel>][&location=<location>]
     GET /availability/{sku}/explain[?channel=<channel>][&location=<location>]
@@ -6,9 +6,11 @@
     GET /health      GET /ready      GET /metrics      GET /openapi.json           (app.service.openapi)
 
 A lookup is answered by the worker that owns the SKU's `sku-state` partition (Faust `table_route` forwards the
-request there), from the table value the availability stage last wrote: it shows what was last published per
-channel key, and each location's stock. While that partition is being restored, or during a rebalance, the answer
-is 503 with `Retry-After`, never a stale or empty value. docs/OPERATIONS.md documents the responses.
+request there), from the SKU's current state on that worker (`current_sku_state`): the availability stage's live
+state when it holds the SKU (`live_store`: applied, and written back to the table within the write-back
+interval), else the table value. It shows what was last published per channel key, and each location's stock.
+While that partition is being restored, or during a rebalance, the answer is 503 with `Retry-After`, never a stale
+or empty value. docs/OPERATIONS.md documents the responses.
 
 An explanation (`/explain`) is answered the same way, by app.engine.explain over the SKU's state and its
 partition's policy history. Every route but /health and /ready sits behind the optional bearer token and the

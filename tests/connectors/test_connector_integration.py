@@ -174,7 +174,7 @@ def test_new_connector_bootstraps_from_a_snapshot_without_reading_history(
     keys = [f"sku-{n}" for n in range(6)]
     publisher = AvailabilityPublisher(channel_settings, bootstrap_servers)
     publisher.publish([(key, version) for version in (1, 2, 3) for key in keys])
-    summary = take_snapshot(channel_settings, bootstrap_servers, channel, idle_seconds=0.5)
+    summary = take_snapshot(channel_settings, bootstrap_servers, channel)
     assert summary.keys == len(keys)
     publisher.publish([(key, 4) for key in keys[:3]])  # live changes after the snapshot
 
@@ -204,7 +204,7 @@ def test_connector_with_committed_offsets_ignores_the_snapshot(channel_settings:
     assert not any(change.snapshot for change in first_sink.accepted)  # no snapshot existed: history was read
 
     publisher.publish([(key, 2) for key in keys])
-    take_snapshot(channel_settings, bootstrap_servers, channel, idle_seconds=0.5)
+    take_snapshot(channel_settings, bootstrap_servers, channel)
     second_sink = ScriptedSink()
     second = connector_for(channel_settings, second_sink, group, bootstrap_from_snapshot=True)
     with running(second):

@@ -13,6 +13,7 @@ class WebhookEndpoint:
     def __init__(self) -> None:
         self.accepted: list[dict] = []
         self.idempotency_keys: list[str] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.refused = 0
         self.down = False
         self._lock = threading.Lock()
@@ -22,6 +23,7 @@ class WebhookEndpoint:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with endpoint._lock:
+                    endpoint.authorizations.append(self.headers.get("Authorization"))
                     if endpoint.down:
                         endpoint.refused += 1
                         status = 503

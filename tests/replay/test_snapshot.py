@@ -28,7 +28,7 @@ def test_snapshot_publishes_every_key_once_with_latest_versions(replayed, bootst
             latest[record.key] = (record.partition, value)
     assert len(latest) > 20
 
-    summary = take_snapshot(settings, bootstrap_servers, channel, namespace="a", idle_seconds=0.5, codec=codec)
+    summary = take_snapshot(settings, bootstrap_servers, channel, namespace="a", codec=codec)
     assert summary.keys == len(latest)
     assert summary.records_read == len(source_records)
 
@@ -43,7 +43,7 @@ def test_snapshot_publishes_every_key_once_with_latest_versions(replayed, bootst
         assert headers[SNAPSHOT_OF_HEADER] == source.encode()
         assert int(headers[CHANNEL_OFFSET_HEADER]) == summary.channel_offsets[partition]
 
-    loaded = load_snapshot(settings, bootstrap_servers, channel, idle_seconds=0.5, codec=codec)
+    loaded = load_snapshot(settings, bootstrap_servers, channel, codec=codec)
     assert {key.encode(): value["version"] for key, value in loaded.values.items()} == {
         key: value["version"] for key, (_, value) in latest.items()
     }

@@ -1,0 +1,41 @@
+"""What README.md tells a new user about the machine is true: where the command is, where the broker binary goes,
+which documents exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+README = (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_read_next_links_every_document() -> None:
+    linked = set(re.findall(r"\(docs/([A-Z_]+\.md)\)", README))
+    present = {path.name for path in (PROJECT_ROOT / "docs").glob("*.md")}
+    assert present <= linked, f"README's Read next misses {sorted(present - linked)}"
+
+
+def test_the_command_is_where_the_readme_says() -> None:
+    assert "`.venv/bin/availability`" in README
+    command = PROJECT_ROOT / ".venv" / "bin" / "availability"
+    if Path(sys.prefix).resolve() != (PROJECT_ROOT / ".venv").resolve():
+        pytest.skip(f"the tests run from {sys.prefix}, not from the project's .venv (make test uses it)")
+    result = subprocess.run([".venv/bin/availability", "--help"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert command.is_file() and result.returncode == 0, result.stderr
+    assert "usage: availability" in result.stdout
+
+
+def test_the_broker_binary_is_copied_where_the_readme_says(monkeypatch) -> None:
+    from app.broker import resolve_tansu_binary
+
+    monkeypatch.delenv("CALF_TANSU_BIN", raising=False)
+    written = re.search(r"`~/(\.calfkit/bin)/tansu-<version>`", README)
+    assert written, "README no longer says where the broker binary goes"
+    binary = Path(resolve_tansu_binary())
+    assert binary.parent == Path.home() / written[1] and binary.name.startswith("tansu-")
