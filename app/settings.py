@@ -128,6 +128,14 @@ class Settings(BaseSettings):
         description="Longest a worker's fetch waits for data (Faust hard-codes 1500; see app.service.transport).",
     )
     standby_replicas: int = Field(default=0, ge=0)
+    rocksdb_write_buffer_mib: int = Field(
+        default=8, ge=1, le=1024,
+        description="RocksDB memtable size of each sku-state database (one per table partition held); two per database.",
+    )
+    rocksdb_block_cache_mib: int = Field(
+        default=16, ge=1, le=65_536,
+        description="RocksDB read cache of each sku-state database (one per table partition held).",
+    )
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     topic_retention_ms: int = Field(default=SEVEN_DAYS_MS, description="retention.ms of delete topics; -1: forever.")
     log_level: LogLevel = "INFO"

@@ -157,6 +157,18 @@ DEAD_LETTERS = TopicSpec(
     description="Records that failed validation or processing: the original bytes, with reason and origin in headers.",
 )
 
+INVENTORY_EXCEPTIONS = TopicSpec(
+    name="inventory-exceptions",
+    key="sku/location, sku, or location (a feed's exception)",
+    value_record="InventoryException",
+    partitioning=_BY_KEY,
+    cleanup_policy=CleanupPolicy.DELETE,
+    writers=("availability", "availability reconcile"),
+    readers=("operators", "alerting"),
+    description="Facts applied that need a look (stock driven negative, unknown locations, inexact counts), stale "
+    "feeds and their fallbacks, and drifts found by reconciliation.",
+)
+
 # Declared order matters: the codec registers value subjects in this order (see app/serialization.py).
 FIXED_TOPICS: tuple[TopicSpec, ...] = (
     STORE_TRANSACTIONS,
@@ -209,9 +221,10 @@ def availability_snapshot_topic(channel: str) -> TopicSpec:
 
 
 def all_topics(settings: Settings) -> tuple[TopicSpec, ...]:
-    """Every topic of the deployment: the fixed ones, then one availability topic per configured channel,
-    in the order of `settings.channels`."""
-    return FIXED_TOPICS + tuple(availability_topic(channel) for channel in settings.channels)
+    """Every topic of the deployment: the fixed ones, one availability topic per configured channel in the order of
+    `settings.channels`, then `inventory-exceptions` (last, so the schema ids registered before it stay as they
+    were)."""
+    return FIXED_TOPICS + tuple(availability_topic(channel) for channel in settings.channels) + (INVENTORY_EXCEPTIONS,)
 
 
 def topics_by_name(settings: Settings) -> dict[str, TopicSpec]:

@@ -31,31 +31,38 @@ ROOT = Path(__file__).resolve().parents[1]
 CODES = {name: value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)}
 
 
-def contract_tables() -> tuple[dict[str, set[str]], set[str]]:
-    """(reason -> stages) of the dead-letter table and the decision-only reasons, read from docs/CONTRACT.md."""
+def contract_tables() -> tuple[dict[str, set[str]], set[str], set[str]]:
+    """(reason -> stages) of the dead-letter table, the decision-only reasons and the acknowledgements, read from
+    docs/CONTRACT.md (the last two are tables of two columns: reason, when; told apart by their heading)."""
     text = (ROOT / "docs" / "CONTRACT.md").read_text()
     section = text[text.index("## Dead letters"):text.index("## Bootstrapping a connector")]
-    dead_letters, decision_only = {}, set()
+    dead_letters, two_column = {}, {"decision": set(), "acknowledgement": set()}
+    table = None
     for line in section.splitlines():
+        if line.startswith("Reasons that are only the `reason` of a REJECTED"):
+            table = "decision"
+        elif line.startswith("Acknowledgements"):
+            table = "acknowledgement"
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if not cells or not re.fullmatch(r"`[A-Z_]+`", cells[0]):
             continue
         code = cells[0].strip("`")
         if len(cells) == 3:
             dead_letters[code] = {stage.strip() for stage in cells[1].split(",")}
-        elif len(cells) == 2:
-            decision_only.add(code)
-    return dead_letters, decision_only
+        elif len(cells) == 2 and table is not None:
+            two_column[table].add(code)
+    return dead_letters, two_column["decision"], two_column["acknowledgement"]
 
 
 def test_every_reason_code_has_its_place():
-    placed = reasons.INGEST_DEAD_LETTER_REASONS | reasons.LEDGER_DEAD_LETTER_REASONS | reasons.DECISION_ONLY_REASONS
-    assert set(CODES.values()) == placed
-    assert not reasons.DECISION_ONLY_REASONS & (reasons.INGEST_DEAD_LETTER_REASONS | reasons.LEDGER_DEAD_LETTER_REASONS)
+    dead_letters = reasons.INGEST_DEAD_LETTER_REASONS | reasons.LEDGER_DEAD_LETTER_REASONS
+    assert set(CODES.values()) == dead_letters | reasons.DECISION_ONLY_REASONS | reasons.ACKNOWLEDGEMENTS
+    assert not reasons.DECISION_ONLY_REASONS & dead_letters and not reasons.ACKNOWLEDGEMENTS & dead_letters
 
 
 def test_the_contract_table_is_the_code_both_ways():
-    dead_letters, decision_only = contract_tables()
+    dead_letters, decision_only, acknowledgements = contract_tables()
+    assert acknowledgements == reasons.ACKNOWLEDGEMENTS
     assert {code for code, stages in dead_letters.items() if "ingest" in stages} == reasons.INGEST_DEAD_LETTER_REASONS
     assert {code for code, stages in dead_letters.items() if "availability" in stages} == (
         reasons.LEDGER_DEAD_LETTER_REASONS)
@@ -70,7 +77,8 @@ def test_the_code_names_no_reason_outside_the_codes():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "reasons":
                 used.add(node.attr)
-    sets = {"VALIDATION_REASONS", "INGEST_DEAD_LETTER_REASONS", "LEDGER_DEAD_LETTER_REASONS", "DECISION_ONLY_REASONS"}
+    sets = {"VALIDATION_REASONS", "INGEST_DEAD_LETTER_REASONS", "LEDGER_DEAD_LETTER_REASONS", "DECISION_ONLY_REASONS",
+            "ACKNOWLEDGEMENTS"}
     assert used - sets <= set(CODES), sorted(used - sets - set(CODES))
 
 

@@ -174,8 +174,22 @@ SAMPLES = {  # record name -> representative records, fully specified so a round
             **{"outcome": "REJECTED", "reason": "INSUFFICIENT_STOCK", "reserved_quantity": 0, "lines": []},
         },
     ],
+    "InventoryException": [
+        {"kind": "NEGATIVE_STOCK", "sku": "SKU-1001", "location": "S01", "bucket": "SELLABLE", "quantity": -2,
+         "position": {"sellable": -2, "damaged": 0, "quarantine": 1, "in_transit": 0, "reserved": 0},
+         "event_id": "pos-9", "ledger_partition": 3, "ledger_offset": 41, "ledger_index": 7,
+         "event_time": 1_700_000_000_500, "detail": "a sale beyond the sellable units known"},
+        {"kind": "STALE_FEED", "sku": None, "location": "S01", "bucket": None, "quantity": 900_000, "position": None,
+         "event_id": None, "ledger_partition": 3, "ledger_offset": 42, "ledger_index": 0,
+         "event_time": 1_700_000_900_500, "detail": "POS quiet for 15 minutes"},
+        {"kind": "RECONCILIATION_DRIFT", "sku": "SKU-1001", "location": "S01", "bucket": "SELLABLE", "quantity": 4,
+         "position": {"sellable": 6, "damaged": 0, "quarantine": 0, "in_transit": 0, "reserved": 1},
+         "event_id": None, "ledger_partition": None, "ledger_offset": None, "ledger_index": None,
+         "event_time": 1_700_000_000_000, "detail": "system of record 10, service 6"},
+    ],
 }
-VALUE_RECORDS = sorted({topic.value_record for topic in FIXED_TOPICS if topic.value_record} | {"ChannelAvailability"})
+VALUE_RECORDS = sorted({topic.value_record for topic in FIXED_TOPICS if topic.value_record}
+                       | {"ChannelAvailability", "InventoryException"})
 SCHEMA_FILES = sorted(DEFAULT_SCHEMA_DIR.glob("*.avsc"))
 
 

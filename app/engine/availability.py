@@ -34,7 +34,8 @@ def refresh_position(state: SkuState, policy: Policy, location: str, position: P
     """Recompute one location's ATP after its position changed and move the difference into the NETWORK pools."""
     base = position.sellable - position.reserved - position.safety
     atp = base if base > 0 else 0
-    with_transit = base + position.in_transit
+    in_transit = position.in_transit
+    with_transit = base + in_transit if in_transit > 0 else base  # received before shipped: counts as none in transit
     if with_transit < 0:
         with_transit = 0
     change = atp - position.atp

@@ -145,7 +145,70 @@ class Rejection:
         }
 
 
-Output = Union[ChannelAvailability, ReservationDecision, Rejection]
+class ExceptionKind(str, Enum):
+    NEGATIVE_STOCK = "NEGATIVE_STOCK"  # a fact drove a bucket (sellable, damaged, quarantine) below zero
+    NEGATIVE_IN_TRANSIT = "NEGATIVE_IN_TRANSIT"  # units received before their shipment was on the ledger
+    UNKNOWN_LOCATION = "UNKNOWN_LOCATION"  # a fact at a location the policy in force does not list
+    INEXACT_COUNT = "INEXACT_COUNT"  # a count older than its location's journal: applied, later deltas may be missing
+    STALE_FEED = "STALE_FEED"  # a location's feed went quiet past its freshness threshold: fallback applied
+    FEED_RECOVERED = "FEED_RECOVERED"  # the feed spoke again: fallback lifted
+    RECONCILIATION_DRIFT = "RECONCILIATION_DRIFT"  # the system of record's on-hand differs from the service's
+
+
+class PositionBucket(str, Enum):
+    SELLABLE = "SELLABLE"
+    DAMAGED = "DAMAGED"
+    QUARANTINE = "QUARANTINE"
+    IN_TRANSIT = "IN_TRANSIT"
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryException:
+    """Something an operator should look at, found while applying a fact that the service applied all the same
+    (facts are never refused: docs/RULES.md, section 2). `position` is the location's buckets after the entry:
+    (sellable, damaged, quarantine, in_transit, reserved); lineage fields are None for exceptions no ledger entry
+    caused (reconciliation)."""
+
+    kind: ExceptionKind
+    sku: str | None
+    location: str | None
+    bucket: PositionBucket | None
+    quantity: int
+    position: tuple[int, int, int, int, int] | None
+    event_id: str | None
+    ledger_partition: int | None
+    ledger_position: int | None
+    event_time: int
+    detail: str
+
+    @property
+    def key(self) -> str:
+        """`sku/location`, `sku` or `location`: the record key on `inventory-exceptions`."""
+        if self.sku is None:
+            return self.location or ""
+        return self.sku if self.location is None else f"{self.sku}/{self.location}"
+
+    def to_record(self) -> dict:
+        position = self.position
+        return {
+            "kind": self.kind.value,
+            "sku": self.sku,
+            "location": self.location,
+            "bucket": None if self.bucket is None else self.bucket.value,
+            "quantity": self.quantity,
+            "position": None if position is None else dict(zip(POSITION_FIELDS, position)),
+            "event_id": self.event_id,
+            "ledger_partition": self.ledger_partition,
+            "ledger_offset": None if self.ledger_position is None else self.ledger_position >> POSITION_SHIFT,
+            "ledger_index": None if self.ledger_position is None else self.ledger_position & INDEX_MASK,
+            "event_time": self.event_time,
+            "detail": self.detail,
+        }
+
+
+POSITION_FIELDS = ("sellable", "damaged", "quarantine", "in_transit", "reserved")
+
+Output = Union[ChannelAvailability, ReservationDecision, Rejection, InventoryException]
 
 
 def _trusted_constructor(cls: type):

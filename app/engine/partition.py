@@ -28,8 +28,8 @@ from app.engine.events import (
     validate,
 )
 from app.engine.limits import DEFAULT_LIMITS, EngineLimits
-from app.engine.movements import apply_movement
-from app.engine.outputs import Output, Rejection
+from app.engine.movements import NO_PROBLEMS, apply_movement
+from app.engine.outputs import InventoryException, Output, Rejection
 from app.engine.policy import Policy
 from app.engine.positions import NO_ORIGIN, EntryOrigin, split_position
 from app.engine.reservations import answerable, apply_command, expire, refuse_malformed
@@ -299,29 +299,40 @@ class PartitionEngine:
             event_id, self.partition, position, event.event_time, policy.version if policy is not None else 0
         )
         touched: list[str] | tuple[str, ...] = ()
+        problems = NO_PROBLEMS
         if state.next_expiry is not None and state.next_expiry <= self.state.clock:
             touched = self._expire_overdue(state, policy, cause, out)
         if type(event) is ReservationCommand:
             changed = apply_command(state, policy, self.state, self._finished, event, cause, out)
             decision = out[-1] if type(out[-1]) is not Rejection else out[-2]  # every command gets one decision
             kind, result, reservation_id = event.command.value, decision.reason or decision.outcome.value, event.reservation_id
-        else:
-            if policy is None:
-                reason, changed = reasons.NO_POLICY, ()
-            else:
-                reason, changed = apply_movement(state, policy, event)
-            if reason is not None:
-                out.append(Rejection(reason, event.type.value, event_id, sku, self.partition, position))
+        else:  # a fact: applied, whatever it does to the buckets (docs/RULES.md, section 2)
+            outcome, changed, problems = apply_movement(state, policy, event)
+            if outcome is not None and outcome not in reasons.ACKNOWLEDGEMENTS:
+                out.append(Rejection(outcome, event.type.value, event_id, sku, self.partition, position))
                 if not existed:
                     return  # nothing to keep for a SKU never seen
-            kind, result, reservation_id = event.type.value, reason or APPLIED, None
+            kind, result, reservation_id = event.type.value, outcome or APPLIED, None
         history = state.history  # SkuState.remember_entry, inlined (every applied entry passes here)
         history.append((event_id, kind, self.partition, position, result, reservation_id))
         if len(history) > HISTORY_LIMIT:
             del history[0]
         if policy is not None and (changed or touched):
             publish_changes(state, policy, _merge(touched, changed) if touched else changed, cause, out)
+        if problems:
+            self._report(state, problems, cause, out)
         store.put_sku_state(state)
+
+    def _report(self, state: SkuState, problems, cause: Cause, out: list) -> None:
+        """An InventoryException per problem of an applied fact, with the location's buckets after it."""
+        positions = state.positions
+        for kind, location, bucket, quantity, detail in problems:
+            position = positions.get(location)
+            snapshot = None if position is None else (
+                position.sellable, position.damaged, position.quarantine, position.in_transit, position.reserved
+            )
+            out.append(InventoryException(kind, state.sku, location, bucket, quantity, snapshot, cause.event_id,
+                                          self.partition, cause.position, cause.event_time, detail))
 
     def _migrate(self, state: SkuState) -> None:
         """Move the finished reservations and event ids a state of an older format kept inside it into the store,

@@ -23,16 +23,14 @@ UNDECODABLE_RECORD = "UNDECODABLE_RECORD"
 RECORD_TOO_LARGE = "RECORD_TOO_LARGE"  # a source record above AVAILABILITY_MAX_SOURCE_RECORD_BYTES: not even decoded
 EVENT_TIME_IN_FUTURE = "EVENT_TIME_IN_FUTURE"  # stamped more than the allowed skew after it was ingested
 
-# Stateful: the event does not fit the current policy or state.
+# Stateful: the event does not fit the current policy or state (commands and policies; movements are facts).
 NO_POLICY = "NO_POLICY"
 UNKNOWN_LOCATION = "UNKNOWN_LOCATION"
 UNKNOWN_CHANNEL = "UNKNOWN_CHANNEL"
 STALE_POLICY_VERSION = "STALE_POLICY_VERSION"
 INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
-INSUFFICIENT_IN_TRANSIT = "INSUFFICIENT_IN_TRANSIT"
-STALE_CYCLE_COUNT = "STALE_CYCLE_COUNT"
-COUNT_BEYOND_JOURNAL = "COUNT_BEYOND_JOURNAL"
 COVERED_BY_CYCLE_COUNT = "COVERED_BY_CYCLE_COUNT"  # an acknowledgement: the delta is already inside a count
+SUPERSEDED_COUNT = "SUPERSEDED_COUNT"  # an acknowledgement: a count older than the location's last count
 
 # Reservation decisions (the `reason` of a REJECTED ReservationDecision).
 LOCATION_NOT_IN_CHANNEL = "LOCATION_NOT_IN_CHANNEL"
@@ -53,12 +51,16 @@ INGEST_DEAD_LETTER_REASONS = VALIDATION_REASONS | {UNDECODABLE_RECORD, RECORD_TO
 """Reasons of the ingest stage's dead letters: a source record (or one movement of a batch) kept off the ledger."""
 
 LEDGER_DEAD_LETTER_REASONS = VALIDATION_REASONS | {
-    UNDECODABLE_RECORD, EVENT_TIME_IN_FUTURE, NO_POLICY, UNKNOWN_CHANNEL, STALE_POLICY_VERSION, INSUFFICIENT_STOCK,
-    INSUFFICIENT_IN_TRANSIT, STALE_CYCLE_COUNT, COUNT_BEYOND_JOURNAL, COVERED_BY_CYCLE_COUNT, UNKNOWN_RESERVATION,
+    UNDECODABLE_RECORD, EVENT_TIME_IN_FUTURE, NO_POLICY, UNKNOWN_CHANNEL, STALE_POLICY_VERSION, UNKNOWN_RESERVATION,
     CHANNEL_MISMATCH, RESERVATION_NOT_ACTIVE,
 }
-"""Reasons of the availability stage's dead letters: a ledger entry the rules refused (a Rejection)."""
+"""Reasons of the availability stage's dead letters: a ledger entry the rules refused (a Rejection). Stock movements
+are facts and never refused for a stateful reason (docs/RULES.md, section 2): only intents (reservation commands)
+and policies are."""
 
-DECISION_ONLY_REASONS = frozenset({LOCATION_NOT_IN_CHANNEL, ALREADY_EXPIRED, INSUFFICIENT_ON_HAND})
-"""Business refusals of a reservation command: only the `reason` of its REJECTED decision, never a dead letter
-(INSUFFICIENT_STOCK is one too for a RESERVE, and a dead letter for a movement)."""
+DECISION_ONLY_REASONS = frozenset({INSUFFICIENT_STOCK, LOCATION_NOT_IN_CHANNEL, ALREADY_EXPIRED, INSUFFICIENT_ON_HAND})
+"""Business refusals of a reservation command: only the `reason` of its REJECTED decision, never a dead letter."""
+
+ACKNOWLEDGEMENTS = frozenset({COVERED_BY_CYCLE_COUNT, SUPERSEDED_COUNT})
+"""A movement that changed nothing because a cycle count already holds it: the `result` of its entry in the SKU's
+history (GET /availability/{sku}/explain), never a dead letter."""

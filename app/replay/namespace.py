@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from app.admin import create_topics
-from app.topics import DEAD_LETTERS, RESERVATION_DECISIONS, TopicSpec, availability_topic
+from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, RESERVATION_DECISIONS, TopicSpec, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -45,8 +45,10 @@ def renamed(spec: TopicSpec, suffix: str) -> TopicSpec:
 
 
 def live_output_topics(settings: Settings) -> tuple[TopicSpec, ...]:
-    """What the availability stage writes: one topic per channel, reservation decisions, dead letters."""
-    return tuple(availability_topic(channel) for channel in settings.channels) + (RESERVATION_DECISIONS, DEAD_LETTERS)
+    """What the availability stage writes: one topic per channel, reservation decisions, dead letters, inventory
+    exceptions."""
+    return tuple(availability_topic(channel) for channel in settings.channels) + (
+        RESERVATION_DECISIONS, DEAD_LETTERS, INVENTORY_EXCEPTIONS)
 
 
 def output_topics(settings: Settings, namespace: str) -> dict[str, TopicSpec]:

@@ -25,6 +25,7 @@ from app.engine import (
     ChannelAvailability,
     ClockTick,
     EventDecodeError,
+    InventoryException,
     MemoryStore,
     PartitionEngine,
     Rejection,
@@ -39,7 +40,7 @@ from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, 
 from app.serialization import AvroCodec, SerializationError
 from app.ledger import LedgerItem, ledger_items
 from app.service.ingest import ledger_dead_letter
-from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -146,6 +147,7 @@ class Replayer:
             for channel in settings.channels
         }
         self._decisions = (self.topics[RESERVATION_DECISIONS.name].name, self.codec.serde(RESERVATION_DECISIONS).encode)
+        self._exceptions = (self.topics[INVENTORY_EXCEPTIONS.name].name, self.codec.serde(INVENTORY_EXCEPTIONS).encode)
 
     def _starts(self) -> dict[int, int] | None:
         if self.options.from_offsets is not None:
@@ -208,6 +210,7 @@ class Replayer:
         produce = self._produce(producer)
         availability = self._availability
         decisions_topic, decisions_encode = self._decisions
+        exceptions_topic, exceptions_encode = self._exceptions
         records = summary.records
         before_start = self._before_start
         skip_ticks = not self.options.clock_ticks
@@ -252,6 +255,9 @@ class Replayer:
                         records[decisions_topic] += 1
                     elif kind is Rejection:
                         self._dead_letter(produce, message, item, output.reason, output.detail, summary)
+                    elif kind is InventoryException:
+                        produce(exceptions_topic, exceptions_encode(output.to_record()), output.key.encode())
+                        records[exceptions_topic] += 1
             summary.partitions[partition] = (summary.partitions[partition][0], offset)
 
     def _dead_letter(self, produce, message, item: LedgerItem | None, reason: str, error: str,

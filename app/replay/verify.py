@@ -1,8 +1,8 @@
 """Verify: compare two namespaces of output topics (live vs a replay, or two replays) key by key.
 
 Per topic and key, each side's records are read in offset order and deduplicated by identity: the version for
-availability, (ledger partition, ledger offset) for reservation decisions, the ledger position and reason for dead
-letters. A repeated identity must be a byte-identical copy (what a crash and restart may publish); anything else is
+availability, (ledger partition, ledger offset) for reservation decisions, the ledger position and kind for
+inventory exceptions, the ledger position and reason for dead letters. A repeated identity must be a byte-identical copy (what a crash and restart may publish); anything else is
 a difference. The deduplicated sequences of the two sides must then be equal, byte for byte (headers included for
 dead letters).
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from app.replay.namespace import output_topics
 from app.replay.reading import PartitionsReader
 from app.serialization import AvroCodec, SerializationError
-from app.topics import DEAD_LETTER_SOURCE_TOPIC_HEADER, DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
+from app.topics import DEAD_LETTER_SOURCE_TOPIC_HEADER, DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -87,6 +87,9 @@ def identity_of(live_name: str, value: bytes, headers: tuple, codec: AvroCodec) 
         return ("undecodable", value)
     if live_name == RESERVATION_DECISIONS.name:
         return ("ledger", record["ledger_partition"], record["ledger_offset"], record["ledger_index"], record["outcome"])
+    if live_name == INVENTORY_EXCEPTIONS.name:
+        return ("ledger", record["ledger_partition"], record["ledger_offset"], record["ledger_index"], record["kind"],
+                record["location"])
     return ("v", record["version"])
 
 

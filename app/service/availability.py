@@ -48,6 +48,7 @@ from faust.streams import _current_event
 from app.engine import (
     ClockTick,
     ChannelAvailability,
+    InventoryException,
     EventDecodeError,
     PartitionEngine,
     Rejection,
@@ -62,7 +63,7 @@ from app.service.freeze_guard import check_not_frozen
 from app.service.ingest import ledger_dead_letter
 from app.service.skipped_records import SkippedRecordReader, holes
 from app.service.store import PartitionStateStore
-from app.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS
+from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
 
 if TYPE_CHECKING:
     from app.service.app import AvailabilityService
@@ -113,6 +114,7 @@ class LedgerBatchProcessor:
             for channel, name in service.topics.availability_topic_names.items()
         }
         self._decisions = service.codec.serde(RESERVATION_DECISIONS)
+        self._exceptions = service.codec.serde(INVENTORY_EXCEPTIONS)
         self._channels = frozenset(service.settings.channels)
         self._limits = service.settings.engine_limits
         self._observer = service.observer
@@ -297,6 +299,9 @@ class LedgerBatchProcessor:
                 self._observer.rejected(output.reason)
                 self._rejections.append((output.reason, message.partition, message.offset))
                 await self._dead_letter(message, item, output.reason, output.detail, log=logger.debug)
+            elif kind is InventoryException:
+                await send(INVENTORY_EXCEPTIONS.name, output.key.encode(), self._exceptions.encode(output.to_record()))
+                self._observer.inventory_exception(output.kind.value)
 
     def _log_rejections(self) -> None:
         """One line per batch: rejections are business outcomes (a sale beyond stock, an unknown reservation),

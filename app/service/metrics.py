@@ -87,6 +87,11 @@ class ServiceMetrics(PipelineObserver):
             "Reservation decisions published, by channel and outcome (ACCEPTED, REJECTED, RELEASED, ...)",
             ["channel", "outcome"], registry=r,
         )
+        self.inventory_exceptions = Counter(
+            f"{p}_inventory_exceptions",
+            "InventoryException records published on inventory-exceptions, by kind (NEGATIVE_STOCK, UNKNOWN_LOCATION, "
+            "STALE_FEED, ...)", ["kind"], registry=r,
+        )
         self.publications = Counter(
             f"{p}_publications", "ChannelAvailability records published, by channel", ["channel"], registry=r,
         )
@@ -149,6 +154,9 @@ class ServiceMetrics(PipelineObserver):
 
     def reservation_decided(self, channel: str, outcome: str) -> None:
         self.reservation_decisions.labels(channel, outcome).inc()
+
+    def inventory_exception(self, kind: str) -> None:
+        self.inventory_exceptions.labels(kind).inc()
 
     def batch_applied(self, partition: int, events: int, ingest_times_ms: list[int], published_at_ms: int) -> None:
         self.ledger_events_applied.labels(str(partition)).inc(events)

@@ -17,6 +17,7 @@ counting is seen, not absorbed. Then, per key of every availability topic and pe
 - the first copies come in the engine's order with none skipped: versions gapless and increasing;
 - every engine record was published (no loss), so the final availability of every key equals the engine's;
 - the last record of the key (what a compacted topic keeps) is its newest version (no stale tail);
+(inventory-exceptions is checked the same way, per key);
 and, on the engine's outputs, no accepted reservation took more than its channel was shown.
 
 Readers are incremental (one pass per topic, O(records)): a million-event ledger is checked in about a minute.
@@ -33,12 +34,19 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.engine import ChannelAvailability, ClockTick, PolicyChange, ReservationDecision, ReservationOutcome
+from app.engine import (
+    ChannelAvailability,
+    ClockTick,
+    InventoryException,
+    PolicyChange,
+    ReservationDecision,
+    ReservationOutcome,
+)
 from app.engine import run_ledger
 from app.ledger import ledger_events
 from app.serialization import AvroCodec
 from app.settings import Settings
-from app.topics import LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.topics import INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown, ledger_of_sent_events
 
 CONSUME_BATCH = 10_000
@@ -113,6 +121,7 @@ class CheckReport:
     source_events: int
     distinct_events: int
     rejections: int
+    exceptions: int
     accepted_reservations: int
     topics: dict[str, TopicCheck]
     seconds: float
@@ -138,6 +147,7 @@ class CheckReport:
             "stale_tails": self.total("stale_tails"),
             "keys_checked": self.total("keys"),
             "rejections": self.rejections,
+            "inventory_exceptions": self.exceptions,
             "accepted_reservations": self.accepted_reservations,
             "accepted_within_shown": self.accepted_within_shown,
             "check_seconds": round(self.seconds, 1),
@@ -158,6 +168,7 @@ def expected_records(outputs: list, codec: AvroCodec, channels) -> dict[str, dic
     """topic -> key -> the engine's records of that key, encoded, in order."""
     by_topic: dict[str, dict[bytes, list[bytes]]] = {availability_topic(c).name: defaultdict(list) for c in channels}
     by_topic[RESERVATION_DECISIONS.name] = defaultdict(list)
+    by_topic[INVENTORY_EXCEPTIONS.name] = defaultdict(list)
     serdes = {topic: codec.serde(topic) for topic in by_topic}
     for output in outputs:
         kind = type(output)
@@ -165,6 +176,8 @@ def expected_records(outputs: list, codec: AvroCodec, channels) -> dict[str, dic
             topic = availability_topic(output.channel).name
         elif kind is ReservationDecision:
             topic = RESERVATION_DECISIONS.name
+        elif kind is InventoryException:
+            topic = INVENTORY_EXCEPTIONS.name
         else:
             continue
         by_topic[topic][output.key.encode()].append(serdes[topic].encode(output.to_record()))
@@ -253,6 +266,7 @@ def check_against_engine(bootstrap_servers: str, settings: Settings, codec: Avro
         distinct_events=sum(1 for _, _, event in oracle if type(event) not in (ClockTick, PolicyChange)),
         ledger_event_ids={event.event_id for _, _, event, _ in entries if type(event) is not ClockTick},
         rejections=sum(1 for output in outputs if type(output).__name__ == "Rejection"),
+        exceptions=sum(1 for output in outputs if type(output) is InventoryException),
         accepted_reservations=accepted,
         topics=topics,
         seconds=0.0,

@@ -15,6 +15,7 @@ from app.engine import event_to_record, reasons
 from app.ledger import ledger_items
 from app.service.ingest import DEAD_LETTER_MAX_VALUE_BYTES, MOVEMENT_INDEX_HEADER, LedgerWriter
 from app.topics import (
+    INVENTORY_EXCEPTIONS,
     DEAD_LETTER_LEDGER_INDEX_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
@@ -31,7 +32,7 @@ from app.topics import (
 from tests.chaos.checker import check_against_engine, consume_topic
 from tests.chaos.results import record_figures
 from tests.chaos.workload import Workload
-from tests.engine.factories import adjustment, receipt, reserve, sale
+from tests.engine.factories import adjustment, receipt, release, reserve, sale
 from tests.service.harness import WORKER_READY, wait_for_ledger_entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -55,9 +56,24 @@ class LocatingProducer:
         return message.partition(), message.offset()
 
 
-POISON_LOCATION = sale(1, "NOWHERE", sku="SKU000001", event_id="poison-location")
-POISON_SKU = sale(1, "S000", sku="NEVER-STOCKED", event_id="poison-sku")
-"""The two poison records that are valid on their own and so reach the ledger, where the rules refuse them."""
+POISON_LOCATION = reserve("poison-res", 1, sku="SKU000001", location="NOWHERE", event_id="poison-location")
+POISON_SKU = release("never-reserved", sku="NEVER-STOCKED", event_id="poison-sku")
+"""The two poison records that are valid on their own and so reach the ledger, where the rules refuse them: intents
+that do not fit. (Facts that do not fit are applied, with an exception: FACTS_THAT_DO_NOT_FIT.)"""
+
+FACTS_THAT_DO_NOT_FIT = (sale(1, "NOWHERE", sku="SKU000001", event_id="fact-unknown-location"),
+                         sale(1, "S000", sku="NEVER-STOCKED", event_id="fact-never-stocked"))
+"""A sale at a location the policy does not list, and of a SKU never stocked: applied, never dead-lettered, each
+reported on inventory-exceptions (UNKNOWN_LOCATION, NEGATIVE_STOCK)."""
+
+
+def event_id_in(letter) -> str | None:
+    """Which of the facts that do not fit a dead letter holds (in its original bytes), if any."""
+    value = letter.value() or b""
+    for marker in (b"fact-unknown-location", b"fact-never-stocked"):
+        if marker in value:
+            return marker.decode()
+    return None
 
 
 def poison_records(codec, store: str):
@@ -99,12 +115,10 @@ def poison_records(codec, store: str):
         ("invalid id", STORE_TRANSACTIONS.name,
          encoded(STORE_TRANSACTIONS.name, sale(1, store, sku="bad sku!", event_id="poison-id")),
          reasons.INVALID_ID, ingest),
-        ("unknown location", STORE_TRANSACTIONS.name,
-         encoded(STORE_TRANSACTIONS.name, POISON_LOCATION),
-         reasons.UNKNOWN_LOCATION, rules),
-        ("unknown SKU", STORE_TRANSACTIONS.name,
-         encoded(STORE_TRANSACTIONS.name, POISON_SKU),
-         reasons.INSUFFICIENT_STOCK, rules),
+        ("reservation at an unknown location", RESERVATION_COMMANDS.name,
+         encoded(RESERVATION_COMMANDS.name, POISON_LOCATION), reasons.UNKNOWN_LOCATION, rules),
+        ("release of a reservation never made", RESERVATION_COMMANDS.name,
+         encoded(RESERVATION_COMMANDS.name, POISON_SKU), reasons.UNKNOWN_RESERVATION, rules),
         ("oversized bytes", STORE_TRANSACTIONS.name, os.urandom(OVERSIZED_BYTES), reasons.RECORD_TOO_LARGE, ingest),
         ("oversized valid StockMovementBatch", STOCK_MOVEMENTS.name, huge_batch, reasons.RECORD_TOO_LARGE, ingest),
     ]
@@ -139,6 +153,9 @@ def test_poison_input_is_dead_lettered_and_the_stream_keeps_going(chaos_settings
     mixed_at = (STOCK_MOVEMENTS.name, *locating.send(
         STOCK_MOVEMENTS.name, codec.encode(STOCK_MOVEMENTS.name, {"movements": [event_to_record(m)[1] for m in mixed]})))
     workload.record(mixed[0], mixed[2], POISON_LOCATION, POISON_SKU)
+    for fact in FACTS_THAT_DO_NOT_FIT:
+        locating.send(STORE_TRANSACTIONS.name, codec.encode(STORE_TRANSACTIONS.name, event_to_record(fact)[1]))
+    workload.record(*FACTS_THAT_DO_NOT_FIT)
     workload.send_wave(source, 1_000)  # the stream goes on after the poison
 
     letters = {}
@@ -182,6 +199,20 @@ def test_poison_input_is_dead_lettered_and_the_stream_keeps_going(chaos_settings
             assert int(headers[DEAD_LETTER_TRUNCATED_HEADER]) >= OVERSIZED_BYTES
     mixed_letters = letters.get(mixed_at, [])
     assert [headers_of(letter)[MOVEMENT_INDEX_HEADER] for letter in mixed_letters] == [b"1"]
+
+    # Facts that do not fit are applied, never dead-lettered, and each is reported on inventory-exceptions.
+    reported = {}
+
+    def on_exception(record) -> None:
+        value = codec.decode(INVENTORY_EXCEPTIONS.name, record.value()).value
+        reported.setdefault(value["event_id"], []).append(value["kind"])
+
+    consume_topic(broker.bootstrap_servers, INVENTORY_EXCEPTIONS.name, on_exception, idle_seconds=0.5, timeout=60,
+                  done=lambda: {"fact-unknown-location", "fact-never-stocked"} <= set(reported))
+    assert "UNKNOWN_LOCATION" in reported["fact-unknown-location"]
+    assert reported["fact-never-stocked"] == ["NEGATIVE_STOCK"]
+    letter_ids = {event_id_in(letter) for found in letters.values() for letter in found}
+    assert not {"fact-unknown-location", "fact-never-stocked"} & letter_ids
 
     # Nothing else changed: the ledger holds the good events and the rule-refused ones, none of the rest.
     poison_ids = {"poison-type", "poison-negative", "poison-huge", "poison-zero", "poison-id", "poison-command", "mixed-bad"}

@@ -10,6 +10,7 @@ from app.engine import (
     ChannelGranularity,
     ChannelRule,
     ClockTick,
+    InventoryException,
     LocationType,
     MemoryStore,
     MovementType,
@@ -225,3 +226,7 @@ def decisions(outputs) -> list[ReservationDecision]:
 
 def rejections(outputs) -> list[Rejection]:
     return [o for o in outputs if isinstance(o, Rejection)]
+
+
+def exceptions(outputs) -> list[InventoryException]:
+    return [o for o in outputs if isinstance(o, InventoryException)]

@@ -88,8 +88,10 @@ def test_location_filter_keeps_network_channels_whole():
 
 def test_before_any_policy_there_is_nothing_to_explain_per_channel():
     ledger = Ledger()
-    ledger.feed(receipt(3))  # NO_POLICY: refused, and nothing is stored for a new SKU
-    assert ledger.sku() is None
+    ledger.feed(receipt(3))  # a fact: applied before any policy, published by no channel until one arrives
+    assert ledger.sku().positions["S1"].sellable == 3 and ledger.outputs == []
+    document = explain_sku(ledger.sku(), None)
+    assert document["policy"] is None and document["channels"] == []
     assert explain_sku(worked_ledger().sku(), None)["channels"] == []
 
 
@@ -108,14 +110,17 @@ def test_history_keeps_the_last_entries_with_their_positions_and_results():
     ledger = Ledger(partition=3)
     from tests.engine.factories import policy
 
-    ledger.feed(policy(), receipt(2, event_id="m1"), sale(5, event_id="m2"))  # the sale is refused
+    ledger.feed(policy(), receipt(2, event_id="m1"), sale(5, event_id="m2"))  # a fact: applied, stock below 0
+    ledger.feed(reserve("big", 1, event_id="c0"), receipt(10, event_id="m3"))  # refused: nothing to promise
     ledger.feed(reserve("r1", 1, expires_at=50, event_id="c1"), tick(60))
     history = [list(entry) for entry in ledger.sku().history]
     assert history == [
         ["m1", "RECEIPT", 3, ledger_position(1), "APPLIED", None],
-        ["m2", "SALE", 3, ledger_position(2), reasons.INSUFFICIENT_STOCK, None],
-        ["c1", "RESERVE", 3, ledger_position(3), "ACCEPTED", "r1"],
-        ["tick-3-4", "EXPIRY", 3, ledger_position(4), "EXPIRED", "r1"],
+        ["m2", "SALE", 3, ledger_position(2), "APPLIED", None],
+        ["c0", "RESERVE", 3, ledger_position(3), reasons.INSUFFICIENT_STOCK, "big"],
+        ["m3", "RECEIPT", 3, ledger_position(4), "APPLIED", None],
+        ["c1", "RESERVE", 3, ledger_position(5), "ACCEPTED", "r1"],
+        ["tick-3-6", "EXPIRY", 3, ledger_position(6), "EXPIRED", "r1"],
     ]
     for n in range(HISTORY_LIMIT + 5):
         ledger.feed(receipt(1, event_id=f"more{n}"))

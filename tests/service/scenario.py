@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from app.engine import (
     ChannelAvailability,
+    InventoryException,
     ChannelGranularity,
     Rejection,
     ReservationDecision,
@@ -23,6 +24,7 @@ from app.engine import (
 from app.ledger import ledger_events
 from app.serialization import AvroCodec
 from app.topics import (
+    INVENTORY_EXCEPTIONS,
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
     DEAD_LETTERS,
     LEDGER,
@@ -216,6 +218,10 @@ def expected_outputs(entries, codec: AvroCodec, channels=CHANNELS) -> Expected:
             by_topic[RESERVATION_DECISIONS.name].append(
                 (output.key.encode(), codec.encode(RESERVATION_DECISIONS.name, output.to_record()))
             )
+        elif isinstance(output, InventoryException):
+            by_topic[INVENTORY_EXCEPTIONS.name].append(
+                (output.key.encode(), codec.encode(INVENTORY_EXCEPTIONS.name, output.to_record()))
+            )
         else:
             rejections.append(output)
     return Expected(outputs, dict(by_topic), rejections)
@@ -224,7 +230,8 @@ def expected_outputs(entries, codec: AvroCodec, channels=CHANNELS) -> Expected:
 def read_outputs(bootstrap_servers: str, partitions: int, expected: Expected, timeout: float = 30.0):
     """Every output topic, read until it holds at least as many distinct records as expected."""
     published = {}
-    for topic in [availability_topic(name).name for name in CHANNELS] + [RESERVATION_DECISIONS.name]:
+    for topic in [availability_topic(name).name for name in CHANNELS] + [RESERVATION_DECISIONS.name,
+                                                                         INVENTORY_EXCEPTIONS.name]:
         want = len(expected.by_topic.get(topic, []))
         try:
             published[topic] = read_topic(
