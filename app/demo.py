@@ -299,6 +299,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             board = AvailabilityBoard(settings.channels)
             view_consumer = BoardConsumer(
                 settings, bootstrap_servers, board, channels=settings.channels, include_decisions=True,
+                include_exceptions=True,
                 on_decision=lambda d: feed.note_decision(d.reservation_id, d.outcome, list(d.lines)),
                 logger=logging.getLogger("app.demo.view"),
             )

@@ -4,7 +4,10 @@ The feed opens with a policy and an opening-stock load, then sends a few events 
 e-commerce and marketplace reservations (later fulfilled, released or left to expire), transfers from the DCs to
 stores, purchase-order receipts, cycle counts and the odd damaged unit. It keeps a rough copy of on-hand stock so that
 events stay plausible, and it lets popular and scarce SKUs run low or out before a purchase order lands, so the view
-shows LOW_STOCK and OUT_OF_STOCK moments and their recovery.
+shows LOW_STOCK and OUT_OF_STOCK moments and their recovery. Two scripted moments show what the service does with
+facts that do not fit: a sale whose return's record arrives late (stock below zero for a few seconds: a
+NEGATIVE_STOCK exception), and a store whose POS goes quiet for a while (its feed found silent: the policy's fallback
+holds a unit back there until it speaks again).
 
 `DemoFeed` only builds records; sending them is `app.feed.SourceProducer`'s job. It is seeded, so a seed gives the
 same sequence of decisions (event times and ids still come from the wall clock and the run id).
@@ -24,6 +27,10 @@ from app.topics import POLICY_CHANGES, RESERVATION_COMMANDS, STOCK_MOVEMENTS, ST
 
 DISTRIBUTION_CENTRES = ("DC-NORTH", "DC-SOUTH")
 STORES = ("STORE-LONDON", "STORE-LEEDS", "STORE-BRISTOL", "STORE-GLASGOW", "STORE-CARDIFF", "STORE-YORK")
+QUIET_STORE = "STORE-YORK"
+QUIET_FROM_SECONDS, QUIET_FOR_SECONDS = 15.0, 75.0  # its POS says nothing then: past the policy's 30 s of silence
+LATE_RETURN_AT_SECONDS = 10.0  # when the sale whose return arrives late is sold
+POS_SILENCE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ def demo_policy(version: int, event_id: str, event_time: int) -> dict[str, Any]:
             channel("marketplace", 1, "NETWORK", ["DISTRIBUTION_CENTRE"], 5000, 0, 2, 20, 4),
             channel("store-pickup", 2, "LOCATION", ["STORE"], 10000, 0, 0, None, 2),
         ],
+        # a store whose till has been silent 30 s is not trusted with its last unit (docs/RULES.md, section 12)
+        "feeds": [{"feed": "POS", "max_silence_seconds": POS_SILENCE_SECONDS, "fallback": "BUFFER_UNITS",
+                   "amount": 1, "location_types": ["STORE"]}],
     }
 
 
@@ -93,9 +103,14 @@ class DemoFeed:
     `note_decision` lets the caller feed reservation decisions back, so only accepted reservations are fulfilled or
     released; without feedback a reservation is assumed accepted after a few seconds."""
 
-    def __init__(self, seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, seed: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 event_time: Callable[[], int] = now_ms) -> None:
+        """`clock` paces the script (seconds); `event_time` stamps the events (ms since the epoch)."""
         self._rng = random.Random(seed)
         self._clock = clock
+        self._now_ms = event_time
+        self._started = clock()
+        self._late_return_sold = False
         self.run_id = uuid.uuid4().hex[:6]
         self._sequence = 0
         self._order_number = 1000
@@ -109,7 +124,7 @@ class DemoFeed:
 
     def opening(self) -> list[tuple[SourceRecord, str]]:
         """The policy, then the ERP's opening-stock load (one StockMovementBatch)."""
-        policy = demo_policy(version=int(time.time()), event_id=self._event_id("policy"), event_time=now_ms())
+        policy = demo_policy(version=int(time.time()), event_id=self._event_id("policy"), event_time=self._now_ms())
         movements = []
         for product in CATALOGUE:
             for dc, quantity in zip(DISTRIBUTION_CENTRES, product.opening_dc):
@@ -119,20 +134,29 @@ class DemoFeed:
                 movements.append(self._movement("RECEIPT", product.sku, store, product.opening_store, source="erp"))
         for movement in movements:
             self._add(movement["sku"], movement["location"], movement["quantity"])
+        first_count = CATALOGUE[-1]
+        count = self._movement("CYCLE_COUNT", first_count.sku, QUIET_STORE, first_count.opening_store,
+                               source=f"pos-{QUIET_STORE.lower()}")
         return [
-            (SourceRecord(POLICY_CHANGES, "policy", policy), f"policy v{policy['version']}: 8 locations, 3 channels"),
+            (SourceRecord(POLICY_CHANGES, "policy", policy),
+             f"policy v{policy['version']}: 8 locations, 3 channels, POS silent {POS_SILENCE_SECONDS} s: hold 1 back"),
             (SourceRecord(STOCK_MOVEMENTS, "opening-stock", {"movements": movements}),
              f"opening stock: {len(movements)} receipts"),
+            (SourceRecord(STORE_TRANSACTIONS, QUIET_STORE, count),
+             f"cycle count {first_count.sku} at {QUIET_STORE}: {first_count.opening_store} (its POS speaks)"),
         ]
 
     def next_event(self) -> tuple[SourceRecord, str]:
         """The next event and a one-line description of it."""
         now = self._clock()
         for index, (due, record, description) in enumerate(self._arrivals):
-            if due <= now:
+            if due <= now and not (self._pos_quiet(now) and _at_quiet_store(record)):
                 del self._arrivals[index]
                 self._apply_arrival(record)
                 return record, description
+        if not self._late_return_sold and now - self._started >= LATE_RETURN_AT_SECONDS:
+            self._late_return_sold = True
+            return self._sale_before_its_late_return(now)
         actions = (
             (self._store_sale, 30), (self._reserve_ecommerce, 16), (self._reserve_marketplace, 10),
             (self._settle_reservation, 16), (self._store_return, 5), (self._transfer_to_store, 6),
@@ -157,9 +181,29 @@ class DemoFeed:
 
     # -- actions: each returns (record, description), or None when it does not fit the current stock ---------------
 
+    def _pos_quiet(self, now: float) -> bool:
+        return QUIET_FROM_SECONDS <= now - self._started < QUIET_FROM_SECONDS + QUIET_FOR_SECONDS
+
+    def _pos_stores(self, now: float) -> tuple[str, ...]:
+        """Stores whose POS speaks now (all but the quiet one during its silence)."""
+        return tuple(store for store in STORES if store != QUIET_STORE) if self._pos_quiet(now) else STORES
+
+    def _sale_before_its_late_return(self, now: float):
+        """A customer returns a unit and another buys two, but the return's record arrives seconds after the sale:
+        the sale drives the shelf below zero (a NEGATIVE_STOCK exception) until the return arrives."""
+        product, store = CATALOGUE[0], "STORE-LEEDS"
+        quantity = self.on_hand.get((product.sku, store), 0) + 1
+        self._add(product.sku, store, -quantity)
+        record = self._movement("SALE", product.sku, store, quantity, source=f"pos-{store.lower()}")
+        late = self._movement("RETURN", product.sku, store, 1, source=f"pos-{store.lower()}", disposition="RESTOCK")
+        self._arrivals.append((now + 6, SourceRecord(STORE_TRANSACTIONS, store, late),
+                               f"the late return of 1 x {product.sku} at {store} arrives"))
+        return (SourceRecord(STORE_TRANSACTIONS, store, record),
+                f"sale {quantity} x {product.sku} at {store}, one more than the shelf held: its return is late")
+
     def _store_sale(self, now: float):
         product = self._pick_product()
-        stocked = [store for store in STORES if self.on_hand.get((product.sku, store), 0) > 0]
+        stocked = [store for store in self._pos_stores(now) if self.on_hand.get((product.sku, store), 0) > 0]
         if not stocked:
             return None
         store = self._rng.choice(stocked)
@@ -182,7 +226,7 @@ class DemoFeed:
         expires = self._rng.random() < 0.3
         command = self._command("RESERVE", reservation_id, product.sku, channel, quantity,
                                 allow_partial=self._rng.random() < 0.3,
-                                expires_at=now_ms() + 45_000 if expires else None)
+                                expires_at=self._now_ms() + 45_000 if expires else None)
         self._reservations[reservation_id] = _Reservation(reservation_id, channel, product.sku, quantity, now)
         return (SourceRecord(RESERVATION_COMMANDS, reservation_id, command),
                 f"{channel} reserves {quantity} x {product.sku} ({reservation_id})")
@@ -205,7 +249,7 @@ class DemoFeed:
 
     def _store_return(self, now: float):
         product = self._pick_product()
-        store = self._rng.choice(STORES)
+        store = self._rng.choice(self._pos_stores(now))
         disposition = "RESTOCK" if self._rng.random() < 0.8 else "QUARANTINE"
         if disposition == "RESTOCK":
             self._add(product.sku, store, 1)
@@ -233,7 +277,7 @@ class DemoFeed:
 
     def _cycle_count(self, now: float):
         product = self._pick_product()
-        store = self._rng.choice(STORES)
+        store = self._rng.choice(self._pos_stores(now))
         counted = max(0, self.on_hand.get((product.sku, store), 0) + self._rng.choice((-1, 0, 0, 0, 1)))
         self.on_hand[(product.sku, store)] = counted
         record = self._movement("CYCLE_COUNT", product.sku, store, counted, source=f"pos-{store.lower()}")
@@ -277,7 +321,7 @@ class DemoFeed:
         return self._rng.choices(CATALOGUE, weights=[product.demand for product in CATALOGUE])[0]
 
     def _add(self, sku: str, location: str, quantity: int) -> None:
-        self.on_hand[(sku, location)] = max(0, self.on_hand.get((sku, location), 0) + quantity)
+        self.on_hand[(sku, location)] = self.on_hand.get((sku, location), 0) + quantity
 
     def _event_id(self, kind: str) -> str:
         self._sequence += 1
@@ -286,12 +330,18 @@ class DemoFeed:
     def _movement(self, movement_type: str, sku: str, location: str, quantity: int | None, source: str,
                   **fields: Any) -> dict[str, Any]:
         return stock_movement(event_id=self._event_id(movement_type.lower()), sku=sku, location=location,
-                              event_time=now_ms(), source=source, type=movement_type, quantity=quantity, **fields)
+                              event_time=self._now_ms(), source=source, type=movement_type, quantity=quantity,
+                              **fields)
 
     def _command(self, command: str, reservation_id: str, sku: str, channel: str, quantity: int,
                  allow_partial: bool = False, expires_at: int | None = None) -> dict[str, Any]:
         return {
             "event_id": self._event_id(command.lower()), "command": command, "reservation_id": reservation_id,
             "sku": sku, "channel": channel, "quantity": quantity, "location": None, "allow_partial": allow_partial,
-            "expires_at": expires_at, "event_time": now_ms(), "source": f"oms-{channel}",
+            "expires_at": expires_at, "event_time": self._now_ms(), "source": f"oms-{channel}",
         }
+
+
+def _at_quiet_store(record: SourceRecord) -> bool:
+    """Whether a record is the quiet store's POS speaking (a transfer received there counts: store-transactions)."""
+    return record.topic is STORE_TRANSACTIONS and record.key == QUIET_STORE

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from app.kafka_config import client_config
 from app.serialization import AvroCodec, SerializationError
-from app.topics import AVAILABILITY_TOPIC_PREFIX, RESERVATION_DECISIONS, availability_topic
+from app.topics import AVAILABILITY_TOPIC_PREFIX, INVENTORY_EXCEPTIONS, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -78,6 +78,8 @@ class AvailabilityBoard:
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, AvailabilityRow]] = {channel: {} for channel in self.channels}
         self._decisions: deque[DecisionRow] = deque(maxlen=decisions_kept)
+        self._exceptions: deque[dict[str, Any]] = deque(maxlen=6)  # the latest inventory-exceptions records
+        self.exceptions_received = 0
         self.records_received = 0
         self.decisions_received = 0
         self.undecodable = 0
@@ -117,6 +119,16 @@ class AvailabilityBoard:
             self._decisions.appendleft(row)
         return row
 
+    def apply_exception(self, value: dict[str, Any]) -> None:
+        with self._lock:
+            self.exceptions_received += 1
+            self.last_message_at = self._clock()
+            self._exceptions.appendleft(value)
+
+    def exceptions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._exceptions)
+
     def note_undecodable(self) -> None:
         with self._lock:
             self.undecodable += 1
@@ -141,7 +153,7 @@ class BoardConsumer:
     `on_availability(key, value)` for each availability record that is newer than the one held."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str, board: AvailabilityBoard, *,
-                 channels: Iterable[str], include_decisions: bool = False,
+                 channels: Iterable[str], include_decisions: bool = False, include_exceptions: bool = False,
                  on_decision: Callable[[DecisionRow], None] | None = None,
                  on_availability: Callable[[str, dict[str, Any]], None] | None = None,
                  logger: logging.Logger | None = None) -> None:
@@ -151,6 +163,8 @@ class BoardConsumer:
         self._topics = [availability_topic(channel).name for channel in channels]
         if include_decisions:
             self._topics.append(RESERVATION_DECISIONS.name)
+        if include_exceptions:
+            self._topics.append(INVENTORY_EXCEPTIONS.name)
         self._on_decision = on_decision
         self._on_availability = on_availability
         self._logger = logger or _quiet_logger()
@@ -258,6 +272,8 @@ class BoardConsumer:
             key = message.key().decode() if message.key() is not None else value["sku"]
             if self._board.apply_availability(key, value) and self._on_availability is not None:
                 self._on_availability(key, value)
+        elif topic == INVENTORY_EXCEPTIONS.name:
+            self._board.apply_exception(value)
         else:
             decision = self._board.apply_decision(value)
             if self._on_decision is not None:
@@ -359,6 +375,20 @@ def decisions_table(decisions: list[DecisionRow], limit: int) -> Table:
     return table
 
 
+def exceptions_table(exceptions: list[dict[str, Any]]) -> Table:
+    """The latest inventory-exceptions records: facts applied below zero, silent feeds and their recovery."""
+    table = Table(title="recent inventory exceptions (inventory-exceptions)", title_justify="left", pad_edge=False,
+                  header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("time", "kind", "where", "detail"):
+        table.add_column(name, no_wrap=name != "detail", overflow="ellipsis")
+    for value in exceptions:
+        when = time.strftime("%H:%M:%S", time.localtime(value["event_time"] / 1000))
+        where = "/".join(part for part in (value.get("sku"), value.get("location")) if part)
+        style = "green" if value["kind"] == "FEED_RECOVERED" else "bold yellow"
+        table.add_row(when, Text(value["kind"], style=style), where, value["detail"])
+    return table
+
+
 def channel_view(board: AvailabilityBoard, channel: str, granularity_hint: str | None = None) -> RenderableType:
     """The best table for a channel: a matrix for per-location channels, a list otherwise."""
     rows = board.rows(channel)
@@ -413,6 +443,10 @@ def demo_screen(status, width: int, height: int) -> RenderableType:
         if board.rows(channel):
             parts.append(location_matrix(board, channel, f"{channel} (per location: quantity vVersion)"))
             used += 4 + len({row.sku for row in board.rows(channel)})
+    if board.exceptions_received:
+        exceptions = board.exceptions()
+        parts.append(exceptions_table(exceptions))
+        used += 4 + len(exceptions)
     decision_rows = max(3, height - used - 5)
     if board.decisions_received:
         parts.append(decisions_table(board.decisions(), decision_rows))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from app.engine.events import FeedType
+
 if TYPE_CHECKING:  # only for annotations: this module must stay importable without reading the environment
     from app.settings import Settings
 
@@ -180,6 +182,9 @@ FIXED_TOPICS: tuple[TopicSpec, ...] = (
     DEAD_LETTERS,
 )
 SOURCE_TOPICS: tuple[TopicSpec, ...] = (STORE_TRANSACTIONS, STOCK_MOVEMENTS, RESERVATION_COMMANDS, POLICY_CHANGES)
+
+FEED_OF_SOURCE_TOPIC = {STORE_TRANSACTIONS.name: FeedType.POS, STOCK_MOVEMENTS.name: FeedType.WMS}
+"""Which feed a source topic's movements are, for the degradation rules (docs/RULES.md, section 12)."""
 
 
 def availability_topic(channel: str) -> TopicSpec:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from app.demo_feed import CATALOGUE, DISTRIBUTION_CENTRES, STORES, DemoFeed
+from app.demo_feed import CATALOGUE, DISTRIBUTION_CENTRES, QUIET_STORE, STORES, DemoFeed
 from app.serialization import AvroCodec
 from app.settings import DEFAULT_CHANNELS
 from app.topics import POLICY_CHANGES, availability_topic
@@ -38,7 +38,7 @@ class FakeClock:
 # ------------------------------------------------------------------------------------------------------ the feed
 def test_feed_opens_with_the_policy_then_stock(settings_factory) -> None:
     codec = AvroCodec(settings_factory())
-    (policy, policy_text), (opening, _) = DemoFeed(seed=1).opening()
+    (policy, policy_text), (opening, _), (first_pos, _) = DemoFeed(seed=1).opening()
     assert policy.topic is POLICY_CHANGES
     channels = {rule["channel"]: rule for rule in policy.value["channels"]}
     assert set(channels) == set(DEFAULT_CHANNELS)
@@ -52,8 +52,46 @@ def test_feed_opens_with_the_policy_then_stock(settings_factory) -> None:
     assert {sku for sku, _ in stocked} == {product.sku for product in CATALOGUE}
     assert {location for _, location in stocked} == set(DISTRIBUTION_CENTRES + STORES)
     assert all(movement["quantity"] > 0 for movement in opening.value["movements"])  # a zero receipt is invalid
-    for record in (policy, opening):
+    assert first_pos.key == QUIET_STORE and first_pos.value["type"] == "CYCLE_COUNT"  # its POS is watched from now
+    for record in (policy, opening, first_pos):
         codec.encode(record.topic, record.value)
+
+
+def test_the_demo_shows_a_fact_below_zero_and_a_silent_feed_with_its_fallback() -> None:
+    """The demo's two scripted moments, through the engine as the service runs it (events in order on one ledger
+    partition, the ingest stage's feed activity after each event, a clock tick a second)."""
+    from app.engine import ClockTick, ExceptionKind, InventoryException, event_from_record, run_ledger
+    from app.engine.positions import ledger_position
+    from app.service.ingest import FeedActivityReporter
+
+    clock = FakeClock()
+    start_ms = 1_800_000_000_000
+    feed = DemoFeed(seed=5, clock=clock, event_time=lambda: start_ms + int(clock.now * 1000))
+    reporter = FeedActivityReporter()
+    entries, next_tick = [], 1.0
+
+    def append(event) -> None:
+        entries.append((0, ledger_position(len(entries)), event))
+
+    records = [record for record, _ in feed.opening()]
+    while clock.now < 150:
+        for record in records:
+            name = {"StockMovementBatch": "StockMovement"}.get(record.topic.value_record, record.topic.value_record)
+            for value in record.value.get("movements", [record.value]):
+                append(event_from_record(name, value))
+                if name == "StockMovement":
+                    reporter.observe(record.topic.name, value)
+            for activity in reporter.activities():
+                append(activity)
+        clock.now += 0.33
+        if clock.now >= next_tick:
+            append(ClockTick(start_ms + int(next_tick * 1000)))
+            next_tick += 1.0
+        records = [feed.next_event()[0]]
+    kinds = [(o.kind, o.location) for o in run_ledger(entries, DEFAULT_CHANNELS) if isinstance(o, InventoryException)]
+    assert (ExceptionKind.NEGATIVE_STOCK, "STORE-LEEDS") in kinds
+    stale = kinds.index((ExceptionKind.STALE_FEED, QUIET_STORE))
+    assert (ExceptionKind.FEED_RECOVERED, QUIET_STORE) in kinds[stale:]
 
 
 def test_feed_events_encode_and_cover_every_kind(settings_factory) -> None:
@@ -72,7 +110,7 @@ def test_feed_events_encode_and_cover_every_kind(settings_factory) -> None:
     for kind in ("SALE", "RETURN", "RECEIPT", "CYCLE_COUNT", "TRANSFER_SHIPPED", "TRANSFER_RECEIVED", "RESERVE",
                  "FULFIL", "RELEASE"):
         assert kinds[kind] > 0, kinds
-    assert all(quantity >= 0 for quantity in feed.on_hand.values())
+    assert all(quantity >= 0 for quantity in feed.on_hand.values())  # the late return has arrived
 
 
 def test_feed_lets_a_scarce_sku_run_out(settings_factory) -> None:
@@ -196,7 +234,7 @@ def _explain_until_answered(sku: str, directory: Path, deadline: float) -> subpr
         time.sleep(0.5)
 
 
-def test_the_live_view_shows_the_worker_url(tmp_path: Path) -> None:
+def test_the_live_view_shows_the_worker_url_and_the_latest_exceptions(tmp_path: Path) -> None:
     from rich.console import Console
 
     from app.live_view import AvailabilityBoard, demo_screen
@@ -210,7 +248,10 @@ def test_the_live_view_shows_the_worker_url(tmp_path: Path) -> None:
     class Feed:
         producer, last_event, error = type("Producer", (), {"sent": 3})(), "RECEIPT", None
 
-    status = type("Status", (), {"board": AvailabilityBoard(["ecommerce"]), "started": time.monotonic(),
+    board = AvailabilityBoard(["ecommerce"])
+    board.apply_exception({"kind": "STALE_FEED", "sku": None, "location": "STORE-YORK", "event_time": 1_800_000_000_000,
+                           "detail": "POS silent for 31 s (rule: 30 s): BUFFER_UNITS 1 applies until it speaks again"})
+    status = type("Status", (), {"board": board, "started": time.monotonic(),
                                  "worker": Worker(), "feed": Feed(), "broker": None, "bootstrap_servers": "b:9092",
                                  "consumer": type("Consumer", (), {"error": None})(), "demo_dir": tmp_path})()
     console = Console(width=160, record=True)
@@ -218,3 +259,4 @@ def test_the_live_view_shows_the_worker_url(tmp_path: Path) -> None:
     text = console.export_text()
     assert "worker HTTP API: http://127.0.0.1:40123" in text
     assert "availability explain SKU" in text
+    assert "recent inventory exceptions" in text and "STALE_FEED" in text and "STORE-YORK" in text

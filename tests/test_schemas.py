@@ -88,6 +88,8 @@ POLICY_CHANGE = {
             "low_stock_threshold": 2,
         },
     ],
+    "feeds": [{"feed": "POS", "max_silence_seconds": 900, "fallback": "BUFFER_UNITS", "amount": 2,
+               "location_types": ["STORE"]}],
 }
 CLOCK_TICK = {"event_time": 1_700_000_001_000}
 CHANNEL_AVAILABILITY = {
@@ -104,6 +106,7 @@ CHANNEL_AVAILABILITY = {
     "policy_version": 12,
     "event_time": 1_700_000_000_000,
     "snapshot": False,
+    "fallbacks": [],
 }
 RESERVATION_DECISION = {
     "reservation_id": "order-9001",
@@ -146,6 +149,8 @@ SAMPLES = {  # record name -> representative records, fully specified so a round
     "ReservationCommand": [RESERVATION_COMMAND, {**RESERVATION_COMMAND, "command": "RELEASE", "expires_at": None}],
     "PolicyChange": [POLICY_CHANGE],
     "ClockTick": [CLOCK_TICK],
+    "FeedActivity": [{"feed": "WMS", "event_time": 1_700_000_000_900,
+                      "seen": [{"location": "dc-1", "last_event_time": 1_700_000_000_900}]}],
     "LedgerEntry": [
         ledger_entry("StockMovement", STOCK_MOVEMENT_SALE),
         ledger_entry("ReservationCommand", RESERVATION_COMMAND, ("source.reservation-commands", 2, 7)),
@@ -166,7 +171,8 @@ SAMPLES = {  # record name -> representative records, fully specified so a round
             **{"source_topic": None, "source_partition": None, "source_offset": None, "source_index": None},
         },
     ],
-    "ChannelAvailability": [CHANNEL_AVAILABILITY, {**CHANNEL_AVAILABILITY, "location": None, "snapshot": True}],
+    "ChannelAvailability": [CHANNEL_AVAILABILITY, {**CHANNEL_AVAILABILITY, "location": None, "snapshot": True,
+                                                   "fallbacks": ["store-042:POS"]}],
     "ReservationDecision": [
         RESERVATION_DECISION,
         {

@@ -33,6 +33,9 @@ class Cause:
 def refresh_position(state: SkuState, policy: Policy, location: str, position: Position) -> None:
     """Recompute one location's ATP after its position changed and move the difference into the NETWORK pools."""
     base = position.sellable - position.reserved - position.safety
+    held_percent = policy.held_percent
+    if held_percent and location in held_percent and position.sellable > 0:  # a silent feed's BUFFER_PERCENT
+        base -= -(-position.sellable * held_percent[location] // 100)  # rounded up
     atp = base if base > 0 else 0
     in_transit = position.in_transit
     with_transit = base + in_transit if in_transit > 0 else base  # received before shipped: counts as none in transit
@@ -151,6 +154,7 @@ def _emit(state: SkuState, key, last: Published | None, quantity: int, status, c
     version = last.version = last.version + 1
     last.quantity = quantity
     last.status = status
+    labels = state.policy.fallback_labels  # silent feeds whose fallbacks shape this key (usually none)
     out.append(
         new_channel_availability(
             key[0],
@@ -164,6 +168,8 @@ def _emit(state: SkuState, key, last: Published | None, quantity: int, status, c
             cause.position,
             cause.policy_version,
             cause.event_time,
+            False,
+            labels.get(key, ()) if labels else (),
         )
     )
 

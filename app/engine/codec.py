@@ -29,7 +29,8 @@ SKU_STATE_FORMAT = 3
 """2 added the entry history (SkuState.history); 3 moved finished reservations and seen event ids out of the SKU's
 state into records of their own and added the applied source positions. Formats 1 and 2 still decode: their
 finished reservations and event ids come out in `SkuState.legacy`, which the engine moves into the store."""
-PARTITION_STATE_FORMAT = 1
+PARTITION_STATE_FORMAT = 2
+"""2 added the feeds seen and the silent ones (docs/RULES.md, section 12); format 1 still decodes, with none."""
 FINISHED_FORMAT = 1
 
 _dumps = orjson.dumps  # compact; bytes
@@ -127,21 +128,28 @@ def encode_partition_state(state: PartitionState) -> bytes:
         state.clock,
         [[offset, event_to_record(change)[1]] for offset, change in state.policies],
         sorted([expires_at, sku, rid] for (sku, rid), expires_at in state.expiries.items()),
+        sorted([feed, location, time] for (feed, location), time in state.feeds_seen.items()),
+        sorted([feed, location, time] for (feed, location), time in state.silent.items()),
     ]
     return bytes((PARTITION_STATE_FORMAT,)) + _dumps(body)
 
 
 def decode_partition_state(value: bytes) -> PartitionState:
-    if not value or value[0] != PARTITION_STATE_FORMAT:
+    if not value or value[0] not in (1, PARTITION_STATE_FORMAT):
         raise StateDecodeError(f"unknown PartitionState format {value[:1]!r}")
     try:
-        partition, last_offset, clock, policies, expiries = _loads(value[1:])
+        body = _loads(value[1:])
+        if value[0] == 1:
+            body += [[], []]
+        partition, last_offset, clock, policies, expiries, feeds_seen, silent = body
         state = PartitionState(partition)
         state.last_position = last_offset
         state.clock = clock
         state.policies = [(offset, event_from_record("PolicyChange", record)) for offset, record in policies]
         state.expiries = {(sku, rid): expires_at for expires_at, sku, rid in expiries}
         state.rebuild_heap()
+        state.feeds_seen = {(feed, location): time for feed, location, time in feeds_seen}
+        state.silent = {(feed, location): time for feed, location, time in silent}
     except (ValueError, TypeError, IndexError) as error:
         raise StateDecodeError(f"corrupt PartitionState: {error!r}") from error
     return state

@@ -64,6 +64,20 @@ class ChannelGranularity(str, Enum):
     LOCATION = "LOCATION"
 
 
+class FeedType(str, Enum):
+    """A kind of source feed whose silence the service watches: POS (store transactions) and WMS (warehouse and ERP
+    stock movements). Which source topic is which feed is the topic registry's business (app/topics.py)."""
+
+    POS = "POS"
+    WMS = "WMS"
+
+
+class FallbackKind(str, Enum):
+    BUFFER_UNITS = "BUFFER_UNITS"  # hold back `amount` more units at the location
+    BUFFER_PERCENT = "BUFFER_PERCENT"  # hold back `amount` percent of the location's sellable units, rounded up
+    EXCLUDE_FROM_NETWORK = "EXCLUDE_FROM_NETWORK"  # NETWORK channels neither count nor source from the location
+
+
 @dataclass(frozen=True, slots=True)
 class StockMovement:
     event_id: str
@@ -127,6 +141,18 @@ class ChannelRule:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedRule:
+    """When a feed of a location has been silent longer than `max_silence_seconds` of event time (as a clock tick
+    finds it), its `fallback` applies to that location until the feed speaks again (docs/RULES.md, section 12)."""
+
+    feed: FeedType
+    max_silence_seconds: int
+    fallback: FallbackKind
+    amount: int = 0
+    location_types: tuple[LocationType, ...] = ()  # empty: every location
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyChange:
     event_id: str
     version: int
@@ -135,6 +161,7 @@ class PolicyChange:
     locations: tuple[PolicyLocation, ...]
     safety_stock: tuple[SafetyStockRule, ...]
     channels: tuple[ChannelRule, ...]
+    feeds: tuple[FeedRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +169,24 @@ class ClockTick:
     event_time: int
 
 
-Event = Union[StockMovement, ReservationCommand, PolicyChange, ClockTick]
+@dataclass(frozen=True, slots=True)
+class FeedSeen:
+    location: str
+    last_event_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedActivity:
+    """What the ingest stage saw of a feed: per location, the latest event time of its movements. Written to every
+    ledger partition, so each partition knows which feeds are alive (a location's events spread over partitions).
+    `event_time` is the latest of them; an activity moves no clock."""
+
+    feed: FeedType
+    event_time: int
+    seen: tuple[FeedSeen, ...]
+
+
+Event = Union[StockMovement, ReservationCommand, PolicyChange, ClockTick, FeedActivity]
 
 
 class EventDecodeError(ValueError):
@@ -159,6 +203,24 @@ class EventDecodeError(ValueError):
 
 def _enum(kind: type[Enum], value: Any) -> Any:
     return None if value is None else kind(value)
+
+
+def _feed_rule_from_record(item: dict) -> FeedRule:
+    return FeedRule(
+        feed=FeedType(item["feed"]),
+        max_silence_seconds=item["max_silence_seconds"],
+        fallback=FallbackKind(item["fallback"]),
+        amount=item.get("amount", 0),
+        location_types=tuple(LocationType(t) for t in item.get("location_types") or ()),
+    )
+
+
+def _feed_activity_from_record(record: dict) -> FeedActivity:
+    return FeedActivity(
+        feed=FeedType(record["feed"]),
+        event_time=record["event_time"],
+        seen=tuple(FeedSeen(item["location"], item["last_event_time"]) for item in record["seen"]),
+    )
 
 
 def _policy_from_record(record: dict) -> PolicyChange:
@@ -196,6 +258,7 @@ def _policy_from_record(record: dict) -> PolicyChange:
             )
             for item in record["channels"]
         ),
+        feeds=tuple(_feed_rule_from_record(item) for item in record.get("feeds") or ()),
     )
 
 
@@ -238,6 +301,7 @@ _FROM_RECORD = {
     "ReservationCommand": _command_from_record,
     "PolicyChange": _policy_from_record,
     "ClockTick": lambda record: ClockTick(event_time=record["event_time"]),
+    "FeedActivity": _feed_activity_from_record,
 }
 
 
@@ -293,6 +357,22 @@ def event_to_record(event: Event) -> tuple[str, dict]:
                 }
                 for rule in event.channels
             ],
+            "feeds": [
+                {
+                    "feed": rule.feed.value,
+                    "max_silence_seconds": rule.max_silence_seconds,
+                    "fallback": rule.fallback.value,
+                    "amount": rule.amount,
+                    "location_types": [t.value for t in rule.location_types],
+                }
+                for rule in event.feeds
+            ],
+        }
+    if isinstance(event, FeedActivity):
+        return "FeedActivity", {
+            "feed": event.feed.value,
+            "event_time": event.event_time,
+            "seen": [{"location": item.location, "last_event_time": item.last_event_time} for item in event.seen],
         }
     if isinstance(event, (StockMovement, ReservationCommand, ClockTick)):
         record = {name: _value(getattr(event, name)) for name in event.__slots__}
@@ -437,6 +517,38 @@ def _validate_policy(event: PolicyChange) -> str | None:
             return reasons.INVALID_POLICY
         if any(location not in known for location in rule.locations):
             return reasons.UNKNOWN_LOCATION
+    feeds: set[FeedType] = set()
+    for rule in event.feeds:
+        if (
+            not isinstance(rule.feed, FeedType)
+            or rule.feed in feeds
+            or not isinstance(rule.fallback, FallbackKind)
+            or _bad_int(rule.max_silence_seconds, MIN_FEED_SILENCE_SECONDS)
+            or _bad_int(rule.amount, 0)
+            or (rule.fallback is FallbackKind.BUFFER_PERCENT and rule.amount > 100)
+            or any(not isinstance(t, LocationType) for t in rule.location_types)
+        ):
+            return reasons.INVALID_POLICY
+        feeds.add(rule.feed)
+    return None
+
+
+MIN_FEED_SILENCE_SECONDS = 30
+"""The shortest silence a feed rule may allow: the ingest stage reports a feed's activity for a location again once
+its event time has moved 10 s (app.service.ingest, FeedActivityReporter), so a much shorter threshold would find live
+feeds silent between two reports."""
+
+
+def _validate_feed_activity(event: FeedActivity) -> str | None:
+    if not isinstance(event.feed, FeedType):
+        return reasons.UNSUPPORTED_EVENT
+    if _bad_int(event.event_time, 0):
+        return reasons.INVALID_EVENT_TIME
+    for item in event.seen:
+        if _bad_id(item.location):
+            return reasons.INVALID_ID
+        if _bad_int(item.last_event_time, 0) or item.last_event_time > event.event_time:
+            return reasons.INVALID_EVENT_TIME
     return None
 
 
@@ -453,6 +565,8 @@ def validate(event: Any) -> str | None:
             return _validate_command(event)
         if kind is ClockTick:
             return reasons.INVALID_EVENT_TIME if _bad_int(event.event_time, 0) else None
+        if kind is FeedActivity:
+            return _validate_feed_activity(event)
         if isinstance(event, StockMovement):
             return _validate_movement(event)
         if isinstance(event, ReservationCommand):

@@ -19,7 +19,7 @@ from typing import Any
 from app.engine.availability import channel_quantity, rebuild_derived, status_of
 from app.engine.codec import decode_sku_state, encode_sku_state
 from app.engine.outputs import AvailabilityStatus
-from app.engine.policy import BASIS_POINTS, ChannelPlan, Policy
+from app.engine.policy import BASIS_POINTS, ChannelPlan, Policy, degraded_locations
 from app.engine.positions import split_position
 from app.engine.state import PartitionState, SkuState
 
@@ -33,7 +33,9 @@ def policy_for(state: SkuState, partition_state: PartitionState | None) -> Polic
     if found is None:
         return None
     effective_position, change = found
-    return Policy(change, effective_position)
+    policy = Policy(change, effective_position)
+    degraded = degraded_locations(policy, partition_state.silent) if partition_state.silent else None
+    return Policy(change, effective_position, degraded) if degraded else policy
 
 
 def explain_sku(
@@ -114,6 +116,7 @@ def _location(state: SkuState, policy: Policy | None, name: str) -> dict[str, An
         location_type = None
         atp = atp_with_transit = None
         feeds: list[str] = []
+        fallbacks: list[dict] = []
     else:
         quantity, scope = policy.safety_stock_rule(state.sku, name)
         safety = {"quantity": quantity, "rule": None if scope is None else scope.value}
@@ -121,6 +124,8 @@ def _location(state: SkuState, policy: Policy | None, name: str) -> dict[str, An
         location_type = None if kind is None else kind.value
         atp, atp_with_transit = position.atp, position.atp_with_transit
         feeds = [plan.name for plan in policy.channels if name in plan.feeds]
+        fallbacks = [{"feed": rule.feed.value, "fallback": rule.fallback.value, "amount": rule.amount}
+                     for rule in policy.degraded.get(name, ())]
     return {
         "location": name,
         "location_type": location_type,
@@ -133,6 +138,7 @@ def _location(state: SkuState, policy: Policy | None, name: str) -> dict[str, An
         "atp": atp,
         "atp_with_transit": atp_with_transit,
         "channels": feeds,
+        "fallbacks": fallbacks,
     }
 
 

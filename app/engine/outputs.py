@@ -47,6 +47,7 @@ class ChannelAvailability:
     policy_version: int
     event_time: int
     snapshot: bool = False
+    fallbacks: tuple[str, ...] = ()  # `<location>:<feed>` of the silent feeds whose fallbacks shaped the value
 
     @property
     def key(self) -> str:
@@ -68,6 +69,7 @@ class ChannelAvailability:
             "policy_version": self.policy_version,
             "event_time": self.event_time,
             "snapshot": self.snapshot,
+            "fallbacks": list(self.fallbacks),
         }
 
 

@@ -22,6 +22,8 @@ from app.engine.availability import Cause, publish_all, publish_changes, rebuild
 from app.engine.events import (
     ClockTick,
     Event,
+    FallbackKind,
+    FeedActivity,
     PolicyChange,
     ReservationCommand,
     StockMovement,
@@ -29,8 +31,8 @@ from app.engine.events import (
 )
 from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 from app.engine.movements import NO_PROBLEMS, apply_movement
-from app.engine.outputs import InventoryException, Output, Rejection
-from app.engine.policy import Policy
+from app.engine.outputs import ExceptionKind, InventoryException, Output, Rejection
+from app.engine.policy import Policy, degraded_locations
 from app.engine.positions import NO_ORIGIN, EntryOrigin, split_position
 from app.engine.reservations import answerable, apply_command, expire, refuse_malformed
 from app.engine.state import HISTORY_LIMIT, FinishedReservation, PartitionState, SkuState
@@ -40,6 +42,7 @@ from app.engine.store import MemoryStore, StateStore
 FORGET_STEP_MS = 60_000
 """How far the clock moves between two calls that let the store forget expired records (storage only: the engine
 checks each record's time itself)."""
+FEEDS_ENTRY = "FEEDS"  # SkuState.history kind of a clock tick that changed which fallbacks apply to the SKU
 APPLIED = "APPLIED"  # SkuState.history result of an entry that was applied (commands record their outcome)
 POLICY_ENTRY = "POLICY"  # SkuState.history kind of a policy change re-evaluating the SKU
 
@@ -71,6 +74,7 @@ class PartitionEngine:
         self._finished_now: set[tuple[str, str]] = set()  # (sku, reservation id) finished by that entry
         self._finished = _FinishedView(self)
         self._forgotten_clock = -1  # the clock at the last forget_before()
+        self._variant: tuple[tuple, Policy] | None = None  # the latest policy under the current silent feeds
 
     # ------------------------------------------------------------------------------------------------ policies
 
@@ -90,7 +94,7 @@ class PartitionEngine:
             if position >= effective_position:
                 latest = self._compiled.get(effective_position)
                 if latest is not None and latest.change is change:
-                    self._latest = latest
+                    self._latest = latest = self._with_fallbacks(latest)
                     return latest
         found = self.state.policy_change_at(position)
         if found is None:
@@ -103,7 +107,20 @@ class PartitionEngine:
                 live = {offset for offset, _ in self.state.policies}
                 for key in [key for key in self._compiled if key not in live]:
                     del self._compiled[key]  # in place: the dict may be the caller's cache
-        return policy
+        return self._with_fallbacks(policy)
+
+    def _with_fallbacks(self, policy: Policy) -> Policy:
+        """`policy` under the fallbacks of the feeds the partition holds silent (itself when none applies)."""
+        silent = self.state.silent
+        if not silent or not policy.change.feeds:
+            return policy
+        key = (policy.effective_position, tuple(sorted(silent)))
+        variant = self._variant
+        if variant is None or variant[0] != key or variant[1].change is not policy.change:
+            degraded = degraded_locations(policy, silent)
+            variant = self._variant = (key, Policy(policy.change, policy.effective_position, degraded)
+                                       if degraded else policy)
+        return variant[1]
 
     @staticmethod
     def _use_policy(state: SkuState, policy: Policy | None) -> None:
@@ -133,7 +150,11 @@ class PartitionEngine:
         self._position = position
         if self._finished_now:
             self._finished_now.clear()
-        if fresh and kind is PolicyChange and not self._accept_policy(event, position, out):
+        if kind is FeedActivity:
+            if fresh:
+                self._note_activity(event)
+                partition.last_position = position  # a feed's activity moves no clock
+        elif fresh and kind is PolicyChange and not self._accept_policy(event, position, out):
             partition.last_position = position  # refused: on the ledger, but it moves no clock
         else:
             if fresh:
@@ -152,8 +173,77 @@ class PartitionEngine:
                 self._apply_to_sku(event, position, origin, out)
             elif kind is PolicyChange:
                 self._reevaluate_all(event, position, out)
+            elif fresh and kind is ClockTick and (partition.feeds_seen or partition.silent):
+                self._check_feeds(position, out)
         self.store.put_partition_state(partition)
         return out
+
+    # -------------------------------------------------------------------------------------- feeds (section 12)
+
+    def _note_activity(self, activity: FeedActivity) -> None:
+        seen = self.state.feeds_seen
+        feed = activity.feed.value
+        for item in activity.seen:
+            key = (feed, item.location)
+            if item.last_event_time > seen.get(key, -1):
+                seen[key] = item.last_event_time
+
+    def _check_feeds(self, position: int, out: list) -> None:
+        """At a clock tick: which feeds are silent past their rule now; on any change, the fallbacks follow and
+        every SKU with stock at a location concerned is evaluated again at this position."""
+        partition = self.state
+        base = self.policy_at(position)
+        rules = {rule.feed.value: rule for rule in base.change.feeds} if base is not None else {}
+        clock = partition.clock
+        now_silent: dict[tuple[str, str], int] = {}
+        for (feed, location), seen in partition.feeds_seen.items():
+            rule = rules.get(feed)
+            if rule is None or clock - seen <= rule.max_silence_seconds * 1000:
+                continue
+            if rule.location_types and base.location_types.get(location) not in rule.location_types:
+                continue
+            previous = partition.silent.get((feed, location))
+            now_silent[(feed, location)] = seen if previous is None else previous
+        if now_silent.keys() == partition.silent.keys():
+            return
+        event_id = tick_event_id(self.partition, position)
+        changed = set()
+        for key in sorted(now_silent.keys() - partition.silent.keys()):
+            feed, location = key
+            rule = rules[feed]
+            changed.add(location)
+            out.append(InventoryException(
+                ExceptionKind.STALE_FEED, None, location, None, clock - now_silent[key], None, event_id,
+                self.partition, position, clock,
+                f"{feed} silent for {(clock - now_silent[key]) // 1000} s (rule: {rule.max_silence_seconds} s): "
+                f"{rule.fallback.value}{'' if rule.fallback is FallbackKind.EXCLUDE_FROM_NETWORK else f' {rule.amount}'}"
+                " applies until it speaks again",
+            ))
+        for key in sorted(partition.silent.keys() - now_silent.keys()):
+            feed, location = key
+            changed.add(location)
+            gap = partition.feeds_seen.get(key, clock) - partition.silent[key]
+            out.append(InventoryException(
+                ExceptionKind.FEED_RECOVERED, None, location, None, gap, None, event_id, self.partition, position,
+                clock, f"{feed} spoke again after {gap // 1000} s of silence: its fallback no longer applies",
+            ))
+        partition.silent = now_silent
+        self._latest = None  # the policy in force changes with the fallbacks
+        policy = self.policy_at(position)
+        cause = Cause(event_id, self.partition, position, clock, policy.version)
+        store = self.store
+        for sku in list(store.skus()):
+            state = store.get_sku_state(sku)
+            if state is None or position <= state.last_position or changed.isdisjoint(state.positions):
+                continue
+            if state.legacy is not None:
+                self._migrate(state)
+            self._use_policy(state, policy)
+            state.last_position = position
+            state.remember_entry(event_id, FEEDS_ENTRY, self.partition, position, APPLIED)
+            publish_all(state, policy, cause, out)
+            store.put_sku_state(state)
+
 
     def _refuse(self, event, reason: str, position: int, out: list) -> None:
         """The Rejection of an entry refused before it is evaluated; a command with a usable reservation, SKU and

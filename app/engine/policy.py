@@ -6,7 +6,16 @@ feeds, each channel's waterfall deduction and sourcing order), so applying an ev
 
 from __future__ import annotations
 
-from app.engine.events import ChannelGranularity, LocationType, PolicyChange, SafetyStockScope
+from collections.abc import Mapping
+
+from app.engine.events import (
+    ChannelGranularity,
+    FallbackKind,
+    FeedRule,
+    LocationType,
+    PolicyChange,
+    SafetyStockScope,
+)
 
 BASIS_POINTS = 10_000
 
@@ -39,7 +48,8 @@ class ChannelPlan:
         "network_key",
     )
 
-    def __init__(self, rank: int, rule, location_types: dict[str, LocationType], protected_above: int) -> None:
+    def __init__(self, rank: int, rule, location_types: dict[str, LocationType], protected_above: int,
+                 excluded: frozenset[str] = frozenset()) -> None:
         self.rank = rank
         self.name = rule.channel
         self.priority = rule.priority
@@ -47,6 +57,8 @@ class ChannelPlan:
         selected_types = frozenset(rule.location_types)
         feeds = {location for location, kind in location_types.items() if kind in selected_types}
         feeds.update(rule.locations)
+        if self.is_network:
+            feeds -= excluded  # a fallback (stale feed) takes the location out of NETWORK channels
         self.feeds = frozenset(feeds)
         self.sourcing_order = tuple(
             sorted(feeds, key=lambda location: (SOURCING_TYPE_RANK.get(location_types[location], 9), location))
@@ -62,9 +74,14 @@ class ChannelPlan:
 
 
 class Policy:
-    """A compiled policy version, in force from ledger position `effective_position` (the PolicyChange's own)."""
+    """A compiled policy version, in force from ledger position `effective_position` (the PolicyChange's own),
+    under the fallbacks of the feeds found silent (`degraded`: location -> the feed rules whose feed is silent there;
+    docs/RULES.md, section 12). Without silent feeds a policy is exactly its change."""
 
     __slots__ = (
+        "degraded",
+        "held_percent",
+        "fallback_labels",
         "change",
         "version",
         "event_id",
@@ -77,12 +94,16 @@ class Policy:
         "location_channels",
         "network_channels_by_location",
         "location_channels_by_location",
+        "_held_units",
         "_safety_by_sku_location",
         "_safety_by_sku",
         "_safety_by_type",
     )
 
-    def __init__(self, change: PolicyChange, effective_position: int) -> None:
+    def __init__(self, change: PolicyChange, effective_position: int,
+                 degraded: Mapping[str, tuple[FeedRule, ...]] | None = None) -> None:
+        degraded = dict(degraded or {})
+        self.degraded = degraded
         self.change = change
         self.version = change.version
         self.event_id = change.event_id
@@ -101,10 +122,26 @@ class Policy:
             else:
                 self._safety_by_type[rule.location_type] = rule.quantity
 
+        held_units: dict[str, int] = {}
+        self.held_percent: dict[str, int] = {}  # location -> percent of its sellable units held back
+        excluded = set()
+        for location, rules in degraded.items():
+            for rule in rules:
+                if rule.fallback is FallbackKind.BUFFER_UNITS:
+                    held_units[location] = held_units.get(location, 0) + rule.amount
+                elif rule.fallback is FallbackKind.BUFFER_PERCENT:
+                    self.held_percent[location] = min(100, self.held_percent.get(location, 0) + rule.amount)
+                else:
+                    excluded.add(location)
+        self._held_units = held_units
+        # `<location>:<feed>` labels of the silent feeds, for the records they shape (ChannelAvailability.fallbacks)
+        labels = {location: tuple(sorted(f"{location}:{rule.feed.value}" for rule in rules))
+                  for location, rules in degraded.items()}
+
         channels: list[ChannelPlan] = []
         protected_above = 0
         for rank, rule in enumerate(sorted(change.channels, key=lambda rule: (rule.priority, rule.channel))):
-            channels.append(ChannelPlan(rank, rule, self.location_types, protected_above))
+            channels.append(ChannelPlan(rank, rule, self.location_types, protected_above, frozenset(excluded)))
             protected_above += rule.protected_quantity
         self.channels = tuple(channels)
         self.channel_by_name = {plan.name: plan for plan in channels}
@@ -118,10 +155,33 @@ class Policy:
                 target.setdefault(location, []).append(plan)
         self.network_channels_by_location = {key: tuple(value) for key, value in network_by_location.items()}
         self.location_channels_by_location = {key: tuple(value) for key, value in location_by_location.items()}
+        # published key (channel, location or None) -> the labels of the silent feeds behind its value
+        fallback_labels: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        for plan in channels:
+            if plan.is_network:
+                drawn = sorted(label for location, names in labels.items() for label in names
+                               if location in plan.feeds or location in excluded and self._would_feed(plan, location))
+                if drawn:
+                    fallback_labels[plan.network_key] = tuple(drawn)
+            else:
+                for location, names in labels.items():
+                    if location in plan.feeds:
+                        fallback_labels[(plan.name, location)] = names
+        self.fallback_labels = fallback_labels
+
+    def _would_feed(self, plan: ChannelPlan, location: str) -> bool:
+        """Whether the channel's rule selects `location` (before a fallback excluded it)."""
+        rule = next(rule for rule in self.change.channels if rule.channel == plan.name)
+        return self.location_types.get(location) in rule.location_types or location in rule.locations
 
     def safety_stock(self, sku: str, location: str) -> int:
         """Units of `sku` held back at `location`: the most specific rule wins (SKU_LOCATION, then SKU, then the
-        location's LOCATION_TYPE), else 0. Specificity, not size: a SKU rule of 0 overrides a type rule of 5."""
+        location's LOCATION_TYPE), else 0 (specificity, not size: a SKU rule of 0 overrides a type rule of 5); plus
+        the units a silent feed's BUFFER_UNITS fallback holds back there."""
+        held = self._held_units.get(location, 0) if self._held_units else 0
+        return self._base_safety_stock(sku, location) + held
+
+    def _base_safety_stock(self, sku: str, location: str) -> int:
         quantity = self._safety_by_sku_location.get((sku, location))
         if quantity is not None:
             return quantity
@@ -149,3 +209,14 @@ class Policy:
 
     def channel_names(self) -> frozenset[str]:
         return frozenset(self.channel_by_name)
+
+
+def degraded_locations(policy: Policy, silent) -> dict[str, tuple[FeedRule, ...]]:
+    """Location -> the feed rules of `policy` whose feed is silent there (`silent`: (feed, location) pairs)."""
+    rules = {rule.feed.value: rule for rule in policy.change.feeds}
+    degraded: dict[str, list[FeedRule]] = {}
+    for feed, location in sorted(silent):
+        rule = rules.get(feed)
+        if rule is not None:
+            degraded.setdefault(location, []).append(rule)
+    return {location: tuple(found) for location, found in degraded.items()}

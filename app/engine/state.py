@@ -221,9 +221,12 @@ class PartitionState:
     """State shared by every SKU of one ledger partition.
 
     `expiries` maps (sku, reservation_id) to expires_at for every active reservation with an expiry; `_heap` orders
-    them and may hold stale entries (released early, or re-registered), which are dropped when popped."""
+    them and may hold stale entries (released early, or re-registered), which are dropped when popped.
+    `feeds_seen` maps (feed, location) to the latest event time its FeedActivity entries reported, and `silent` the
+    (feed, location) pairs a clock tick found silent past their rule, to the last event time seen then
+    (docs/RULES.md, section 12)."""
 
-    __slots__ = ("partition", "last_position", "clock", "policies", "expiries", "_heap")
+    __slots__ = ("partition", "last_position", "clock", "policies", "expiries", "_heap", "feeds_seen", "silent")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
@@ -232,6 +235,8 @@ class PartitionState:
         self.policies: list[tuple[int, PolicyChange]] = []  # (effective ledger position, policy), ascending
         self.expiries: dict[tuple[str, str], int] = {}
         self._heap: list[tuple[int, str, str]] = []
+        self.feeds_seen: dict[tuple[str, str], int] = {}
+        self.silent: dict[tuple[str, str], int] = {}
 
     def register_expiry(self, sku: str, reservation_id: str, expires_at: int) -> None:
         key = (sku, reservation_id)

@@ -292,7 +292,7 @@ class LedgerBatchProcessor:
                 published[topic] = published.get(topic, 0) + 1
             elif kind is ReservationDecision:
                 await send(RESERVATION_DECISIONS.name, output.key.encode(), self._decisions.encode(output.to_record()))
-                self._observer.reservation_decided(output.channel, output.outcome.value)
+                self._observer.reservation_decided(output.channel, output.outcome.value, output.reason)
                 if self._waiters:
                     self._decided.append(output)
             elif kind is Rejection:

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING
 from app.engine import (
     DEFAULT_LIMITS,
     EventDecodeError,
+    FeedActivity,
+    FeedSeen,
+    FeedType,
     PolicyChange,
     ReservationCommand,
     event_from_record,
@@ -55,6 +58,7 @@ from app.topics import (
     DEAD_LETTER_LEDGER_INDEX_HEADER,
     DEAD_LETTER_TRUNCATED_HEADER,
     DEAD_LETTERS,
+    FEED_OF_SOURCE_TOPIC,
     LEDGER,
     LEDGER_BROADCAST_KEY,
     ledger_partition,
@@ -311,14 +315,48 @@ class IngestedBatch:
     dead_letters: list[DeadLetterReport] = field(default_factory=list)
 
 
+class FeedActivityReporter:
+    """What the ingest stage tells every ledger partition of its feeds (docs/RULES.md, section 12): per source
+    micro-batch, one FeedActivity per feed whose locations spoke, with each location's latest event time. A location
+    is reported again only once that time has moved REPORT_STEP_MS past the last report, so a busy feed costs a few
+    records a minute, not one per batch. Pure apart from what it remembers; one per ingest consumer."""
+
+    REPORT_STEP_MS = 10_000
+
+    def __init__(self) -> None:
+        self._reported: dict[tuple[str, str], int] = {}
+        self._latest: dict[tuple[str, str], int] = {}  # this batch's movements
+
+    def observe(self, topic: str, record: dict) -> None:
+        feed = FEED_OF_SOURCE_TOPIC.get(topic)
+        if feed is not None:
+            key = (feed.value, record["location"])
+            if record["event_time"] > self._latest.get(key, -1):
+                self._latest[key] = record["event_time"]
+
+    def activities(self) -> list[FeedActivity]:
+        """The batch's FeedActivity events (none when nothing new is worth a record); forgets the batch."""
+        due: dict[str, list[FeedSeen]] = {}
+        for (feed, location), latest in sorted(self._latest.items()):
+            reported = self._reported.get((feed, location))
+            if reported is None or latest >= reported + self.REPORT_STEP_MS:
+                self._reported[(feed, location)] = latest
+                due.setdefault(feed, []).append(FeedSeen(location, latest))
+        self._latest.clear()
+        return [FeedActivity(FeedType(feed), max(item.last_event_time for item in seen), tuple(seen))
+                for feed, seen in sorted(due.items())]
+
+
 def ingest_micro_batch(
-    messages: Iterable[SourceMessage], ingest_time: int, writer: LedgerWriter, batcher: LedgerBatcher
+    messages: Iterable[SourceMessage], ingest_time: int, writer: LedgerWriter, batcher: LedgerBatcher,
+    feeds: FeedActivityReporter | None = None,
 ) -> IngestedBatch:
     """The records one source micro-batch becomes, in send order. Movements and commands are batched per ledger
     partition; a policy change first flushes what came before it and is then written to every partition, so it
-    keeps its place in each; the batcher is flushed at the end (it is empty on return). Dead letters keep the
-    original key, value and headers, plus the dead-letter headers (`dead_letter_headers`, MOVEMENT_INDEX_HEADER),
-    cut to fit one record (`fit_dead_letter`)."""
+    keeps its place in each; the batcher is flushed at the end (it is empty on return), followed by the feeds'
+    activity (`feeds`), written to every partition. Dead letters keep the original key, value and headers, plus
+    the dead-letter headers (`dead_letter_headers`, MOVEMENT_INDEX_HEADER), cut to fit one record
+    (`fit_dead_letter`)."""
     batch = IngestedBatch()
     records = batch.records
     ledger = LEDGER.name
@@ -328,6 +366,8 @@ def ingest_micro_batch(
         for draft in result.entries:
             batcher.add(draft.partition, draft.sku, draft.record_name, draft.record,
                         (topic, partition, offset, draft.source_index), ingest_time)
+            if feeds is not None and draft.record_name == "StockMovement":
+                feeds.observe(topic, draft.record)
         if result.appends:  # a policy change: everything before it goes first, in every partition
             for append in batcher.flush() + result.appends:
                 records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
@@ -344,6 +384,9 @@ def ingest_micro_batch(
             )
     for append in batcher.flush():
         records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
+    for activity in feeds.activities() if feeds is not None else ():
+        for append in writer.broadcast(writer.entry_value(activity, None, ingest_time)):
+            records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
     return batch
 
 
@@ -396,14 +439,15 @@ def register_ingest_agents(service: AvailabilityService) -> None:
     app.on_partitions_assigned.connect(keep_consumed_offsets_of_assigned)
 
     def make_agent(source_topic: str):
-        async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher) -> None:
+        async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher,
+                               feeds: FeedActivityReporter) -> None:
             messages = [
                 SourceMessage(source_topic, message.partition, message.offset, message.key, message.value,
                               message.headers)
                 for message in (event.message for event in events)
             ]
             messages = await with_skipped_records(source_topic, messages)
-            batch = ingest_micro_batch(messages, _now_ms(), writer, batcher)
+            batch = ingest_micro_batch(messages, _now_ms(), writer, batcher, feeds)
             report_ingested(batch, observer)
             for record in batch.records:
                 await sender.send(record.topic, record.key, record.value, record.partition, record.headers)
@@ -412,9 +456,10 @@ def register_ingest_agents(service: AvailabilityService) -> None:
         async def ingest(stream) -> None:
             sender = BatchSender(app)
             batcher = LedgerBatcher(service.codec.serde(LEDGER), settings.ledger_batch_max_entries)
+            feeds = FeedActivityReporter()
             async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
                 with end_worker_on_unexpected_error(ingest.__name__, events):
-                    await ingest_batch(events, sender, batcher)
+                    await ingest_batch(events, sender, batcher, feeds)
 
         ingest.__name__ = ingest.__qualname__ = f"ingest_{source_topic.replace('.', '_').replace('-', '_')}"
         return ingest

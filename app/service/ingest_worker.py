@@ -38,7 +38,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from app.kafka_config import BrokerAccessError, client_config
 from app.ledger import LedgerBatcher
 from app.serialization import AvroCodec
-from app.service.ingest import IngestedBatch, LedgerWriter, SourceMessage, ingest_micro_batch, report_ingested
+from app.service.ingest import (
+    FeedActivityReporter,
+    IngestedBatch,
+    LedgerWriter,
+    SourceMessage,
+    ingest_micro_batch,
+    report_ingested,
+)
 from app.settings import Settings
 from app.topics import LEDGER, SOURCE_TOPICS
 
@@ -138,6 +145,7 @@ class IngestProcess:
         self.writer = LedgerWriter(self.codec, settings.partitions, settings.max_source_record_bytes,
                                    settings.engine_limits.max_event_time_skew_ms)
         self.batcher = LedgerBatcher(self.codec.serde(LEDGER), settings.ledger_batch_max_entries)
+        self.feeds = FeedActivityReporter()
         self.group_id = ingest_group_id(settings)
         self._fatal: str | None = None
         self._delivery_errors: list[str] = []
@@ -210,7 +218,7 @@ class IngestProcess:
             next_offsets[(topic, partition)] = offset + 1  # a partition's records come in offset order
         if not sources:
             return None
-        batch = ingest_micro_batch(sources, int(time.time() * 1000), self.writer, self.batcher)
+        batch = ingest_micro_batch(sources, int(time.time() * 1000), self.writer, self.batcher, self.feeds)
         report_ingested(batch, self.counters)
         self._deliver(batch, sources)
         self._commit(next_offsets)

@@ -87,6 +87,17 @@ class ServiceMetrics(PipelineObserver):
             "Reservation decisions published, by channel and outcome (ACCEPTED, REJECTED, RELEASED, ...)",
             ["channel", "outcome"], registry=r,
         )
+        self.reservation_refusals = Counter(
+            f"{p}_reservation_refusals", "REJECTED reservation decisions, by channel and reason", ["channel", "reason"],
+            registry=r,
+        )
+        self.oversell_exposure = Gauge(
+            f"{p}_oversell_exposure_units",
+            "Units held by reservations beyond the sellable units at their location, over the SKU states this worker "
+            "holds in memory. The service never reserves beyond what it shows; only facts reported after a "
+            "reservation (a walk-in sale, shrink) can make this non-zero, and a fulfilment there is refused "
+            "INSUFFICIENT_ON_HAND", registry=r,
+        )
         self.inventory_exceptions = Counter(
             f"{p}_inventory_exceptions",
             "InventoryException records published on inventory-exceptions, by kind (NEGATIVE_STOCK, UNKNOWN_LOCATION, "
@@ -129,6 +140,12 @@ class ServiceMetrics(PipelineObserver):
             f"{p}_assigned_table_partitions", "Table changelog partitions assigned to this worker, by role",
             ["role"], registry=r,
         )
+        self.silent_feeds = Gauge(
+            f"{p}_silent_feeds",
+            "1 per feed and location whose silence past its policy rule has a fallback applied (docs/RULES.md, "
+            "section 12), as the ledger partitions this worker owns hold it",
+            ["feed", "location"], registry=r,
+        )
         self.ready = Gauge(
             f"{p}_ready", "1 when partitions are assigned and recovery is done (same rule as /ready)", registry=r,
         )
@@ -152,8 +169,10 @@ class ServiceMetrics(PipelineObserver):
         if channel is not None:
             self.publications.labels(channel).inc(count)
 
-    def reservation_decided(self, channel: str, outcome: str) -> None:
+    def reservation_decided(self, channel: str, outcome: str, reason: str | None = None) -> None:
         self.reservation_decisions.labels(channel, outcome).inc()
+        if reason is not None:
+            self.reservation_refusals.labels(channel, reason).inc()
 
     def inventory_exception(self, kind: str) -> None:
         self.inventory_exceptions.labels(kind).inc()
@@ -194,9 +213,49 @@ class ServiceMetrics(PipelineObserver):
             self.set_recovery(read_recovery_progress(service.app), worker_readiness(service.app).ready)
         except Exception:  # noqa: BLE001 - same: recovery state is rebuilt during a rebalance
             pass
+        self.set_silent_feeds(read_silent_feeds(service))
+        self.oversell_exposure.set(read_oversell_exposure(service))
+
+    def set_silent_feeds(self, silent: set[tuple[str, str]]) -> None:
+        self.silent_feeds.clear()
+        for feed, location in silent:
+            self.silent_feeds.labels(feed, location).set(1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def read_silent_feeds(service: AvailabilityService) -> set[tuple[str, str]]:
+    """(feed, location) pairs silent in any ledger partition whose live state this worker holds."""
+    processor = service.live_states
+    if processor is None:
+        return set()
+    silent: set[tuple[str, str]] = set()
+    for partition in range(service.settings.partitions):
+        store = processor.live_store(partition)
+        if store is not None:
+            loaded, state = store.cached_partition_state()
+            if loaded and state is not None:
+                silent.update(state.silent)
+    return silent
+
+
+def read_oversell_exposure(service: AvailabilityService) -> int:
+    """Units reserved beyond the sellable units at their location, over the SKU states held in memory."""
+    processor = service.live_states
+    if processor is None:
+        return 0
+    exposure = 0
+    for partition in range(service.settings.partitions):
+        store = processor.live_store(partition)
+        if store is None:
+            continue
+        for state in store.cached_states():
+            for position in state.positions.values():
+                beyond = position.reserved - max(0, position.sellable)
+                if beyond > 0:
+                    exposure += beyond
+    return exposure
 
 
 def agent_topic_names(service: AvailabilityService) -> set[str]:

@@ -163,6 +163,17 @@ def _schemas() -> dict[str, Any]:
                             "atp": NULLABLE_INTEGER,
                             "atp_with_transit": NULLABLE_INTEGER,
                             "channels": {"type": "array", "items": IDENTIFIER},
+                            "fallbacks": {
+                                "type": "array",
+                                "description": "Fallbacks of the location's silent feeds that apply now "
+                                "(docs/RULES.md, section 12); empty when its feeds are alive.",
+                                "items": _object({
+                                    "feed": {"type": "string", "enum": ["POS", "WMS"]},
+                                    "fallback": {"type": "string",
+                                                 "enum": ["BUFFER_UNITS", "BUFFER_PERCENT", "EXCLUDE_FROM_NETWORK"]},
+                                    "amount": INTEGER,
+                                }),
+                            },
                         }
                     ),
                 },

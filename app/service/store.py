@@ -124,6 +124,10 @@ class PartitionStateStore:
             return True, states[sku]
         return False, None
 
+    def cached_states(self) -> list[SkuState]:
+        """The SKU states held in memory (for gauges over them)."""
+        return [state for state in list(self._sku_states.values()) if state is not None]
+
     def cached_partition_state(self) -> tuple[bool, PartitionState | None]:
         return self._partition_state_loaded, self._partition_state
 

@@ -133,7 +133,7 @@ def test_the_projection_keeps_only_structure_and_event_ids():
 
     collect(schema)
     assert records == {"LedgerEntry": ["entry"], "StockMovement": ["event_id"], "ReservationCommand": ["event_id"],
-                       "PolicyChange": ["event_id"], "ClockTick": [], "LedgerEntryBatch": ["entries"],
+                       "PolicyChange": ["event_id"], "ClockTick": [], "FeedActivity": [], "LedgerEntryBatch": ["entries"],
                        "LedgerBatchEntry": ["entry"]}
 
 

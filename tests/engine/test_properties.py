@@ -385,7 +385,8 @@ def _assert_fits_what_was_shown(ledger: Ledger, decision: ReservationDecision, s
     state = ledger.store.get_sku_state(decision.sku)
     for line in decision.lines:
         position = state.positions[line.location]
-        supply = position.sellable + (position.in_transit if plan.include_in_transit else 0)
+        # in transit below zero (received before its shipment was on the ledger) supplies nothing, and takes nothing
+        supply = position.sellable + (max(0, position.in_transit) if plan.include_in_transit else 0)
         assert position.reserved <= supply - position.safety
 
 

@@ -30,11 +30,12 @@ from app.topics import (
     LEDGER,
     LEDGER_BROADCAST_KEY,
     POLICY_CHANGES,
+    RESERVATION_COMMANDS,
     STOCK_MOVEMENTS,
     STORE_TRANSACTIONS,
     ledger_partition,
 )
-from tests.engine.factories import policy, receipt, sale
+from tests.engine.factories import policy, receipt, reserve, sale
 
 PARTITIONS = 4
 
@@ -240,3 +241,40 @@ def test_ingest_process_without_a_broker_says_so_in_one_line():
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Kafka broker configured" in lines[0] and "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
+
+
+def activities_of(codec: AvroCodec, batch: IngestedBatch) -> dict[int, list[tuple[str, tuple]]]:
+    """Per ledger partition, the FeedActivity entries of the batch: (feed, ((location, latest time), ...))."""
+    found: dict[int, list] = {}
+    for record in batch.records:
+        if record.topic != LEDGER.name:
+            continue
+        for item in ledger_items(codec.decode(LEDGER.name, record.value).value):
+            if item.record_name.endswith("FeedActivity"):
+                seen = tuple((s["location"], s["last_event_time"]) for s in item.record["seen"])
+                found.setdefault(record.partition, []).append((item.record["feed"], seen))
+    return found
+
+
+def test_each_feed_s_activity_reaches_every_ledger_partition_a_location_once_per_step(codec):
+    from app.service.ingest import FeedActivityReporter
+
+    source, feeds = Source(codec), FeedActivityReporter()
+    writer = LedgerWriter(codec, PARTITIONS)
+    batcher = LedgerBatcher(codec.serde(LEDGER), max_entries=500)
+
+    def run(messages):
+        return activities_of(codec, ingest_micro_batch(messages, 10**13, writer, batcher, feeds))
+
+    first = run([
+        source.event(STORE_TRANSACTIONS.name, sale(1, "S1", time=1_000)),
+        source.event(STORE_TRANSACTIONS.name, sale(1, "S1", time=5_000)),
+        source.movements([receipt(1, "DC1", time=2_000), receipt(1, "S2", time=3_000)]),
+        source.event(RESERVATION_COMMANDS.name, reserve("r1", 1, time=9_000)),  # an intent: no feed
+    ])
+    expected = [("POS", (("S1", 5_000),)), ("WMS", (("DC1", 2_000), ("S2", 3_000)))]
+    assert first == {partition: expected for partition in range(PARTITIONS)}
+    step = FeedActivityReporter.REPORT_STEP_MS
+    assert run([source.event(STORE_TRANSACTIONS.name, sale(1, "S1", time=5_000 + step - 1))]) == {}  # within a step
+    later = run([source.event(STORE_TRANSACTIONS.name, sale(1, "S1", time=5_000 + step))])
+    assert later == {partition: [("POS", (("S1", 5_000 + step),))] for partition in range(PARTITIONS)}

@@ -29,7 +29,8 @@ def test_hooks_count_events_by_their_labels():
     metrics.rejected("UNKNOWN_LOCATION")
     metrics.dead_lettered("ingest", "source.store-transactions", "UNDECODABLE_RECORD")
     metrics.reservation_decided("ecommerce", "ACCEPTED")
-    metrics.reservation_decided("marketplace", "REJECTED")
+    metrics.reservation_decided("marketplace", "REJECTED", "INSUFFICIENT_STOCK")
+    metrics.inventory_exception("NEGATIVE_STOCK")
     metrics.published("availability.ecommerce", count=3)
     metrics.published("reservation-decisions")  # not a channel topic: not a publication of availability
 
@@ -43,6 +44,11 @@ def test_hooks_count_events_by_their_labels():
     ) == 1
     assert value(metrics, "availability_reservation_decisions_total", channel="ecommerce", outcome="ACCEPTED") == 1
     assert value(metrics, "availability_reservation_decisions_total", channel="marketplace", outcome="REJECTED") == 1
+    assert value(metrics, "availability_reservation_refusals_total", channel="marketplace",
+                 reason="INSUFFICIENT_STOCK") == 1
+    assert value(metrics, "availability_reservation_refusals_total", channel="ecommerce",
+                 reason="INSUFFICIENT_STOCK") is None
+    assert value(metrics, "availability_inventory_exceptions_total", kind="NEGATIVE_STOCK") == 1
     assert value(metrics, "availability_publications_total", channel="ecommerce") == 3
     assert value(metrics, "availability_publications_total", channel="reservation-decisions") is None
 
@@ -144,3 +150,25 @@ def test_recovery_progress_reads_the_apps_recovery_state(idle_service):
     assert progress.remaining == {(table.name, 1): 30, (table.name, 3): 0}
     assert progress.active_partitions == 2
     assert not progress.completed_once
+
+
+def test_silent_feeds_and_oversell_exposure_come_from_the_live_states():
+    from types import SimpleNamespace
+
+    from app.engine import PartitionState, SkuState
+    from app.engine.state import Position
+    from app.service.metrics import read_oversell_exposure, read_silent_feeds
+
+    partition_state = PartitionState(0)
+    partition_state.silent = {("POS", "S1"): 5}
+    walked_in = SkuState("A")  # 3 reserved, then a walk-in sale left 1 on the shelf: 2 units beyond
+    walked_in.positions = {"S1": Position(sellable=1, reserved=3), "S2": Position(sellable=-2, reserved=1)}
+    store = SimpleNamespace(cached_partition_state=lambda: (True, partition_state),
+                            cached_states=lambda: [walked_in])
+    service = SimpleNamespace(settings=SimpleNamespace(partitions=2),
+                              live_states=SimpleNamespace(live_store=lambda p: store if p == 0 else None))
+    assert read_silent_feeds(service) == {("POS", "S1")}
+    assert read_oversell_exposure(service) == 2 + 1
+    metrics = ServiceMetrics()
+    metrics.set_silent_feeds(read_silent_feeds(service))
+    assert value(metrics, "availability_silent_feeds", feed="POS", location="S1") == 1
