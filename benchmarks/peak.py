@@ -1,8 +1,8 @@
 """Peak-season benchmark of the availability service: one command, every figure, each against baselines measured in
 the same run.
 
-    python -m benchmarks.peak --profile quick     # under 2 minutes: every step, small sizes, N=1
-    python -m benchmarks.peak --profile peak      # the real run (about 16 minutes): bigger sizes, N=1 and N=2
+    python -m benchmarks.peak --profile quick     # about 2 minutes: every step, small sizes, N=1
+    python -m benchmarks.peak --profile peak      # the real run (about 15 minutes): bigger sizes, N=1 and N=2
     python -m benchmarks.peak --topology split    # workers with stages=availability, plus ingest processes
     availability benchmark --profile quick        # the same, through the CLI
 
@@ -23,10 +23,15 @@ workers starts them with `stages=availability` plus N x `--ingest-per-worker` in
 scenario. "Per worker" stays per Faust worker; every section says which processes ran.
 
 Before a section's records are sent, its stock loads (and the policy) are written straight to the ledger and the
-workers have applied them: the stock on hand before the peak. The baselines of benchmarks/baselines.py consume the
-section's own source records on the same broker. Figures are read back from the broker afterwards (record
-timestamps and ledger positions, see benchmarks/analysis.py); while the workers run, the harness only reads the
-ledger (to know when a section's events are all on it, and where) and polls committed offsets. Results:
+workers have applied them: the stock on hand before the peak. The baselines of benchmarks/baselines.py (Quix
+Streams, the peer; a plain confluent-kafka loop; a bare Faust agent) consume the section's own source records on the
+same broker. Every throughput has two rates, the 10%-90% slope and the whole section (first record sent to last
+event applied, what the targets are judged on), and a per-core figure (events per CPU second of the processes that
+did the work); service / Quix Streams is the headline ratio of every section. The live load comes from a sender
+process of its own (benchmarks/live_sender.py), and the CPU seconds of every process are reported per window.
+Figures are read back from the broker afterwards (record timestamps and ledger positions, see
+benchmarks/analysis.py); while the workers run, the harness only reads the ledger (to know when a section's events
+are all on it, and where) and polls committed offsets. Results:
 benchmarks/results/<profile>.json, .md and .png (<profile>-split.* for the split topology); docs/PERFORMANCE.md
 explains them.
 """
