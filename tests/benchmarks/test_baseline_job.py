@@ -63,8 +63,8 @@ def test_a_batch_record_holds_its_movements_and_a_single_record_itself() -> None
     assert list(source_events(single)) == [single]
 
 
-@given(st.lists(st.tuples(st.sampled_from(["RECEIPT", "SALE", "ADJUSTMENT"]), st.sampled_from(["DC1", "ST001", "ST002"]),
-                          st.integers(1, 20)), max_size=40))
+@given(st.lists(st.tuples(st.sampled_from(["RECEIPT", "SALE", "ADJUSTMENT"]),
+                          st.sampled_from(["DC1", "ST001", "ST002"]), st.integers(1, 20)), max_size=40))
 def test_ecommerce_is_always_the_sum_of_what_every_location_has_available(moves) -> None:
     state = SkuState()
     published = {}
