@@ -3,7 +3,8 @@
 `cpu_seconds(pid)` is utime + stime of the process (all its threads: librdkafka's and aiokafka's included) plus
 cutime + cstime (its children that have ended) plus the same of its live descendants; with `descendants=False`,
 utime + stime alone (the harness, whose children are the processes measured on their own). `CpuSampler` samples a few
-named processes over time, so that the CPU of any window can be read afterwards (linear between samples).
+named processes (and of the whole machine) over time, so that the CPU of any window can be read afterwards (linear
+between samples).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,6 +50,17 @@ def cpu_seconds(pid: int | str = "self", descendants: bool = True) -> float | No
     return total
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (every core, every process, ours or not), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 class CpuSampler:
     """CPU seconds of named processes, sampled when `sample()` is called; `between(name, t0, t1)` reads a window.
 
@@ -55,17 +68,19 @@ class CpuSampler:
     ended keeps its last sample."""
 
     def __init__(self) -> None:
-        self._pids: dict[str, tuple[int, bool]] = {}
+        self._readers: dict[str, Callable[[], float | None]] = {}
         self._series: dict[str, tuple[list[float], list[float]]] = {}
 
     def track(self, name: str, pid: int | None, descendants: bool = True) -> None:
         """Sample `pid` as `name` from now on (with its descendants' CPU unless `descendants` is False)."""
         if pid is not None:
-            self._pids[name] = (pid, descendants)
+            self._readers[name] = lambda: cpu_seconds(pid, descendants)
             self._series.setdefault(name, ([], []))
 
-    def forget(self, name: str) -> None:
-        self._pids.pop(name, None)
+    def track_machine(self, name: str = "machine") -> None:
+        """Sample the whole machine's busy CPU seconds as `name`: other jobs on a shared machine show there."""
+        self._readers[name] = machine_cpu_seconds
+        self._series.setdefault(name, ([], []))
 
     @property
     def names(self) -> list[str]:
@@ -73,10 +88,10 @@ class CpuSampler:
 
     def sample(self) -> None:
         now = time.time() * 1000
-        for name, (pid, descendants) in list(self._pids.items()):
-            seconds = cpu_seconds(pid, descendants)
+        for name, read in list(self._readers.items()):
+            seconds = read()
             if seconds is None:
-                self._pids.pop(name)  # ended: its series keeps the last sample
+                self._readers.pop(name)  # ended: its series keeps the last sample
                 continue
             times, values = self._series[name]
             times.append(now)

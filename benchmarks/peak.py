@@ -225,6 +225,7 @@ class Scenario:
         self.cpu = CpuSampler()
         self.cpu.track("broker", self.broker.pid)
         self.cpu.track("benchmark", os.getpid(), descendants=False)  # the harness: ledger reader, commit polls
+        self.cpu.track_machine()  # every process of the machine, ours or another job's
         self.settings = Settings(kafka_bootstrap_servers=self.bootstrap, app_id=f"peak-{name}",
                                  data_dir=self.directory / "worker-1", partitions=PARTITIONS,
                                  web_port=free_loopback_port(), tick_interval_seconds=3600, channels=CHANNELS,
@@ -738,6 +739,8 @@ class PeakBenchmark:
         figure["total"] = round(sum(figure.values()), 2)
         figure["wall_seconds"] = round(wall, 1)
         figure["cores_busy"] = round(figure["total"] / wall, 2) if wall else None
+        machine = seconds.get("machine")  # the run's processes and anything else the machine ran
+        figure["machine_cores_busy"] = round(machine / wall, 2) if wall and machine is not None else None
         figure["cores"] = os.cpu_count()
         return figure
 

@@ -183,14 +183,17 @@ def markdown(result: dict) -> str:
             lines += ["", "CPU seconds in each window of the live run, per kind of process (the sender is a process "
                       "of its own that only hands pre-encoded records to librdkafka; *benchmark* is the harness "
                       "reading the ledger and committed offsets). *Cores busy* = all of them over the window's "
-                      "seconds: near the machine's core count, the machine was the limit.", "",
-                      "| window | seconds | workers | ingest processes | broker | sender | benchmark | cores busy |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                      "seconds; *machine* = every process of the machine, other jobs included (/proc/stat): near the "
+                      "core count, the machine was the limit.", "",
+                      "| window | seconds | workers | ingest processes | broker | sender | benchmark | cores busy | "
+                      "machine |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for window, figure in cpu.items():
                 lines.append(f"| {window} | {_n(figure['wall_seconds'], 1)} | {_n(figure['workers'], 1)} | "
                              f"{_n(figure['ingest_processes'], 1)} | {_n(figure['broker'], 1)} | "
                              f"{_n(figure['sender'], 1)} | {_n(figure['benchmark'], 1)} | "
-                             f"{_n(figure['cores_busy'], 2)} of {figure.get('cores', 'n/a')} |")
+                             f"{_n(figure['cores_busy'], 2)} of {figure.get('cores', 'n/a')} | "
+                             f"{_n(figure.get('machine_cores_busy'), 2)} |")
     resources = result.get("resources") or {}
     restart = result.get("restart") or {}
     lines += ["", "## Resources and restarts", ""]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from benchmarks import analysis
-from benchmarks.cpu import CpuSampler, cpu_seconds
+from benchmarks.cpu import CpuSampler, cpu_seconds, machine_cpu_seconds
 
 
 def _spin(seconds: float) -> None:
@@ -58,3 +58,10 @@ def test_whole_section_rate_counts_from_the_first_record_sent() -> None:
 def test_per_core_is_events_per_cpu_second() -> None:
     assert analysis.per_core(10_000, 2.0) == 5_000
     assert analysis.per_core(10_000, 0) is None and analysis.per_core(None, 1.0) is None
+
+
+def test_machine_cpu_seconds_count_every_process() -> None:
+    before = cpu_seconds(descendants=False), machine_cpu_seconds()
+    _spin(0.3)
+    own = cpu_seconds(descendants=False) - before[0]
+    assert machine_cpu_seconds() - before[1] >= own - 0.05  # our own work is part of the machine's
