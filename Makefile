@@ -22,11 +22,14 @@ chaos: $(INSTALLED)
 
 venv: $(INSTALLED)
 
+# quixstreams (the peak benchmark's peer baseline) pins libraries below the project's: installed without them,
+# see the dev extra in pyproject.toml.
 $(INSTALLED): pyproject.toml
 	@$(PYTHON3) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required: set PYTHON3=/path/to/python3.11")'
 	test -x $(VENV_PYTHON) || $(PYTHON3) -m venv $(VENV)
 	@echo "Installing the project and its dependencies into $(VENV) (first run only; takes a minute)"
 	$(VENV_PYTHON) -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	$(VENV_PYTHON) -m pip install --disable-pip-version-check --progress-bar off --no-deps 'quixstreams==3.28.1'
 	touch $@
 
 # Local state only (broker logs, RocksDB tables, caches); the virtualenv stays.

@@ -176,19 +176,27 @@ def count_at(series: Sequence[tuple[float, float]], timestamp: float) -> float:
 @dataclass(frozen=True)
 class Throughput:
     events: int
-    events_per_second: float | None  # sustained: between 10% and 90% of the events
-    overall_events_per_second: float | None  # first output to last
-    seconds: float | None  # first output to last
+    events_per_second: float | None  # the 10%-90% slope
+    overall_events_per_second: float | None  # first point to last
+    seconds: float | None  # first point to last
+    whole_section_events_per_second: float | None = None  # from the section's start (first record sent) to the last
+    whole_section_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return {"events": self.events, "events_per_second": _round(self.events_per_second),
                 "overall_events_per_second": _round(self.overall_events_per_second),
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+                "seconds": None if self.seconds is None else round(self.seconds, 2),
+                "whole_section_events_per_second": _round(self.whole_section_events_per_second),
+                "whole_section_seconds": None if self.whole_section_seconds is None
+                else round(self.whole_section_seconds, 2)}
 
 
-def throughput(series: Sequence[tuple[float, float]], events: int, low: float = 0.1, high: float = 0.9) -> Throughput:
-    """Sustained rate from a cumulative (timestamp ms, count) series of a section of `events` events: the slope
-    between the times the count reached `low` and `high` of them, which leaves out start-up and the tail."""
+def throughput(series: Sequence[tuple[float, float]], events: int, low: float = 0.1, high: float = 0.9,
+               started_ms: float | None = None) -> Throughput:
+    """Rates of a section of `events` events from its cumulative (timestamp ms, count) series: the slope between the
+    times the count reached `low` and `high` of them (which leaves out start-up and the tail), and, given the
+    section's start `started_ms` (its first record sent, or a baseline's first record received), the whole-section
+    rate: every event done over the time from that start to the last point (start-up and tail included)."""
     if not series or events <= 0:
         return Throughput(events, None, None, None)
     t_low, t_high = time_to_reach(series, low * events), time_to_reach(series, high * events)
@@ -197,7 +205,18 @@ def throughput(series: Sequence[tuple[float, float]], events: int, low: float = 
         sustained = (high - low) * events / ((t_high - t_low) / 1000)
     first, last = series[0][0], series[-1][0]
     overall = series[-1][1] / ((last - first) / 1000) if last > first else None
-    return Throughput(events, sustained, overall, (last - first) / 1000)
+    whole = whole_seconds = None
+    if started_ms is not None and last > started_ms:
+        whole_seconds = (last - started_ms) / 1000
+        whole = series[-1][1] / whole_seconds
+    return Throughput(events, sustained, overall, (last - first) / 1000, whole, whole_seconds)
+
+
+def per_core(events: float | None, cpu_seconds: float | None) -> float | None:
+    """Events per CPU second: the rate per core used, whatever the number of processes that used it."""
+    if not events or not cpu_seconds:
+        return None
+    return round(events / cpu_seconds, 1)
 
 
 def rate_over_time(series: Sequence[tuple[float, float]], origin_ms: float, bin_seconds: float = 1.0

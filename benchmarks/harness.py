@@ -146,17 +146,24 @@ def stop_all(processes: Iterable[ServiceWorker], grace_seconds: float = 30.0) ->
         raise RuntimeError("could not stop: " + "; ".join(failures))
 
 
-def run_module(module: str, arguments: list[str], timeout: float, log_path: Path) -> None:
-    """Run `python -m module arguments` to completion (baselines), output to `log_path`."""
+def run_module(module: str, arguments: list[str], timeout: float, log_path: Path,
+               env: dict[str, str] | None = None) -> None:
+    """Run `python -m module arguments` to completion (baselines), output to `log_path`; `env` replaces the
+    environment (a scenario's `settings_environment`, so that the child's `Settings()` are the scenario's)."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", module, *arguments], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"})
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
             raise RuntimeError(f"{module} {arguments[0]} did not finish within {timeout:.0f}s (log {log_path})")
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the child goes with the run
+            process.kill()
+            process.wait(timeout=10)
+            raise
     if process.returncode != 0:
         raise RuntimeError(f"{module} {arguments[0]} failed ({process.returncode}):\n"
                            + log_path.read_text(errors="replace")[-3000:])
@@ -251,14 +258,15 @@ class LedgerTail:
 
 def wait_for_events_applied(tail: LedgerTail, watcher: CommitWatcher, expected: list[int], timeout: float,
                             on_progress: Callable[[int], None] | None = None,
-                            alive: Callable[[], None] | None = None) -> float:
+                            alive: Callable[[], None] | None = None, read_seconds: float = 2.0) -> float:
     """Wait until every ledger partition p holds `expected[p]` events (counted entry by entry from the ledger) and
     the group's committed offset has passed the record that holds the last of them; returns the seconds waited.
-    `on_progress` gets the events applied so far (those in the records before each committed offset)."""
+    `on_progress` gets the events applied so far (those in the records before each committed offset). Each round
+    reads the ledger for at most `read_seconds`: less leaves more of the machine to the workers while they work."""
     started = time.monotonic()
     partitions = range(len(expected))
     while True:
-        tail.read()
+        tail.read(max_seconds=read_seconds)
         ledger = tail.map
         ledgered = [ledger.events(partition) for partition in partitions]
         if any(have > want for have, want in zip(ledgered, expected)):

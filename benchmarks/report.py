@@ -41,6 +41,14 @@ def _ratio(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _times(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+BASELINE_NAMES = {"quix": "Quix Streams app", "confluent": "plain confluent-kafka loop",
+                  "faust": "bare Faust agent (consume only)"}
+
+
 def topology_line(result: dict) -> str:
     """The header line that says which processes every figure comes from."""
     per_worker = result.get("ingest_processes_per_worker") or 0
@@ -72,42 +80,76 @@ def markdown(result: dict) -> str:
         "",
         "## Targets",
         "",
+        "Each on a whole-section figure (first record sent to last event applied); per core = events per CPU second "
+        "of the processes that did the work.",
+        "",
         "| target | measured | threshold | met |",
         "|---|---:|---:|:---:|",
     ]
     for row in result["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
-        measured = row["measured"]
-        shown = _ratio(measured) if isinstance(measured, float) and measured < 5 and "80%" in row["target"] else \
-            _n(measured, 1)
-        threshold = _ratio(row["threshold"]) if "80%" in row["target"] else _n(row["threshold"])
+        unit = row.get("unit")
+        shown, threshold = (_times(row["measured"]), _times(row["threshold"])) if unit == "ratio" else (
+            _n(row["measured"], 1), _n(row["threshold"]))
         lines.append(f"| {row['target']} | {shown} | {threshold} | {met} |")
     processes = {row.get("processes") for row in result["targets"]} - {None}
     if processes:
         lines += ["", f"Measured with {', '.join(sorted(processes))}."]
-    lines += ["", "## Throughput (events/s; sustained = 10% to 90% of the section's events)", "",
-              "| section | processes | events | service | per worker | ingest events/s | bare Faust consume-only | "
-              "plain confluent-kafka loop | service / Faust | service / confluent | events per ledger record | "
-              "dead letters |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "## Throughput", "",
+              "Events/s: *slope* between 10% and 90% of the section's events applied; *whole section* from its first "
+              "record sent (a baseline: its first record received) to its last event applied. *CPU s*: CPU seconds "
+              "of the processes that did the work over the whole section (the service: its workers and ingest "
+              "processes; a baseline: its process); *per core* = events / CPU s. A baseline that ran more than one "
+              "pass read the section's records again.",
+              "",
+              "| section | who | events | slope | whole section | CPU s | per core | passes | ingest, whole section "
+              "| events per ledger record |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in result["throughput"].items():
         service = entry["service"]
-        baselines = entry.get("baselines") or {}
-        ratios = entry.get("ratios") or {}
+        cpu = (service.get("cpu_seconds") or {}).get("service")
         lines.append(
-            f"| {name} | {service.get('processes', 'n/a')} | {_n(entry.get('events'))} | "
-            f"{_n(service.get('events_per_second'))} | "
+            f"| {name} | service: {service.get('processes', 'n/a')} | {_n(entry.get('events'))} | "
             f"{_n(service.get('events_per_second_per_worker'))} | "
-            f"{_n((service.get('ingest') or {}).get('events_per_second'))} | "
-            f"{_n(baselines.get('faust', {}).get('events_per_second'))} | "
-            f"{_n(baselines.get('confluent', {}).get('events_per_second'))} | {_ratio(ratios.get('vs_faust'))} | "
-            f"{_ratio(ratios.get('vs_confluent'))} | {_n(service.get('events_per_ledger_record'), 1)} | "
-            f"{_n(entry.get('dead_letters'))} |")
+            f"{_n(service.get('whole_section_events_per_second_per_worker'))} | {_n(cpu, 1)} | "
+            f"{_n(service.get('events_per_second_per_core'))} | | "
+            f"{_n((service.get('ingest') or {}).get('whole_section_events_per_second'))} | "
+            f"{_n(service.get('events_per_ledger_record'), 1)} |")
+        for kind, figure in (entry.get("baselines") or {}).items():
+            lines.append(
+                f"| | {BASELINE_NAMES.get(kind, kind)} | {_n(figure.get('events'))} | "
+                f"{_n(figure.get('events_per_second'))} | {_n(figure.get('whole_section_events_per_second'))} | "
+                f"{_n(figure.get('cpu_seconds'), 1)} | {_n(figure.get('events_per_second_per_core'))} | "
+                f"{_n(figure.get('passes'), 1)} | | |")
+    lines += ["", "## Ratios: service over each baseline", "",
+              "*Headline*: the lower of the two whole-section ratios (per worker, per core), the one less "
+              "flattering to the service. Service / Quix Streams is the headline of every section.", "",
+              "| section | service / Quix: headline | per core | whole section | slope | service / confluent-kafka "
+              "loop: headline | per core | service / bare Faust: headline | per core |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in result["throughput"].items():
+        ratios = entry.get("ratios") or {}
+        if not ratios:
+            continue
+        quix, loop, faust = (ratios.get(kind) or {} for kind in ("quix", "confluent", "faust"))
+        lines.append(f"| {name} | **{_times(quix.get('headline'))}** | {_times(quix.get('per_core'))} | "
+                     f"{_times(quix.get('whole_section'))} | {_times(quix.get('slope'))} | "
+                     f"{_times(loop.get('headline'))} | {_times(loop.get('per_core'))} | "
+                     f"{_times(faust.get('headline'))} | {_times(faust.get('per_core'))} |")
+    notes = [f"- {name}, {BASELINE_NAMES.get(kind, kind)}: {figure['note']}"
+             for name, entry in result["throughput"].items()
+             for kind, figure in (entry.get("baselines") or {}).items() if figure.get("note")]
+    if notes:
+        lines += [""] + notes
+    dead_letters = {entry.get("dead_letters") for entry in result["throughput"].values()} - {None}
+    if dead_letters:
+        lines += ["", f"Dead letters of the scenario: {', '.join(_n(value) for value in sorted(dead_letters))}."]
     scaled = [entry["service"] for name, entry in result["throughput"].items()
               if name.startswith("mix_") and entry["service"]["workers"] > 1]
     for service in scaled:
         lines.append("")
-        lines.append(f"Scaling: {service['workers']} workers sustain {_n(service['events_per_second'])} events/s, "
+        lines.append(f"Scaling: {service['workers']} workers sustain "
+                     f"{_n(service.get('whole_section_events_per_second'))} events/s over the whole section, "
                      f"efficiency {_ratio(service.get('scaling_efficiency'))} of {service['workers']} x one worker "
                      f"({service.get('processes', 'n/a')}); the ingest stage "
                      f"{_ratio(service.get('ingest_scaling_efficiency'))} of its one-worker rate x "
@@ -115,7 +157,9 @@ def markdown(result: dict) -> str:
     live = result.get("live")
     if live:
         lines += ["", "## Live run: latency and lag", "",
-                  f"Steady {_n(live['steady_events_per_second'])} events/s (half the sustained maximum of the mix), "
+                  f"Steady {_n(live['steady_events_per_second'])} events/s (half the sustained maximum: "
+                  f"{live.get('sustained_max_measure', 'the mix backlog rate')}, "
+                  f"{_n(live.get('sustained_max_events_per_second'))} events/s), "
                   f"a {live['burst_seconds']:g} s burst at {_n(live['burst_events_per_second'])} events/s; "
                   f"{_n(live['events_sent'])} events sent in {live['seconds_sent']} s, all applied "
                   f"{live.get('seconds_until_all_applied', 'n/a')} s after the start. "
@@ -134,6 +178,22 @@ def markdown(result: dict) -> str:
                   "within the run)",
                   f"- arithmetic: the burst leaves ~{_n(arithmetic.get('backlog_events_expected'))} events, drained "
                   f"in ~{_n(arithmetic.get('drain_seconds_expected'), 1, ' s')} at the measured maximum"]
+        cpu = live.get("cpu_seconds") or {}
+        if cpu:
+            lines += ["", "CPU seconds in each window of the live run, per kind of process (the sender is a process "
+                      "of its own that only hands pre-encoded records to librdkafka; *benchmark* is the harness "
+                      "reading the ledger and committed offsets). *Cores busy* = all of them over the window's "
+                      "seconds; *machine* = every process of the machine, other jobs included (/proc/stat): near the "
+                      "core count, the machine was the limit.", "",
+                      "| window | seconds | workers | ingest processes | broker | sender | benchmark | cores busy | "
+                      "machine |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for window, figure in cpu.items():
+                lines.append(f"| {window} | {_n(figure['wall_seconds'], 1)} | {_n(figure['workers'], 1)} | "
+                             f"{_n(figure['ingest_processes'], 1)} | {_n(figure['broker'], 1)} | "
+                             f"{_n(figure['sender'], 1)} | {_n(figure['benchmark'], 1)} | "
+                             f"{_n(figure['cores_busy'], 2)} of {figure.get('cores', 'n/a')} | "
+                             f"{_n(figure.get('machine_cores_busy'), 2)} |")
     resources = result.get("resources") or {}
     restart = result.get("restart") or {}
     lines += ["", "## Resources and restarts", ""]

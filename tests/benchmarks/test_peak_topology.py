@@ -50,8 +50,11 @@ def test_peak_rejects_inconsistent_topology_options(argv: list[str]) -> None:
 def _result(topology: str, ingest_per_worker: int) -> dict:
     processes = processes_label(1, ingest_per_worker)
     service = {"events_per_second": 4_000.0, "events_per_second_per_worker": 4_000.0, "workers": 1,
+               "whole_section_events_per_second": 3_500.0, "whole_section_events_per_second_per_worker": 3_500.0,
+               "cpu_seconds": {"service": 1.0}, "events_per_second_per_core": 4_000.0,
                "ingest_processes": ingest_per_worker, "processes": processes,
-               "ingest": {"events_per_second": 15_000.0}, "events_per_ledger_record": 100.0}
+               "ingest": {"events_per_second": 15_000.0, "whole_section_events_per_second": 14_000.0},
+               "events_per_ledger_record": 100.0}
     result = {
         "profile": "quick", "topology": topology, "ingest_processes_per_worker": ingest_per_worker, "seed": 1,
         "partitions": 8, "machine": {"python": "3.11", "cpus": 2, "broker": "embedded"},
@@ -76,7 +79,9 @@ def test_split_markdown_says_which_processes_ran_and_sizes_both_kinds() -> None:
     assert "**1 ingest process per worker**" in text and "per Faust (availability) worker" in text
     assert "Measured with 1 worker + 1 ingest process." in text
     mix_row = next(line for line in text.splitlines() if line.startswith("| mix |"))
-    assert mix_row.startswith("| mix | 1 worker + 1 ingest process | 4,000 | 4,000 | 4,000 | 15,000 |")
+    # slope, whole section, CPU seconds, per core, (passes), the ingest stage's whole-section rate
+    assert mix_row.startswith("| mix | service: 1 worker + 1 ingest process | 4,000 | 4,000 | 3,500 | 1.0 | 4,000 | | "
+                              "14,000 |")
     assert "**13 workers** at full load" in text and "**4 ingest processes** at full load" in text
     assert "per ingest process: 90.0 MiB" in text
     assert results_name(_result("split", 1)) == "quick-split"
@@ -86,7 +91,7 @@ def test_all_markdown_keeps_its_file_name_and_sizes_workers_only() -> None:
     result = _result("all", 0)
     text = markdown(result)
     assert "`all` topology" in text and "runs both stages" in text
-    assert "| mix | 1 worker (both stages) |" in text
+    assert "| mix | service: 1 worker (both stages) |" in text
     assert "ingest processes** at full load" not in text and "per ingest process" not in text
     assert results_name(result) == "quick"
 

@@ -1,0 +1,91 @@
+"""Every command line docs/PERFORMANCE.md gives a user runs exactly as written, from the project root with the
+project's virtualenv first on PATH, writing its results to a temporary directory through BENCHMARK_RESULTS_DIR
+(never over benchmarks/results/). The peak benchmark's commands take minutes (`quick`) to half an hour (`peak`):
+they run with `-m slow`, and the default suite checks that each parses with the real command's parser; the
+others run in the default suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import benchmarks.peak
+from app.cli import main as availability
+from benchmarks.report import results_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOC = REPO_ROOT / "docs" / "PERFORMANCE.md"
+COMMAND_PREFIXES = ("python -m benchmarks.", "availability benchmark", "BENCHMARK_RESULTS_DIR=")
+
+
+def documented_commands() -> list[str]:
+    """The command lines of the doc's code blocks (comments after `#` dropped)."""
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", DOC.read_text(), flags=re.S):
+        for line in block.splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command.startswith(COMMAND_PREFIXES):
+                commands.append(command)
+    return commands
+
+
+def is_peak_benchmark(command: str) -> bool:
+    return command.startswith(("python -m benchmarks.peak", "availability benchmark"))
+
+
+def as_run(command: str):
+    """The command as a test parameter: `slow` when it is a peak benchmark run."""
+    return pytest.param(command, marks=pytest.mark.slow) if is_peak_benchmark(command) else command
+
+
+def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The arguments `python -m benchmarks.peak` receives from a documented command line."""
+    words = shlex.split(command)
+    if words[:3] == ["python", "-m", "benchmarks.peak"]:
+        return words[3:]
+    assert words[:2] == ["availability", "benchmark"], f"not a benchmark command: {command}"
+    received = []
+    monkeypatch.setattr(benchmarks.peak, "main", lambda argv: received.append(argv) or 0)
+    assert availability(words[1:]) == 0
+    return received[0]
+
+
+def test_the_doc_gives_the_commands_of_both_topologies_and_profiles() -> None:
+    commands = documented_commands()
+    for profile in ("quick", "peak"):
+        for split in (False, True):
+            assert any(f"--profile {profile}" in command and ("--topology split" in command) == split
+                       for command in commands), (profile, split)
+
+
+@pytest.mark.parametrize("command", [command for command in documented_commands() if is_peak_benchmark(command)])
+def test_documented_command_parses(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    arguments = benchmarks.peak.parse_arguments(peak_arguments(command, monkeypatch))
+    assert arguments.profile in benchmarks.peak.PROFILES
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("command", [as_run(command) for command in documented_commands()])
+def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> None:
+    virtualenv = Path(sys.executable).parent
+    environment = {**os.environ, "PATH": f"{virtualenv}{os.pathsep}{os.environ.get('PATH', '')}",
+                   benchmarks.peak.RESULTS_DIR_VARIABLE: str(tmp_path)}
+    completed = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=environment, capture_output=True,
+                               text=True, timeout=3500)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [written] = tmp_path.glob("*.json")
+    result = json.loads(written.read_text())
+    if result["benchmark"] == "fetch_hop":
+        waits = {figure["fetch_max_wait_ms"]: figure for figure in result["by_fetch_max_wait"]}
+        assert waits[50]["p50_ms"] < waits[1500]["p50_ms"]  # what the service's transport is for
+        return
+    assert written.stem == results_name(result) and (tmp_path / f"{written.stem}.md").exists()
+    assert len(result["targets"]) == 5 and all(row["met"] is not None for row in result["targets"])
