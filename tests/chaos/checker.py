@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from app.engine import (
     ChannelAvailability,
     ClockTick,
+    FeedActivity,
     InventoryException,
     PolicyChange,
     ReservationDecision,
@@ -50,6 +51,8 @@ from app.topics import INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, avai
 from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown, ledger_of_sent_events
 
 CONSUME_BATCH = 10_000
+WRITTEN_BY_THE_SERVICE = (ClockTick, FeedActivity)  # ledger entries no source sent: they have no event id
+NOT_SOURCE_EVENTS = (*WRITTEN_BY_THE_SERVICE, PolicyChange)
 
 
 def consume_topic(bootstrap_servers: str, topic: str, on_message: Callable, done: Callable[[], bool] = lambda: True,
@@ -262,9 +265,9 @@ def check_against_engine(bootstrap_servers: str, settings: Settings, codec: Avro
                    and output.outcome is ReservationOutcome.ACCEPTED)
     report = CheckReport(
         ledger_entries=len(entries),
-        source_events=sum(1 for _, _, event, _ in entries if type(event) not in (ClockTick, PolicyChange)),
-        distinct_events=sum(1 for _, _, event in oracle if type(event) not in (ClockTick, PolicyChange)),
-        ledger_event_ids={event.event_id for _, _, event, _ in entries if type(event) is not ClockTick},
+        source_events=sum(1 for _, _, event, _ in entries if type(event) not in NOT_SOURCE_EVENTS),
+        distinct_events=sum(1 for _, _, event in oracle if type(event) not in NOT_SOURCE_EVENTS),
+        ledger_event_ids={event.event_id for _, _, event, _ in entries if type(event) not in WRITTEN_BY_THE_SERVICE},
         rejections=sum(1 for output in outputs if type(output).__name__ == "Rejection"),
         exceptions=sum(1 for output in outputs if type(output) is InventoryException),
         accepted_reservations=accepted,
