@@ -2,7 +2,7 @@
 
 Every variable is `AVAILABILITY_<FIELD>` (case-insensitive). The broker address is also read from the plain
 `KAFKA_BOOTSTRAP_SERVERS` that Kafka tooling and container platforms set; the prefixed name wins when both are set.
-When neither is set, the service starts its own embedded broker (see `app.broker`).
+When neither is set, the service starts its own embedded broker (see `app.kafka.broker`).
 
 `Settings()` reads the environment; `Settings(field=value, ...)` overrides it (tests, tools). Instances are frozen:
 code that needs a variation builds a new one with `settings.model_copy(update={...})`.
@@ -19,7 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.engine.limits import EngineLimits
-from app.topics import IDENTIFIER_PATTERN
+from app.wire.topics import IDENTIFIER_PATTERN
 
 ProcessingGuarantee = Literal["at_least_once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     )
     fetch_max_wait_ms: int = Field(
         default=50, ge=1, le=60_000,
-        description="Longest a worker's fetch waits for data (Faust hard-codes 1500; see app.service.transport).",
+        description="Longest a worker's fetch waits for data (Faust hard-codes 1500; see app.kafka.transport).",
     )
     standby_replicas: int = Field(default=0, ge=0)
     rocksdb_write_buffer_mib: int = Field(
@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     topic_retention_ms: int = Field(default=SEVEN_DAYS_MS, description="retention.ms of delete topics; -1: forever.")
     log_level: LogLevel = "INFO"
-    # Kafka client security, applied to every client (Faust worker, admin, tools, connectors) by app.kafka_config.
+    # Kafka client security, applied to every client (Faust worker, admin, tools, connectors) by app.kafka.client_config.
     # Secrets are SecretStr: repr() and logs show '**********'. See docs/OPERATIONS.md, "Security".
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None

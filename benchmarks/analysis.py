@@ -2,7 +2,7 @@
 
 Inputs are what the benchmark read back from the broker: record timestamps (milliseconds, producer CreateTime: all
 processes on one machine and one clock) and ledger positions. A ledger record holds one event or a batch of them
-(app/ledger.py), so progress is counted in events, not offsets: a `LedgerMap`, built from reading the ledger, knows
+(app/wire/ledger.py), so progress is counted in events, not offsets: a `LedgerMap`, built from reading the ledger, knows
 how many events each ledger partition holds up to every entry. Progress of the availability stage is measured from
 the position (`ledger_partition`, `ledger_offset`, `ledger_index`) that every availability record carries: once an
 output of entry (o, i) of partition p exists, the stage has applied every event of p up to and including that entry

@@ -72,8 +72,8 @@ def run_confluent(bootstrap: str, topics: list[str], partitions: int, records: i
                   min_seconds: float = 0.0) -> None:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from app.serialization import AvroCodec
     from app.service.ingest_worker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+    from app.wire.serialization import AvroCodec
     from benchmarks.baseline_job import SkuState, apply_event, source_events
     from benchmarks.cpu import cpu_seconds
 
@@ -121,6 +121,7 @@ def run_confluent(bootstrap: str, topics: list[str], partitions: int, records: i
                 if state is None:
                     state = states[sku] = SkuState()
                 for key, units in apply_event(state, event):
+                    # inline, not app.kafka.producing: this loop is the Python limit, without a call per record
                     while True:
                         try:
                             produce(BASELINE_OUTPUT_TOPIC, str(units).encode(), key.encode())
@@ -143,16 +144,16 @@ def run_faust(bootstrap: str, topics: list[str], partitions: int, records: int, 
               start_offsets: dict[str, int], end_offsets: dict[str, int], settings, data_dir: Path | None = None,
               min_seconds: float = 0.0) -> None:
     import faust
-    from confluent_kafka import Consumer
     import uvloop
+    from confluent_kafka import Consumer
     from faust.sensors import Monitor
 
+    from app.kafka.transport import WorkerApp
     from app.service.app import (
         BROKER_HEARTBEAT_INTERVAL_SECONDS,
         BROKER_REBALANCE_TIMEOUT_SECONDS,
         BROKER_SESSION_TIMEOUT_SECONDS,
     )
-    from app.service.transport import WorkerApp
     from benchmarks.cpu import cpu_seconds
 
     first = {"ms": None, "cpu": None}

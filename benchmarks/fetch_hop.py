@@ -4,7 +4,7 @@
 
 The embedded Tansu broker holds a fetch for the consumer's whole maximum wait instead of answering when data
 arrives, so on a quiet stream a record waits for the fetch in flight to expire. Faust hard-codes a 1,500 ms wait;
-the service sets 50 ms through its transport (app/service/transport.py), and every Faust baseline gets the same.
+the service sets 50 ms through its transport (app/kafka/transport.py), and every Faust baseline gets the same.
 For each wait, a producer sends a record every ~100 ms (jittered, seeded) to a one-partition topic while a consumer
 reads it; a hop is the time from `send` to the record in the consumer's hands (one clock). p50 and p99 by nearest
 rank.
@@ -65,10 +65,10 @@ async def measure_hops(bootstrap: str, fetch_max_wait_ms: int, records: int, see
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.admin import create_topics
-    from app.broker import EmbeddedBroker
+    from app.kafka.admin import create_topics
+    from app.kafka.broker import EmbeddedBroker
     from app.settings import Settings
-    from app.topics import CleanupPolicy, TopicSpec
+    from app.wire.topics import CleanupPolicy, TopicSpec
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fetch_hop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=60, help="hops measured per fetch wait (default 60)")

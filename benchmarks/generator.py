@@ -2,7 +2,7 @@
 
 Pure: no I/O, no wall clock, no global randomness. The same `WorkloadConfig` (seed included) and the same calls give
 the same records, byte for byte once encoded. Records are plain dicts with the Avro field names of `avro/*.avsc`,
-addressed to the real source topics of `app.topics`, so the service ingests them exactly as it ingests a retailer's
+addressed to the real source topics of `app.wire.topics`, so the service ingests them exactly as it ingests a retailer's
 feeds.
 
 What it models:
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.topics import (
+from app.wire.topics import (
     POLICY_CHANGES,
     RESERVATION_COMMANDS,
     STOCK_MOVEMENTS,

@@ -11,6 +11,7 @@ those offsets.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,10 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import logging
-
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from app.kafka.producing import produce_or_wait
 from app.settings import Settings
 from benchmarks.analysis import LedgerMap
 from benchmarks.ledger_projection import LedgerEventIds
@@ -180,13 +180,7 @@ class RecordProducer:
         self.failures: list[str] = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
-        kwargs = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_or_wait(self._producer, topic, value, key, partition=partition, on_delivery=self._on_delivery)
 
     def poll(self) -> None:
         self._producer.poll(0)

@@ -1,7 +1,7 @@
 """The event ids of ledger records, read without decoding the rest: what the peak benchmark's ledger tail needs.
 
 The harness reads the whole ledger while the workers run, on the same cores, to count events per ledger position
-(benchmarks/harness.py `LedgerTail`). A full decode (`RecordSerde.decode` + `app.ledger.ledger_items`) builds every
+(benchmarks/harness.py `LedgerTail`). A full decode (`RecordSerde.decode` + `app.wire.ledger.ledger_items`) builds every
 field of every event, about 12 us of CPU per event here, and the harness only needs each entry's `event_id` and the
 record's shape (one entry or a LedgerEntryBatch). So it reads a projection:
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import fastavro
 
-from app.ledger import LEDGER_BATCH_RECORD, ledger_items
-from app.serialization import HEADER_SIZE, MAGIC_BYTE, RecordSerde, SchemaLibrary, load_schema_library
+from app.wire.ledger import LEDGER_BATCH_RECORD, ledger_items
+from app.wire.serialization import HEADER_SIZE, MAGIC_BYTE, RecordSerde, SchemaLibrary, load_schema_library
 
 PROJECTED_FIELDS = frozenset({"entry", "entries", "event_id"})
 """Fields a projected record keeps: the record structure (a LedgerEntry's `entry`, a batch's `entries`, a batch

@@ -34,6 +34,8 @@ def send_schedule(directory: Path, bootstrap: str) -> None:
     """The sender process: records and send times from `directory`, progress to its counter file."""
     from confluent_kafka import Producer
 
+    from app.kafka.producing import produce_or_wait
+
     with open(directory / "records.pickle", "rb") as file:
         records, due = pickle.load(file)
     failures: list[str] = []
@@ -58,7 +60,7 @@ def send_schedule(directory: Path, bootstrap: str) -> None:
         stop.set()
 
     threading.Thread(target=wait_for_stop, daemon=True).start()
-    produce, poll = producer.produce, producer.poll
+    poll = producer.poll
     sent_ms = array("d")
     origin = time.monotonic()
     wall_origin = time.time() * 1000
@@ -68,12 +70,7 @@ def send_schedule(directory: Path, bootstrap: str) -> None:
         now_ms = wall_origin + elapsed * 1000
         while index < total and due[index] <= elapsed:
             topic, key, value, partition = records[index]
-            while True:
-                try:
-                    produce(topic, value, key, partition=partition)
-                    break
-                except BufferError:
-                    poll(0.01)
+            produce_or_wait(producer, topic, value, key, partition=partition, wait_seconds=0.01)
             sent_ms.append(now_ms)
             index += 1
         _COUNTER.pack_into(counter, 0, index)

@@ -58,13 +58,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.admin import create_topics
-from app.broker import EmbeddedBroker, free_loopback_port
 from app.engine import event_from_record
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics
+from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.service.ingest import LedgerWriter
 from app.settings import Settings
-from app.topics import (
+from app.wire.serialization import AvroCodec
+from app.wire.topics import (
     DEAD_LETTERS,
     LEDGER,
     RESERVATION_COMMANDS,

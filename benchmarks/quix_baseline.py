@@ -4,7 +4,7 @@
 
 Two dataframes in one Application, one process:
 
-1. per source topic: decode each record with the project's codec (app.serialization.AvroCodec, as the service and
+1. per source topic: decode each record with the project's codec (app.wire.serialization.AvroCodec, as the service and
    the confluent-kafka loop do), one row per event (`expand=True`: a StockMovementBatch holds many movements), and
    send each row to a topic keyed by SKU (`to_topic(by_sku, key=sku)`);
 2. on that topic: `apply(apply_event, stateful=True)` (benchmarks/baseline_job.py, the same function as the
@@ -46,8 +46,8 @@ def run_quix(bootstrap: str, topics: list[str], partitions: int, events: int, re
     from confluent_kafka import Consumer
     from quixstreams import Application, message_context
 
-    from app.serialization import AvroCodec
     from app.service.ingest_worker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+    from app.wire.serialization import AvroCodec
     from benchmarks.baseline_job import apply_event, source_events
     from benchmarks.baselines import start_positions
     from benchmarks.cpu import cpu_seconds

@@ -27,8 +27,9 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from app.engine import ClockTick, PolicyChange, event_to_record
-from app.serialization import AVRO_NAMESPACE, AvroCodec
-from app.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
+from app.kafka.producing import produce_or_wait
+from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
+from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -57,12 +58,7 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
     written = 0
 
     def produce(value: bytes, key: bytes, partition: int) -> None:
-        while True:
-            try:
-                producer.produce(LEDGER.name, value, key, partition=partition)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        produce_or_wait(producer, LEDGER.name, value, key, partition=partition)
 
     def append(event, ingest_time: int) -> None:
         nonlocal written
@@ -93,7 +89,7 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
 
 def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path) -> None:
     """Runs in the child process: one replay, then its summary and peak RSS as JSON."""
-    from app.replay import ReplayOptions, Replayer
+    from app.replay import Replayer, ReplayOptions
 
     settings = benchmark_settings(bootstrap_servers, partitions, data_dir)
 
@@ -132,8 +128,8 @@ def broker_peak_rss_mib(pid: int | None) -> float | None:
 def run(events: int, partitions: int) -> dict:
     from contextlib import ExitStack
 
-    from app.admin import create_topics
-    from app.broker import EmbeddedBroker
+    from app.kafka.admin import create_topics
+    from app.kafka.broker import EmbeddedBroker
     from app.settings import Settings
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:

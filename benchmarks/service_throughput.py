@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Producer  # noqa: E402
 
-from app.admin import create_topics  # noqa: E402
-from app.broker import EmbeddedBroker, free_loopback_port  # noqa: E402
 from app.engine import event_to_record  # noqa: E402
-from app.ledger import LedgerBatcher  # noqa: E402
-from app.serialization import AvroCodec  # noqa: E402
+from app.kafka.admin import create_topics  # noqa: E402
+from app.kafka.broker import EmbeddedBroker, free_loopback_port  # noqa: E402
 from app.service.ingest import LedgerWriter  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from app.topics import LEDGER, availability_topic, ledger_partition  # noqa: E402
+from app.wire.ledger import LedgerBatcher  # noqa: E402
+from app.wire.serialization import AvroCodec  # noqa: E402
+from app.wire.topics import LEDGER, availability_topic, ledger_partition  # noqa: E402
 from tests.engine.factories import receipt, sale  # noqa: E402
 from tests.service.harness import WORKER_READY, WorkerProcess, read_topic  # noqa: E402
 from tests.service.scenario import LOCATIONS, policy_v  # noqa: E402

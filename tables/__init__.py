@@ -6,6 +6,6 @@ partition p and changelog partition p, next to the ledger records that change it
 partition p is therefore assigned (and recovers) exactly the table partitions it needs.
 """
 
-from tables.state import AvailabilityTables, declare_tables
+from tables.declarations import AvailabilityTables, declare_tables
 
 __all__ = ["AvailabilityTables", "declare_tables"]

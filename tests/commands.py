@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "app.cli"]  # what the `availability` console script runs
+CLI = [sys.executable, "-m", "app.tools.cli"]  # what the `availability` console script runs
 
 
 def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from app.broker import EmbeddedBroker, free_loopback_port
+from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.settings import Settings
 
 SETTINGS_ENV_PREFIX = Settings.model_config["env_prefix"]

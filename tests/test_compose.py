@@ -188,7 +188,7 @@ def test_prometheus_scrapes_every_worker_replica_on_the_web_port(compose, promet
     jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
     worker_job = jobs[WORKER_JOB]
     assert worker_job.get("metrics_path", "/metrics") == "/metrics"
-    web_source = (REPOSITORY / "app" / "service" / "web.py").read_text()
+    web_source = (REPOSITORY / "app" / "http" / "web.py").read_text()
     assert '"/metrics"' in web_source, "the workers no longer serve /metrics where Prometheus scrapes"
     # DNS discovery of the compose service: one A record per replica, so `--scale worker=N` needs no edit here.
     (discovery,) = worker_job["dns_sd_configs"]
@@ -341,7 +341,7 @@ def test_env_example_names_every_secret_empty_and_env_itself_is_never_committed_
 
 
 def test_prometheus_scrapes_the_workers_with_their_token(compose, prometheus_config):
-    from app.service.http_security import OPEN_PATHS
+    from app.http.security import OPEN_PATHS
 
     assert "/metrics" not in OPEN_PATHS  # with a token set, /metrics needs it too
     worker_job = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}[WORKER_JOB]

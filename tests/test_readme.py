@@ -32,7 +32,7 @@ def test_the_command_is_where_the_readme_says() -> None:
 
 
 def test_the_broker_binary_is_copied_where_the_readme_says(monkeypatch) -> None:
-    from app.broker import resolve_tansu_binary
+    from app.kafka.broker import resolve_tansu_binary
 
     monkeypatch.delenv("CALF_TANSU_BIN", raising=False)
     written = re.search(r"`~/(\.calfkit/bin)/tansu-<version>`", README)

@@ -54,7 +54,7 @@ def test_environment_variables_use_the_availability_prefix(clean_environment):
 
 
 def test_exactly_once_is_refused_with_its_reason(clean_environment):
-    """Its transaction markers would hide the skipped-record check (app.service.skipped_records)."""
+    """Its transaction markers would hide the skipped-record check (app.kafka.skipped_records)."""
     clean_environment.setenv("AVAILABILITY_PROCESSING_GUARANTEE", "exactly_once")
     with pytest.raises(ValidationError, match="exactly_once is not supported: .*skipped-record check"):
         Settings()

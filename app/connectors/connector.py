@@ -32,9 +32,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from app.connectors.resilience import Backoff, CircuitBreaker, CircuitState, Clock
 from app.connectors.sinks import Sink, SinkError
 from app.connectors.view import AvailabilityChange, LocalView
-from app.kafka_config import client_config
-from app.serialization import AvroCodec, SerializationError
-from app.topics import availability_snapshot_topic, availability_topic
+from app.errors import UserError
+from app.kafka.client_config import client_config
+from app.wire.serialization import AvroCodec, SerializationError
+from app.wire.topics import availability_snapshot_topic, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -48,7 +49,7 @@ DEFAULT_SESSION_TIMEOUT_MS = 10_000
 COMMITTED_LOOKUP_TIMEOUT_SECONDS = 10.0
 
 
-class ConnectorError(Exception):
+class ConnectorError(UserError):
     """The connector cannot start: the message names the setting or argument to fix."""
 
 

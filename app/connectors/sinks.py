@@ -23,13 +23,14 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from app.connectors.view import AvailabilityChange
+from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-class SinkError(Exception):
+class SinkError(ServiceError):
     """The channel did not accept a change. The connector retries it; nothing is skipped."""
 
 

@@ -34,19 +34,19 @@ from app.engine.events import (
     event_to_record,
     validate,
 )
+from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 from app.engine.outputs import (
     AvailabilityStatus,
     ChannelAvailability,
     ExceptionKind,
     InventoryException,
-    PositionBucket,
     Output,
+    PositionBucket,
     Rejection,
     ReservationDecision,
     ReservationLine,
     ReservationOutcome,
 )
-from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 from app.engine.partition import PartitionEngine, run_ledger, tick_event_id
 from app.engine.positions import NO_ORIGIN, EntryOrigin
 from app.engine.state import FinishedReservation, PartitionState, SkuState

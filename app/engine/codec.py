@@ -16,14 +16,7 @@ from __future__ import annotations
 import orjson
 
 from app.engine.events import event_from_record, event_to_record
-from app.engine.state import (
-    FinishedReservation,
-    PartitionState,
-    Position,
-    Published,
-    Reservation,
-    SkuState,
-)
+from app.engine.state import FinishedReservation, PartitionState, Position, Published, Reservation, SkuState
 
 SKU_STATE_FORMAT = 3
 """2 added the entry history (SkuState.history); 3 moved finished reservations and seen event ids out of the SKU's

@@ -66,7 +66,7 @@ class ChannelGranularity(str, Enum):
 
 class FeedType(str, Enum):
     """A kind of source feed whose silence the service watches: POS (store transactions) and WMS (warehouse and ERP
-    stock movements). Which source topic is which feed is the topic registry's business (app/topics.py)."""
+    stock movements). Which source topic is which feed is the topic registry's business (app/wire/topics.py)."""
 
     POS = "POS"
     WMS = "WMS"

@@ -38,7 +38,6 @@ from app.engine.reservations import answerable, apply_command, expire, refuse_ma
 from app.engine.state import HISTORY_LIMIT, FinishedReservation, PartitionState, SkuState
 from app.engine.store import MemoryStore, StateStore
 
-
 FORGET_STEP_MS = 60_000
 """How far the clock moves between two calls that let the store forget expired records (storage only: the engine
 checks each record's time itself)."""

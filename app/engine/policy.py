@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.engine.events import (
-    ChannelGranularity,
-    FallbackKind,
-    FeedRule,
-    LocationType,
-    PolicyChange,
-    SafetyStockScope,
-)
+from app.engine.events import ChannelGranularity, FallbackKind, FeedRule, LocationType, PolicyChange, SafetyStockScope
 
 BASIS_POINTS = 10_000
 

@@ -27,7 +27,7 @@ def split_position(position: int) -> tuple[int, int]:
 
 
 class EntryOrigin(NamedTuple):
-    """Where a ledger entry came from, as its ledger record says (app/ledger.py): what the engine needs to tell a
+    """Where a ledger entry came from, as its ledger record says (app/wire/ledger.py): what the engine needs to tell a
     repeat of an entry from a new one, and a timestamp from the future from a real one."""
 
     source: str | None

@@ -3,7 +3,7 @@
 They are plain strings so they travel unchanged into dead-letter headers, metrics labels and the `reason` field of
 ReservationDecision. Keep them stable: operators alert on them. Every code is in exactly one of the sets at the end
 (which stage dead-letters it, or a decision only); docs/CONTRACT.md, "Dead letters", has the same table, and
-tests/test_dead_letter_reasons.py pins the two against each other and against what the code emits.
+tests/wire/test_dead_letter_reasons.py pins the two against each other and against what the code emits.
 """
 
 from __future__ import annotations

@@ -10,13 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from app.engine import reasons
-from app.engine.availability import (
-    Cause,
-    add_own_reserved,
-    location_quantity,
-    network_quantity,
-    refresh_position,
-)
+from app.engine.availability import Cause, add_own_reserved, location_quantity, network_quantity, refresh_position
 from app.engine.events import IDENTIFIER, ReservationAction, ReservationCommand
 from app.engine.outputs import (
     Rejection,

@@ -8,6 +8,7 @@ persistent ones under one policy; they are rebuilt after decoding or when the po
 from __future__ import annotations
 
 import heapq
+
 from app.engine.events import PolicyChange
 
 JOURNAL_LIMIT = 16

@@ -1,6 +1,6 @@
 """The `availability replay | verify | snapshot` commands: confirmation, progress, and what is printed.
 
-app/cli.py parses the arguments and hands them here; the work is done by replay.py, verify.py and snapshot.py.
+app/tools/cli.py parses the arguments and hands them here; the work is done by replay.py, verify.py and snapshot.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from app.errors import UserError
 from app.replay.namespace import LIVE, output_topics
-from app.replay.replay import ReplayOptions, Replayer, ReplaySummary, parse_offsets
+from app.replay.replay import Replayer, ReplayOptions, ReplaySummary, parse_offsets
 from app.replay.snapshot import take_snapshot
 from app.replay.verify import verify
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 EXIT_DIFFERENT = 1
 
 
-class ConfirmationRefused(Exception):
+class ConfirmationRefused(UserError):
     """Writing the live topics was not confirmed: pass --yes, or type the namespace `live` when asked."""
 
 

@@ -1,7 +1,7 @@
 """Namespaces of output topics: the live names, or the live names with a suffix (`availability.ecommerce.replay-a`).
 
 A replay writes the same records as the live service, to topics of its own. Their specs are the registry's specs
-(app/topics.py) with the suffix appended, so they are created with the same partitions and cleanup policy.
+(app/wire/topics.py) with the suffix appended, so they are created with the same partitions and cleanup policy.
 Values keep the schema id of the live topic's subject: bytes written by a replay are then identical to the live
 ones, and any reader decodes them by id. No subject is registered for a suffixed topic.
 """
@@ -12,8 +12,9 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING
 
-from app.admin import create_topics
-from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, RESERVATION_DECISIONS, TopicSpec, availability_topic
+from app.errors import UserError
+from app.kafka.admin import create_topics
+from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, RESERVATION_DECISIONS, TopicSpec, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -25,7 +26,7 @@ REPLAY_PREFIX = "replay-"
 _SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-class NamespaceError(ValueError):
+class NamespaceError(UserError, ValueError):
     """A namespace name is not usable as a topic suffix: use letters, digits, `_` and `-` (e.g. `replay-audit1`)."""
 
 

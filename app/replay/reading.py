@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from app.kafka_config import client_config
+from app.errors import UserError
+from app.kafka.client_config import client_config
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -32,7 +33,7 @@ PROBE_SECONDS = 2.0  # at most this long to look at the last batches (progress e
 STALL_SECONDS = 60.0  # a partition short of its known end and silent this long: give up
 
 
-class ReadError(Exception):
+class ReadError(UserError):
     """A topic could not be read (missing topic, broker error). The message names the topic; check that it
     exists (`availability topics create`, or the replay that should have written it) and that the broker runs."""
 

@@ -34,19 +34,21 @@ from app.engine import (
     reasons,
 )
 from app.engine.positions import ledger_position
-from app.kafka_config import client_config
+from app.errors import UserError
+from app.kafka.client_config import client_config
+from app.kafka.producing import produce_or_wait
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
-from app.serialization import AvroCodec, SerializationError
-from app.ledger import LedgerItem, ledger_items
-from app.service.ingest import ledger_dead_letter
-from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.wire.dead_letters import ledger_dead_letter
+from app.wire.ledger import LedgerItem, ledger_items
+from app.wire.serialization import AvroCodec, SerializationError
+from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 
-class ReplayError(Exception):
+class ReplayError(UserError):
     """A replay cannot start or could not deliver its records; the message says what to change."""
 
 
@@ -275,12 +277,7 @@ class Replayer:
         on_delivery = self._on_delivery
 
         def produce(topic: str, value: bytes, key: bytes | None, headers=None) -> None:
-            while True:
-                try:
-                    producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                    return
-                except BufferError:  # the local queue is full: let the broker catch up
-                    producer.poll(0.05)
+            produce_or_wait(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
 
         return produce
 

@@ -25,11 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from app.errors import UserError
+from app.kafka.producing import produce_or_wait
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader
 from app.replay.replay import output_producer
-from app.serialization import AvroCodec
-from app.topics import (
+from app.wire.serialization import AvroCodec
+from app.wire.topics import (
     CHANNEL_OFFSET_HEADER,
     SNAPSHOT_ID_HEADER,
     SNAPSHOT_OF_HEADER,
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 
-class SnapshotError(Exception):
+class SnapshotError(UserError):
     """A snapshot could not be taken or delivered; the message says why."""
 
 
@@ -109,13 +111,8 @@ def take_snapshot(settings: Settings, bootstrap_servers: str, channel: str, name
         held = latest[key]
         record = dict(held.value, snapshot=True)
         headers = common + [(CHANNEL_OFFSET_HEADER, str(summary.channel_offsets[held.partition]).encode())]
-        while True:
-            try:
-                producer.produce(target.name, serde.encode(record), key, partition=held.partition, headers=headers,
-                                 on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_or_wait(producer, target.name, serde.encode(record), key, partition=held.partition, headers=headers,
+                        on_delivery=on_delivery)
     remaining = producer.flush(60)
     if remaining or errors:
         raise SnapshotError(f"{remaining} snapshot records not delivered; {'; '.join(errors[:3])}")

@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING
 
 from app.replay.namespace import output_topics
 from app.replay.reading import PartitionsReader
-from app.serialization import AvroCodec, SerializationError
-from app.topics import DEAD_LETTER_SOURCE_TOPIC_HEADER, DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
+from app.wire.serialization import AvroCodec, SerializationError
+from app.wire.topics import (
+    DEAD_LETTER_SOURCE_TOPIC_HEADER,
+    DEAD_LETTERS,
+    INVENTORY_EXCEPTIONS,
+    LEDGER,
+    RESERVATION_DECISIONS,
+)
 
 if TYPE_CHECKING:
     from app.settings import Settings

@@ -1,7 +1,7 @@
 """Availability stage: `ledger` -> engine -> `availability.<channel>`, `reservation-decisions`, `dead-letters`.
 
 One agent on the ledger, reading micro-batches (`take_events`), applied in chunks of at most APPLY_CHUNK_BYTES of
-ledger records (a ledger record may hold hundreds of entries, app/ledger.py). Per chunk:
+ledger records (a ledger record may hold hundreds of entries, app/wire/ledger.py). Per chunk:
 1. group the records by ledger partition, keeping offset order; per partition, run its PartitionEngine over its
    PartitionStateStore (read-through, write-back cache of the tables, kept between chunks until the next
    rebalance) with an event of that partition current, since
@@ -16,7 +16,7 @@ ledger records (a ledger record may hold hundreds of entries, app/ledger.py). Pe
 4. the batch is acknowledged (committed later) when the loop body returns, after its last chunk.
 Before step 1, each ledger partition's records are checked to follow on from the last one applied: records the
 consumer skipped after a rebalance (a Faust race) are read back and applied in their place
-(app/service/skipped_records.py), so a hole in the offsets never loses ledger entries.
+(app/kafka/skipped_records.py), so a hole in the offsets never loses ledger entries.
 A crash before 3 replays the chunk from the old state: the engine is deterministic, so the same records come out,
 byte-identical, with the same versions. A crash after 3 redelivers entries the state has already applied: they
 change nothing and produce nothing, and their records are already on the broker.
@@ -41,15 +41,14 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING
 
 from faust.streams import _current_event
 
 from app.engine import (
-    ClockTick,
     ChannelAvailability,
-    InventoryException,
+    ClockTick,
     EventDecodeError,
+    InventoryException,
     PartitionEngine,
     Rejection,
     ReservationDecision,
@@ -57,16 +56,15 @@ from app.engine import (
     reasons,
 )
 from app.engine.positions import ledger_position, split_position
-from app.ledger import LedgerItem, ledger_items
-from app.serialization import SerializationError
+from app.kafka.batch_sender import BatchSender
+from app.kafka.skipped_records import SkippedRecordReader, holes
 from app.service.freeze_guard import check_not_frozen
-from app.service.ingest import ledger_dead_letter
-from app.service.skipped_records import SkippedRecordReader, holes
-from app.service.store import PartitionStateStore
-from app.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
-
-if TYPE_CHECKING:
-    from app.service.app import AvailabilityService
+from app.service.runtime import AvailabilityService, end_worker_on_unexpected_error
+from app.wire.dead_letters import ledger_dead_letter
+from app.wire.ledger import LedgerItem, ledger_items
+from app.wire.serialization import SerializationError
+from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
+from tables.store import PartitionStateStore
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +101,6 @@ class LedgerBatchProcessor:
     """Applies one micro-batch of ledger events; holds no state between batches (the tables do)."""
 
     def __init__(self, service: AvailabilityService) -> None:
-        from app.service.app import BatchSender
-
         self._service = service
         self._app = service.app
         self._tables = service.tables
@@ -221,7 +217,7 @@ class LedgerBatchProcessor:
 
     async def _with_skipped_records(self, partition: int, engine: PartitionEngine, events: list) -> list:
         """`events` (ascending offsets) with any ledger records the consumer skipped before or between them read
-        back and put in their place (app.service.skipped_records)."""
+        back and put in their place (app.kafka.skipped_records)."""
         if self._skipped_reader is None:
             return events
         next_offset = self._next_offsets.get(partition)
@@ -232,7 +228,7 @@ class LedgerBatchProcessor:
         if not missing:
             return events
         # Expected after a crash or a rebalance with changes not written back (module docstring); a Faust race
-        # otherwise (app.service.skipped_records).
+        # otherwise (app.kafka.skipped_records).
         logger.warning("%s[%d]: offsets %s come after the last position applied but were not delivered by the "
                        "consumer; reading them back to apply them in order", LEDGER.name, partition,
                        ", ".join(f"{start}-{end - 1}" for start, end in missing))
@@ -361,8 +357,6 @@ def _write(table, key: bytes, value: bytes | None) -> None:
 
 
 def register_availability_agent(service: AvailabilityService) -> None:
-    from app.service.app import end_worker_on_unexpected_error
-
     settings = service.settings
     processor = LedgerBatchProcessor(service)
     service.live_states = processor

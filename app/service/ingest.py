@@ -10,7 +10,7 @@ confluent-kafka ingest process (app.service.ingest_worker, `availability ingest`
   own, with the movement's index in a header, and does not hold back the others);
 - a PolicyChange is written to EVERY ledger partition, so it takes effect at a defined position in each.
 The entries of one micro-batch are written per ledger partition, in arrival order, as LedgerEntryBatch records of
-up to `ledger_batch_max_entries` (app/ledger.py): the availability stage then pays Faust's per-record cost once per
+up to `ledger_batch_max_entries` (app/wire/ledger.py): the availability stage then pays Faust's per-record cost once per
 record, not once per event. A policy change flushes what came before it, so it keeps its place in every partition.
 The batch's records are sent together and their acknowledgements awaited before the batch is acknowledged:
 a crash re-ingests the batch: every ledger entry names its source entry (topic, partition, offset, index inside the
@@ -30,10 +30,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from app.engine import (
     DEFAULT_LIMITS,
+    ClockTick,
     EventDecodeError,
     FeedActivity,
     FeedSeen,
@@ -42,42 +42,19 @@ from app.engine import (
     ReservationCommand,
     event_from_record,
     event_to_record,
+    reasons,
     validate,
 )
 from app.engine.reservations import answerable
-from app.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
-from app.engine import reasons
-from app.ledger import LedgerAppend, LedgerBatcher, LedgerItem, entry_record, item_key
-from app.service.skipped_records import ConsumedOffsets, SkippedRecordReader
-from app.topics import (
-    DEAD_LETTER_ERROR_HEADER,
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTER_SOURCE_OFFSET_HEADER,
-    DEAD_LETTER_SOURCE_PARTITION_HEADER,
-    DEAD_LETTER_SOURCE_TOPIC_HEADER,
-    DEAD_LETTER_LEDGER_INDEX_HEADER,
-    DEAD_LETTER_TRUNCATED_HEADER,
-    DEAD_LETTERS,
-    FEED_OF_SOURCE_TOPIC,
-    LEDGER,
-    LEDGER_BROADCAST_KEY,
-    ledger_partition,
-)
-
-if TYPE_CHECKING:
-    from app.service.app import AvailabilityService, PipelineObserver
+from app.kafka.batch_sender import BatchSender
+from app.kafka.skipped_records import ConsumedOffsets, SkippedRecordReader
+from app.service.runtime import AvailabilityService, PipelineObserver, end_worker_on_unexpected_error
+from app.wire.dead_letters import MOVEMENT_INDEX_HEADER, dead_letter_headers, fit_dead_letter
+from app.wire.ledger import LedgerAppend, LedgerBatcher
+from app.wire.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
+from app.wire.topics import DEAD_LETTERS, FEED_OF_SOURCE_TOPIC, LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
 
 logger = logging.getLogger(__name__)
-
-MOVEMENT_INDEX_HEADER = "movement-index"  # which movement of a StockMovementBatch a dead letter is about
-
-# A dead letter must fit in one Kafka record (the producer refuses requests above ~1 MB, and a refused send would
-# end the worker on every retry of the batch: a poison pill). Values and keys above these sizes are cut, and the
-# original headers are kept only up to a total size.
-DEAD_LETTER_MAX_VALUE_BYTES = 256 * 1024
-DEAD_LETTER_MAX_KEY_BYTES = 1024
-DEAD_LETTER_MAX_ORIGINAL_HEADER_BYTES = 64 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -103,64 +80,6 @@ class IngestResult:
     appends: list[LedgerAppend] = field(default_factory=list)  # policy changes, one record per ledger partition
     dead_letters: list[DeadLetter] = field(default_factory=list)
     event_types: list[str] = field(default_factory=list)
-
-
-def dead_letter_headers(
-    reason: str, error: str, topic: str, partition: int, offset: int, original: list | tuple | None = None
-) -> list[tuple[str, bytes]]:
-    """The original record's headers followed by the dead-letter headers (reason, error, source position)."""
-    headers, kept_bytes = [], 0
-    for name, value in original or ():
-        if name in _DEAD_LETTER_HEADER_NAMES:
-            continue
-        kept_bytes += len(name) + len(value or b"")
-        if kept_bytes > DEAD_LETTER_MAX_ORIGINAL_HEADER_BYTES:
-            break
-        headers.append((name, value))
-    headers += [
-        (DEAD_LETTER_REASON_HEADER, reason.encode()),
-        (DEAD_LETTER_ERROR_HEADER, error.encode("utf-8", "replace")),
-        (DEAD_LETTER_SOURCE_TOPIC_HEADER, topic.encode()),
-        (DEAD_LETTER_SOURCE_PARTITION_HEADER, str(partition).encode()),
-        (DEAD_LETTER_SOURCE_OFFSET_HEADER, str(offset).encode()),
-    ]
-    return headers
-
-
-def fit_dead_letter(key: bytes | None, value: bytes | None, headers: list) -> tuple[bytes | None, bytes | None, list]:
-    """The key, value and headers of a dead letter, cut to fit one Kafka record. A cut value keeps its first
-    DEAD_LETTER_MAX_VALUE_BYTES and gets the `value-truncated-from` header (the original size)."""
-    if key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES:
-        key = key[:DEAD_LETTER_MAX_KEY_BYTES]
-    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
-        headers = [*headers, (DEAD_LETTER_TRUNCATED_HEADER, str(len(value)).encode())]
-        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
-    return key, value, headers
-
-
-def ledger_dead_letter(ledger_serde, reason: str, error: str, partition: int, offset: int, key: bytes | None,
-                       value: bytes | None, original_headers, item: LedgerItem | None):
-    """(key, value, headers) of the dead letter of ledger record `partition`@`offset`, or of one entry of it when
-    it is a batch record (`item`): that entry alone, as a LedgerEntry keyed by its SKU, with its index in the
-    `ledger-index` header. The availability stage and replay both use it, so their dead letters are identical."""
-    headers = dead_letter_headers(reason, error, LEDGER.name, partition, offset, original_headers)
-    if item is not None and item.batched:
-        key, value = item_key(item), ledger_serde.encode(entry_record(item))
-        headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
-    return fit_dead_letter(key, value, headers)
-
-
-_DEAD_LETTER_HEADER_NAMES = frozenset(
-    {
-        DEAD_LETTER_LEDGER_INDEX_HEADER,
-    DEAD_LETTER_TRUNCATED_HEADER,
-        DEAD_LETTER_REASON_HEADER,
-        DEAD_LETTER_ERROR_HEADER,
-        DEAD_LETTER_SOURCE_TOPIC_HEADER,
-        DEAD_LETTER_SOURCE_PARTITION_HEADER,
-        DEAD_LETTER_SOURCE_OFFSET_HEADER,
-    }
-)
 
 
 class LedgerWriter:
@@ -402,8 +321,6 @@ def report_ingested(batch: IngestedBatch, observer: PipelineObserver) -> None:
 # ---------------------------------------------------------------------------------------------- the Faust agents
 def register_ingest_agents(service: AvailabilityService) -> None:
     """One agent per source topic: a thin wrapper around `ingest_micro_batch` that sends with BatchSender."""
-    from app.service.app import BatchSender, end_worker_on_unexpected_error
-
     app, settings, observer = service.app, service.settings, service.observer
     writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes,
                           settings.engine_limits.max_event_time_skew_ms)
@@ -412,7 +329,7 @@ def register_ingest_agents(service: AvailabilityService) -> None:
 
     async def with_skipped_records(source_topic: str, messages: list[SourceMessage]) -> list[SourceMessage]:
         """`messages` with any records the consumer skipped before or between them, read back (per partition in
-        offset order), and the consumed offsets moved on (app.service.skipped_records)."""
+        offset order), and the consumed offsets moved on (app.kafka.skipped_records)."""
         by_partition: dict[int, list[SourceMessage]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
@@ -473,8 +390,6 @@ def register_clock_ticks(service: AvailabilityService) -> None:
     """The leader appends a ClockTick to every ledger partition every `tick_interval_seconds`, unless
     `clock_ticks` is off (a backfill). Registered whatever `stages` says: ticks belong to the ledger's order, and a
     worker of the availability stage alone still elects a leader."""
-    from app.engine import ClockTick
-    from app.service.app import BatchSender
 
     app, settings = service.app, service.settings
     if not settings.clock_ticks:

@@ -35,9 +35,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from app.kafka_config import BrokerAccessError, client_config
-from app.ledger import LedgerBatcher
-from app.serialization import AvroCodec
+from app.errors import ServiceError
+from app.kafka.client_config import BrokerAccessError, client_config
+from app.kafka.producing import produce_or_wait
 from app.service.ingest import (
     FeedActivityReporter,
     IngestedBatch,
@@ -47,7 +47,9 @@ from app.service.ingest import (
     report_ingested,
 )
 from app.settings import Settings
-from app.topics import LEDGER, SOURCE_TOPICS
+from app.wire.ledger import LedgerBatcher
+from app.wire.serialization import AvroCodec
+from app.wire.topics import LEDGER, SOURCE_TOPICS
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ _PERMANENT = frozenset({
 })
 
 
-class IngestFailed(Exception):
+class IngestFailed(ServiceError):
     """The current batch could not be ingested (a record not delivered, a fatal client error). Nothing of it was
     committed: restart the process (the supervisor does) and it ingests the batch again."""
 
@@ -237,15 +239,9 @@ class IngestProcess:
 
     def _deliver(self, batch: IngestedBatch, sources: list[SourceMessage]) -> None:
         self._failed_deliveries, self._delivery_errors = 0, []
-        produce, poll = self.producer.produce, self.producer.poll
         for record in batch.records:
-            partition = -1 if record.partition is None else record.partition  # -1: the partitioner's choice
-            while True:
-                try:
-                    produce(record.topic, record.value, record.key, partition=partition, headers=record.headers)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    poll(0.1)
+            produce_or_wait(self.producer, record.topic, record.value, record.key, partition=record.partition,
+                            headers=record.headers, wait_seconds=0.1)
         while self.producer.flush(1.0) > 0:
             self._raise_if_fatal()
         self._raise_if_fatal()
@@ -349,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_ingest(settings: Settings, metrics_port: int | None = None,
                install_signals: bool = True) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
-    from app.admin import TopicAdminError
+    from app.kafka.admin import TopicAdminError
     from app.service.worker import EXIT_CONFIGURATION_ERROR, prepare_broker
 
     servers = settings.kafka_bootstrap_servers

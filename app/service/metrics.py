@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from app.service.app import PipelineObserver
-from app.topics import AVAILABILITY_TOPIC_PREFIX
+from app.service.readiness import worker_readiness
+from app.service.runtime import PipelineObserver
+from app.wire.topics import AVAILABILITY_TOPIC_PREFIX
 
 if TYPE_CHECKING:
-    from app.service.app import AvailabilityService
+    from app.service.runtime import AvailabilityService
 
 METRIC_PREFIX = "availability"
 # Ledger append -> publish: a few ms with micro-batches on a quiet stream, seconds under backlog or recovery.
@@ -203,8 +204,6 @@ class ServiceMetrics(PipelineObserver):
     def refresh(self, service: AvailabilityService) -> None:
         """Read lag and recovery from the running app. Never raises: a scrape must not fail because the
         consumer is between rebalances."""
-        from app.service.web import worker_readiness  # web owns the readiness rule; imported late (it imports us)
-
         try:
             self.set_consumer_lag(read_consumer_lag(service))
         except Exception:  # noqa: BLE001 - the consumer may be (re)starting; keep the last good values

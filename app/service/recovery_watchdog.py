@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from mode import Service
 
 if TYPE_CHECKING:
-    from app.service.app import AvailabilityService
+    from app.service.runtime import AvailabilityService
 
 logger = logging.getLogger(__name__)
 

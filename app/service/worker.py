@@ -19,9 +19,9 @@ import sys
 
 import faust
 
-from app.admin import TopicAdminError, create_topics, require_topics
-from app.broker import bootstrap_servers_for
-from app.kafka_config import BrokerAccessError, check_broker_access
+from app.kafka.admin import TopicAdminError, create_topics, require_topics
+from app.kafka.broker import bootstrap_servers_for
+from app.kafka.client_config import BrokerAccessError, check_broker_access
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ def prepare_broker(settings: Settings, bootstrap_servers: str) -> None:
 
 def run_worker(settings: Settings) -> int:
     """Run a worker until it is told to stop; returns the exit status."""
+    from app.http.web import register_web
     from app.service.app import build_service, faust_datadir
     from app.service.freeze_guard import start_process_freeze_guard
     from app.service.metrics import ServiceMetrics
-    from app.service.web import register_web
 
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)

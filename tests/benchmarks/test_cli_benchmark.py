@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import benchmarks.peak
-from app.cli import main
+from app.tools.cli import main
 
 
 def test_benchmark_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from app.engine import MemoryStore, PartitionEngine, Rejection, ReservationDecision, event_from_record
-from app.serialization import AvroCodec
 from app.settings import Settings
-from app.topics import RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, ledger_partition
+from app.wire.serialization import AvroCodec
+from app.wire.topics import RESERVATION_COMMANDS, STOCK_MOVEMENTS, STORE_TRANSACTIONS, ledger_partition
 from benchmarks import analysis
 from benchmarks.generator import CHANNELS, RateSchedule, Workload, WorkloadConfig
 

@@ -1,5 +1,5 @@
 """The harness reads ledger records through a projection (benchmarks/ledger_projection.py): it must see the same
-entries and event ids as the full decode (`RecordSerde.decode` + `app.ledger.ledger_items`). Pure, no broker."""
+entries and event ids as the full decode (`RecordSerde.decode` + `app.wire.ledger.ledger_items`). Pure, no broker."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import fastavro
 import pytest
 
 from app.engine import ReturnDisposition, SafetyStockScope, StockBucket, event_to_record
-from app.ledger import LEDGER_BATCH_RECORD, LedgerBatcher, ledger_items
-from app.serialization import AvroCodec, full_name, load_schema_library
 from app.settings import Settings
-from app.topics import LEDGER
+from app.wire.ledger import LEDGER_BATCH_RECORD, LedgerBatcher, ledger_items
+from app.wire.serialization import AvroCodec, full_name, load_schema_library
+from app.wire.topics import LEDGER
 from benchmarks.ledger_projection import (
     PROJECTED_FIELDS,
     LedgerEventIds,

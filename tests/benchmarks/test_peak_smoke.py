@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.broker import EmbeddedBroker, EmbeddedBrokerError
+from app.kafka.broker import EmbeddedBroker, EmbeddedBrokerError
 from benchmarks.peak import main
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import benchmarks.peak
-from app.cli import main as availability
+from app.tools.cli import main as availability
 from benchmarks.report import results_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

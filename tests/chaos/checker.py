@@ -42,12 +42,12 @@ from app.engine import (
     PolicyChange,
     ReservationDecision,
     ReservationOutcome,
+    run_ledger,
 )
-from app.engine import run_ledger
-from app.ledger import ledger_events
-from app.serialization import AvroCodec
 from app.settings import Settings
-from app.topics import INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
+from app.wire.ledger import ledger_events
+from app.wire.serialization import AvroCodec
+from app.wire.topics import INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown, ledger_of_sent_events
 
 CONSUME_BATCH = 10_000

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from app.admin import create_topics
-from app.broker import EmbeddedBroker
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics
+from app.kafka.broker import EmbeddedBroker
 from app.settings import Settings
+from app.wire.serialization import AvroCodec
 from tests.chaos.workload import CHAOS_CHANNELS
 from tests.service.harness import SourceProducer, WorkerProcess, ingest_process, worker_settings
 
@@ -35,7 +35,7 @@ def chaos_settings(settings_factory, broker) -> Callable[..., Settings]:
 
 def second_worker(settings: Settings, name: str) -> Settings:
     """The same deployment (app id, broker, partitions) with a data dir and web port of its own."""
-    from app.broker import free_loopback_port
+    from app.kafka.broker import free_loopback_port
 
     return settings.model_copy(update={"data_dir": settings.data_dir.parent / name, "web_port": free_loopback_port()})
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from app.admin import create_topics
-from app.broker import EmbeddedBroker, free_loopback_port
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics
+from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.service.app import BROKER_SESSION_TIMEOUT_SECONDS
-from app.topics import availability_topic
+from app.wire.serialization import AvroCodec
+from app.wire.topics import availability_topic
 from tests.chaos.checker import check_against_engine
 from tests.chaos.results import record_figures
 from tests.chaos.test_worker_crashes import start_flowing

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from app.engine import MemoryStore, PartitionEngine, event_to_record
 from app.service.ingest_worker import ingest_group_id
-from app.topics import STOCK_MOVEMENTS, availability_topic
+from app.wire.topics import STOCK_MOVEMENTS, availability_topic
 from tests.chaos.checker import check_against_engine, read_ledger_entries
 from tests.chaos.results import record_figures
 from tests.chaos.workload import CHAOS_CHANNELS, Workload

@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Producer
 
 from app.engine import event_to_record, reasons
-from app.ledger import ledger_items
-from app.service.ingest import DEAD_LETTER_MAX_VALUE_BYTES, MOVEMENT_INDEX_HEADER, LedgerWriter
-from app.topics import (
-    INVENTORY_EXCEPTIONS,
+from app.service.ingest import LedgerWriter
+from app.wire.dead_letters import DEAD_LETTER_MAX_VALUE_BYTES, MOVEMENT_INDEX_HEADER
+from app.wire.ledger import ledger_items
+from app.wire.topics import (
     DEAD_LETTER_LEDGER_INDEX_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
@@ -23,6 +23,7 @@ from app.topics import (
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
     DEAD_LETTER_TRUNCATED_HEADER,
     DEAD_LETTERS,
+    INVENTORY_EXCEPTIONS,
     LEDGER,
     POLICY_CHANGES,
     RESERVATION_COMMANDS,

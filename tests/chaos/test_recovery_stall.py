@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from app.admin import faust_internal_topics
+from app.kafka.admin import faust_internal_topics
 from app.service.recovery_watchdog import EXIT_RECOVERY_STALLED, sample_interval
 from tests.chaos.results import record_figures
 from tests.service.harness import WORKER_READY

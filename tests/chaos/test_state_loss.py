@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from app.admin import faust_internal_topics
+from app.kafka.admin import faust_internal_topics
 from app.service.app import faust_datadir
 from tests.chaos.checker import check_against_engine, consume_topic
 from tests.chaos.results import record_figures

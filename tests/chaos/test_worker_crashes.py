@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.engine import event_to_record
-from app.topics import STOCK_MOVEMENTS, availability_topic, ledger_partition
+from app.wire.topics import STOCK_MOVEMENTS, availability_topic, ledger_partition
 from tests.chaos.checker import check_against_engine, consume_topic
 from tests.chaos.conftest import second_worker
 from tests.chaos.results import record_figures

@@ -13,7 +13,7 @@ import pytest
 from app.engine import event_to_record
 from app.service.app import BROKER_SESSION_TIMEOUT_SECONDS, faust_datadir
 from app.service.freeze_guard import EXIT_PROCESS_WAS_FROZEN
-from app.topics import STOCK_MOVEMENTS, availability_topic, ledger_partition
+from app.wire.topics import STOCK_MOVEMENTS, availability_topic, ledger_partition
 from tests.chaos.checker import check_against_engine, consume_topic
 from tests.chaos.conftest import second_worker
 from tests.chaos.results import record_figures

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from app.engine import ClockTick, ReservationCommand, StockMovement, event_to_record, validate
 from app.engine.reservations import answerable
-from app.topics import POLICY_CHANGES, RESERVATION_COMMANDS, STOCK_MOVEMENTS
+from app.wire.topics import POLICY_CHANGES, RESERVATION_COMMANDS, STOCK_MOVEMENTS
 from benchmarks.engine_benchmark import StreamGenerator, build_policy
 from tests.service.harness import SourceProducer, read_topic
 

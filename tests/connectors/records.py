@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.serialization import AvroCodec
-from app.topics import availability_topic, parse_availability_key
+from app.wire.serialization import AvroCodec
+from app.wire.topics import availability_topic, parse_availability_key
 
 
 def availability_value(channel: str, key: str, version: int, *, quantity: int | None = None,

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from app.connectors import Backoff, ChannelConnector, CircuitState, ConnectorError, LocalView
-from app.serialization import AvroCodec
 from app.settings import Settings
-from app.topics import availability_topic
+from app.wire.serialization import AvroCodec
+from app.wire.topics import availability_topic
 from tests.connectors.fakes import FakeClock, FakeConsumer, FakeTopic, ScriptedSink
 from tests.connectors.records import encoded
 

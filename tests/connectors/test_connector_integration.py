@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.admin import topic_config, wait_for_topics
 from app.connectors import Backoff, ChannelConnector, WebhookSink
+from app.kafka.admin import topic_config, wait_for_topics
 from app.replay import take_snapshot
-from app.serialization import AvroCodec
 from app.settings import Settings
-from app.topics import availability_topic
+from app.wire.serialization import AvroCodec
+from app.wire.topics import availability_topic
 from tests.connectors.fakes import ScriptedSink
 from tests.connectors.records import encoded
 from tests.connectors.webhook_server import WebhookEndpoint

@@ -38,7 +38,7 @@ def test_availability_connect_help_lists_the_connector_options() -> None:
 
 
 def test_both_command_lines_share_one_definition_of_the_options() -> None:
-    from app.cli import build_parser as availability_parser
+    from app.tools.cli import build_parser as availability_parser
 
     connector_options = {action.dest for action in build_parser()._actions} - {"bootstrap_servers", "help"}
     connect = availability_parser().parse_args(["connect", "--channel", "ecommerce", "--sink", "webhook", "--url",
@@ -53,9 +53,9 @@ def test_availability_connect_as_documented_logs_each_change_and_stops_on_ctrl_c
     """docs/CONNECTORS.md and README: `availability connect --channel ecommerce --sink log`."""
     from confluent_kafka import Producer
 
-    from app.admin import create_topics
-    from app.serialization import AvroCodec
-    from app.topics import availability_topic
+    from app.kafka.admin import create_topics
+    from app.wire.serialization import AvroCodec
+    from app.wire.topics import availability_topic
     from tests.commands import RunningCommand
     from tests.connectors.records import encoded
 

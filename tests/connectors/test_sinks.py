@@ -122,7 +122,7 @@ def secret_url(port: int) -> str:
 
 def test_no_secret_in_errors_or_logs_of_a_failing_webhook(settings_factory, caplog) -> None:
     from app.connectors import Backoff, ChannelConnector
-    from app.serialization import AvroCodec
+    from app.wire.serialization import AvroCodec
     from tests.connectors.fakes import FakeClock, FakeConsumer, FakeTopic
     from tests.connectors.records import encoded
 

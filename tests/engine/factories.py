@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from app.engine.positions import NO_ORIGIN, EntryOrigin, ledger_position
 from app.engine import (
     ChannelAvailability,
     ChannelGranularity,
@@ -27,6 +26,7 @@ from app.engine import (
     StockBucket,
     StockMovement,
 )
+from app.engine.positions import NO_ORIGIN, EntryOrigin, ledger_position
 
 CHANNELS = frozenset({"ecommerce", "marketplace", "store-pickup", "wholesale"})
 _ids = itertools.count(1)

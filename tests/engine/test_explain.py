@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from app.engine.positions import ledger_position
-from app.engine import (
-    ReservationOutcome,
-    decode_sku_state,
-    encode_sku_state,
-    reasons,
-)
+from app.engine import ReservationOutcome, decode_sku_state, encode_sku_state, reasons
 from app.engine.codec import SKU_STATE_FORMAT, StateDecodeError
 from app.engine.explain import explain_sku, quantity_steps
+from app.engine.positions import ledger_position
 from app.engine.state import HISTORY_LIMIT
 from tests.engine.factories import Ledger, decisions, receipt, release, reserve, sale, tick
 from tests.engine.test_properties import SETTINGS, SKUS, run, scenarios

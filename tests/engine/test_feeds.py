@@ -19,17 +19,7 @@ from app.engine import (
     LocationType,
     ReservationOutcome,
 )
-from tests.engine.factories import (
-    Ledger,
-    availability,
-    channel,
-    decisions,
-    exceptions,
-    policy,
-    receipt,
-    reserve,
-    tick,
-)
+from tests.engine.factories import Ledger, availability, channel, decisions, exceptions, policy, receipt, reserve, tick
 
 MINUTE = 60_000
 T0 = 1_732_838_400_000

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from app.engine.positions import ledger_position
 from app.engine import EncodingStore, MemoryStore, PartitionEngine, encode_partition_state, encode_sku_state
+from app.engine.positions import ledger_position
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
 
 # (events, locations per SKU, SKUs, stores) -> (outputs digest, states digest). The state digests changed with

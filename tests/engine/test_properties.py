@@ -10,15 +10,15 @@ from hypothesis import strategies as st
 
 from app.engine import (
     ChannelAvailability,
-    ExceptionKind,
-    InventoryException,
-    Rejection,
     ChannelGranularity,
     ClockTick,
     EncodingStore,
+    ExceptionKind,
+    InventoryException,
     LocationType,
     MovementType,
     PolicyChange,
+    Rejection,
     ReservationAction,
     ReservationCommand,
     ReservationDecision,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from app.engine.positions import ledger_position
 from app.engine import EncodingStore, PartitionEngine, ReservationOutcome
+from app.engine.positions import ledger_position
 from tests.engine.factories import CHANNELS, policy, receipt, reserve, tick
 
 

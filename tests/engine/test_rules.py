@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from app.engine.positions import ledger_position
 from app.engine import (
     AvailabilityStatus,
     ChannelAvailability,
@@ -14,9 +13,10 @@ from app.engine import (
     ReturnDisposition,
     SafetyStockScope,
     StockBucket,
+    reasons,
 )
-from app.engine import reasons
 from app.engine.policy import Policy
+from app.engine.positions import ledger_position
 from tests.engine.factories import (
     Ledger,
     adjustment,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.replay import ReplayOptions, Replayer
+from app.replay import Replayer, ReplayOptions
 from benchmarks.replay_benchmark import BENCH_CHANNELS, write_ledger
 from tests.service.conftest import bootstrap_servers, service_settings, topics_for, workers  # noqa: F401
 
@@ -10,7 +10,7 @@ from tests.service.conftest import bootstrap_servers, service_settings, topics_f
 @pytest.fixture
 def replayed(settings_factory, bootstrap_servers):
     """A generated ledger (no worker) replayed twice, into `replay-a` and `replay-b`."""
-    from app.admin import create_topics
+    from app.kafka.admin import create_topics
 
     settings = settings_factory(channels=BENCH_CHANNELS, partitions=4)
     create_topics(settings, bootstrap_servers)

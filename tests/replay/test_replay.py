@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from app.cli import main
-from app.replay import ReplayOptions, Replayer, verify
+from app.replay import Replayer, ReplayOptions, verify
 from app.replay.namespace import output_topics
-from app.serialization import AvroCodec
-from app.topics import POLICY_CHANGES, availability_topic
+from app.tools.cli import main
+from app.wire.serialization import AvroCodec
+from app.wire.topics import POLICY_CHANGES, availability_topic
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
-    build_scenario,
     FIRST_POLICY,
+    build_scenario,
     expected_from_sent,
     per_key,
     read_outputs,

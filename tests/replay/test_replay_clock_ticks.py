@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from app.admin import create_topics
-from app.cli import main
 from app.engine import ClockTick
+from app.kafka.admin import create_topics
 from app.replay.namespace import output_topics
-from app.serialization import AvroCodec
 from app.service.ingest import LedgerWriter
-from app.topics import LEDGER, RESERVATION_DECISIONS, ledger_key, ledger_partition
+from app.tools.cli import main
+from app.wire.serialization import AvroCodec
+from app.wire.topics import LEDGER, RESERVATION_DECISIONS, ledger_key, ledger_partition
 from tests.engine.factories import policy, receipt, reserve
 from tests.replay.test_replay import use_settings_in_commands
 from tests.service.harness import read_topic

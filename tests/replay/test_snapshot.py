@@ -7,8 +7,8 @@ import pytest
 
 from app.replay import load_snapshot, take_snapshot
 from app.replay.namespace import output_topics
-from app.serialization import AvroCodec
-from app.topics import CHANNEL_OFFSET_HEADER, SNAPSHOT_OF_HEADER, availability_snapshot_topic, availability_topic
+from app.wire.serialization import AvroCodec
+from app.wire.topics import CHANNEL_OFFSET_HEADER, SNAPSHOT_OF_HEADER, availability_snapshot_topic, availability_topic
 from tests.service.harness import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from app.admin import create_topics
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics
 from app.settings import Settings
+from app.wire.serialization import AvroCodec
 from tests.service.harness import SourceProducer, WorkerProcess, ingest_process, worker_settings
 
 
@@ -63,7 +63,7 @@ def topics_for(bootstrap_servers: str) -> Callable[[Settings], SourceProducer]:
 def bootstrap_servers(tmp_path) -> Iterator[str]:
     """A broker of each test's own: every topic name is fixed by the registry, so tests sharing one broker would
     read each other's records. Tansu starts in milliseconds."""
-    from app.broker import EmbeddedBroker
+    from app.kafka.broker import EmbeddedBroker
 
     configured = Settings().kafka_bootstrap_servers
     if configured is not None:

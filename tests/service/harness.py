@@ -21,9 +21,9 @@ import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pydantic import SecretStr
 
-from app.broker import free_loopback_port
-from app.serialization import AvroCodec
+from app.kafka.broker import free_loopback_port
 from app.settings import Settings
+from app.wire.serialization import AvroCodec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY = "Worker ready"
@@ -206,9 +206,9 @@ def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions
                             count_per_partition: int = 1, timeout: float = 60.0) -> list[ReadRecord]:
     """Wait until every ledger partition holds `count_per_partition` entries of `record_name` (e.g. PolicyChange):
     sources are ingested by independent agents, so a test orders topics by waiting, as a real feed would."""
-    from app.ledger import ledger_items
-    from app.serialization import AVRO_NAMESPACE
-    from app.topics import LEDGER
+    from app.wire.ledger import ledger_items
+    from app.wire.serialization import AVRO_NAMESPACE
+    from app.wire.topics import LEDGER
 
     wanted = f"{AVRO_NAMESPACE}.{record_name}"
 

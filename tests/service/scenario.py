@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 
 from app.engine import (
     ChannelAvailability,
-    InventoryException,
     ChannelGranularity,
+    InventoryException,
     Rejection,
     ReservationDecision,
     ReservationOutcome,
     event_to_record,
     run_ledger,
 )
-from app.ledger import ledger_events
-from app.serialization import AvroCodec
-from app.topics import (
-    INVENTORY_EXCEPTIONS,
+from app.wire.ledger import ledger_events
+from app.wire.serialization import AvroCodec
+from app.wire.topics import (
     DEAD_LETTER_SOURCE_TOPIC_HEADER,
     DEAD_LETTERS,
+    INVENTORY_EXCEPTIONS,
     LEDGER,
     POLICY_CHANGES,
     RESERVATION_COMMANDS,

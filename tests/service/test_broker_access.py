@@ -13,12 +13,12 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from app.admin import create_topics, required_topic_names
-from app.broker import EmbeddedBroker
 from app.engine import ChannelGranularity, event_to_record
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics, required_topic_names
+from app.kafka.broker import EmbeddedBroker
 from app.service.worker import EXIT_CONFIGURATION_ERROR
-from app.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
+from app.wire.serialization import AvroCodec
+from app.wire.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import channel, policy, receipt
 from tests.service.harness import (
     REPO_ROOT,
@@ -68,7 +68,7 @@ def test_cli_with_refused_credentials_fails_fast_with_one_line(authenticating_br
     settings = sasl_settings(service_settings, authenticating_broker.bootstrap_servers, "SCRAM-SHA-512")
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "app.cli", "topics", "create"], cwd=REPO_ROOT, env=settings_environment(settings),
+        [sys.executable, "-m", "app.tools.cli", "topics", "create"], cwd=REPO_ROOT, env=settings_environment(settings),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     elapsed = time.monotonic() - started

@@ -9,18 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from app.engine import event_to_record, reasons
-from app.ledger import LedgerBatcher, ledger_items
-from app.serialization import AVRO_NAMESPACE, AvroCodec
-from app.service.ingest import (
-    DEAD_LETTER_MAX_VALUE_BYTES,
-    MOVEMENT_INDEX_HEADER,
-    IngestedBatch,
-    LedgerWriter,
-    SourceMessage,
-    ingest_micro_batch,
-    report_ingested,
-)
-from app.topics import (
+from app.service.ingest import IngestedBatch, LedgerWriter, SourceMessage, ingest_micro_batch, report_ingested
+from app.wire.dead_letters import DEAD_LETTER_MAX_VALUE_BYTES, MOVEMENT_INDEX_HEADER
+from app.wire.ledger import LedgerBatcher, ledger_items
+from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
+from app.wire.topics import (
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTER_SOURCE_OFFSET_HEADER,
     DEAD_LETTER_SOURCE_PARTITION_HEADER,
@@ -223,7 +216,7 @@ def test_an_availability_only_worker_registers_no_ingest_agent_but_keeps_ticks(s
 
 # ---------------------------------------------------------------------------------------------------- the command
 def test_ingest_command_has_help_and_is_listed(capsys):
-    from app.cli import build_parser, main
+    from app.tools.cli import build_parser, main
 
     assert "ingest" in build_parser().format_help()
     with pytest.raises(SystemExit) as exit_info:
@@ -234,7 +227,7 @@ def test_ingest_command_has_help_and_is_listed(capsys):
 
 def test_ingest_process_without_a_broker_says_so_in_one_line():
     from app.service.worker import EXIT_CONFIGURATION_ERROR
-    from tests.test_cli import run_cli
+    from tests.tools.test_cli import run_cli
 
     result = run_cli("ingest", timeout=60)
     assert result.returncode == EXIT_CONFIGURATION_ERROR, result

@@ -11,32 +11,26 @@ import time
 
 import pytest
 
-from app.broker import EmbeddedBroker
 from app.engine import event_to_record
-from app.settings import Settings
+from app.kafka.broker import EmbeddedBroker
 from app.service.ingest_worker import ingest_group_id
 from app.service.worker import EXIT_CONFIGURATION_ERROR
-from app.topics import LEDGER, POLICY_CHANGES, SOURCE_TOPICS, STORE_TRANSACTIONS, availability_topic
+from app.settings import Settings
+from app.wire.topics import LEDGER, POLICY_CHANGES, SOURCE_TOPICS, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import receipt, sale
-from tests.service.harness import (
-    INGEST_ASSIGNED,
-    WORKER_READY,
-    committed_offsets,
-    read_topic,
-    wait_for_ledger_entries,
-)
+from tests.service.harness import INGEST_ASSIGNED, WORKER_READY, committed_offsets, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
+    FIRST_POLICY,
     HOT_SKUS,
     SKUS,
     assert_published_equals_engine,
     assert_versions_gapless,
     build_scenario,
     dead_letters,
-    FIRST_POLICY,
     expected_from_sent,
-    ledger_of_sent_events,
     expected_outputs,
+    ledger_of_sent_events,
     read_ledger,
     read_outputs,
     send_records,

@@ -6,13 +6,7 @@ import pytest
 from faust.types import TP
 
 from app.service.app import build_service
-from app.service.metrics import (
-    RecoveryProgress,
-    ServiceMetrics,
-    channel_of_topic,
-    consumer_lag,
-    read_recovery_progress,
-)
+from app.service.metrics import RecoveryProgress, ServiceMetrics, channel_of_topic, consumer_lag, read_recovery_progress
 
 UNREACHABLE_BROKER = "127.0.0.1:1"  # build_service connects nothing; the address only has to parse
 

@@ -15,14 +15,19 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-from app.admin import create_topics
-from app.broker import free_loopback_port
 from app.engine import ChannelGranularity, event_to_record
-from app.kafka_config import client_config
-from app.serialization import AvroCodec
+from app.kafka.admin import create_topics
+from app.kafka.broker import free_loopback_port
+from app.kafka.client_config import client_config
 from app.service.worker import EXIT_CONFIGURATION_ERROR
-from app.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
-from tests.conftest import KAFKA_IMAGE, KAFKA_STARTUP_TIMEOUT_SECONDS, _wait_for_metadata, docker_engine_unavailable_reason
+from app.wire.serialization import AvroCodec
+from app.wire.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
+from tests.conftest import (
+    KAFKA_IMAGE,
+    KAFKA_STARTUP_TIMEOUT_SECONDS,
+    _wait_for_metadata,
+    docker_engine_unavailable_reason,
+)
 from tests.engine.factories import channel, policy, receipt
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from app.broker import free_loopback_port
-from app.topics import LEDGER, POLICY_CHANGES, availability_topic
-from tables.state import PARTITION_STATE_TABLE, SKU_STATE_TABLE
+from app.kafka.broker import free_loopback_port
+from app.wire.topics import LEDGER, POLICY_CHANGES, availability_topic
+from tables.declarations import PARTITION_STATE_TABLE, SKU_STATE_TABLE
 from tests.service.harness import WORKER_READY, committed_offsets, poll, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
+    FIRST_POLICY,
     assert_published_equals_engine,
     assert_versions_gapless,
     build_scenario,
-    FIRST_POLICY,
     expected_from_sent,
     read_outputs,
     send_records,

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from app.engine.positions import split_position
-from app.topics import LEDGER, POLICY_CHANGES, availability_topic
+from app.wire.topics import LEDGER, POLICY_CHANGES, availability_topic
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 from tests.service.scenario import (
     CHANNELS,
+    FIRST_POLICY,
     HOT_SKUS,
     assert_no_channel_accepted_more_than_shown,
     assert_published_equals_engine,
     assert_versions_gapless,
     build_scenario,
     dead_letters,
-    FIRST_POLICY,
     expected_from_sent,
     read_outputs,
     send_records,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from app.kafka.transport import WorkerApp
 from app.service.app import build_service
-from app.service.transport import WorkerApp
 
 
 def test_the_worker_consumer_uses_the_configured_fetch_wait(settings_factory) -> None:

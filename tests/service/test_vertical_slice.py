@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.engine import ChannelGranularity, ClockTick, event_to_record
-from app.serialization import AVRO_NAMESPACE
-from app.topics import LEDGER, POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
+from app.wire.serialization import AVRO_NAMESPACE
+from app.wire.topics import LEDGER, POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import channel, policy, receipt, sale
 from tests.service.harness import WORKER_READY, read_topic, wait_for_ledger_entries
 

@@ -4,7 +4,7 @@ read cache per database, which let a worker's memory grow with its data)."""
 from __future__ import annotations
 
 from app.service.app import build_service
-from tables.state import MIB
+from tables.declarations import MIB
 
 
 def test_each_table_database_is_opened_with_bounded_memory(settings_factory, tmp_path):

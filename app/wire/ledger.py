@@ -1,0 +1,149 @@
+"""Ledger records: how events are written to and read from the `ledger` topic, in one place for the ingest stage
+(writing), the availability stage and replay (reading), and the tools and tests that read the ledger.
+
+A ledger record holds one event (a LedgerEntry whose `entry` is the event: policy changes, clock ticks, and a
+movement or command alone in its partition's share of a source micro-batch) or several (a LedgerEntry whose
+`entry` is a LedgerEntryBatch: the movements and commands of one ledger partition from one source micro-batch, in
+source order). Entry i of the record at offset o is at ledger position (o, i) (app.engine.positions), so a bulk
+feed of N movements costs the availability stage a record per ledger partition instead of N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.engine import event_from_record
+from app.engine.positions import EntryOrigin, ledger_position
+from app.wire.serialization import AVRO_NAMESPACE, RecordSerde
+from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
+
+LEDGER_BATCH_RECORD = f"{AVRO_NAMESPACE}.LedgerEntryBatch"
+MAX_LEDGER_RECORD_BYTES = 512 * 1024
+"""A batch record larger than this is split in two (producers refuse requests above about 1 MB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAppend:
+    """One record to append: ledger partition, key and encoded LedgerEntry."""
+
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerItem:
+    """One event of a ledger record, as Avro: `record_name` is the full name of its record."""
+
+    index: int
+    record_name: str
+    record: dict
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    ingest_time: int
+    batched: bool  # from a LedgerEntryBatch (its dead letter carries the entry alone, not the whole record)
+    source_index: int | None = None  # the event's index inside its source record (None: not recorded)
+
+    @property
+    def origin(self) -> EntryOrigin:
+        """What the engine needs of where the entry came from (app.engine.positions.EntryOrigin)."""
+        if self.source_topic is None or self.source_offset is None or self.source_index is None:
+            return EntryOrigin(None, None, self.ingest_time)
+        return EntryOrigin(f"{self.source_topic}/{self.source_partition}",
+                           ledger_position(self.source_offset, self.source_index), self.ingest_time)
+
+
+def ledger_items(value: dict) -> list[LedgerItem]:
+    """The events of a decoded LedgerEntry, in ledger order."""
+    entry_name, entry = value["entry"]
+    ingest_time = value["ingest_time"]
+    if entry_name == LEDGER_BATCH_RECORD:
+        return [
+            LedgerItem(index, *item["entry"], item["source_topic"], item["source_partition"], item["source_offset"],
+                       ingest_time, True, item.get("source_index"))
+            for index, item in enumerate(entry["entries"])
+        ]
+    return [LedgerItem(0, entry_name, entry, value["source_topic"], value["source_partition"], value["source_offset"],
+                       ingest_time, False, value.get("source_index"))]
+
+
+def ledger_events(value: dict, offset: int) -> list[tuple[int, object, EntryOrigin]]:
+    """(ledger position, engine event, origin) of every entry of the decoded LedgerEntry at `offset`, in ledger
+    order: for readers of a ledger the service wrote (tools and checks), so an entry the engine cannot read
+    raises."""
+    return [(ledger_position(offset, item.index), event_from_record(item.record_name, item.record), item.origin)
+            for item in ledger_items(value)]
+
+
+def entry_record(item: LedgerItem) -> dict:
+    """A LedgerEntry holding `item` alone (the dead letter of one entry of a batch)."""
+    return {
+        "entry": (item.record_name, item.record),
+        "source_topic": item.source_topic,
+        "source_partition": item.source_partition,
+        "source_offset": item.source_offset,
+        "ingest_time": item.ingest_time,
+        "source_index": item.source_index,
+    }
+
+
+def item_key(item: LedgerItem) -> bytes:
+    """The ledger key the entry would have on its own: its SKU, or empty for partition-wide entries."""
+    sku = item.record.get("sku")
+    return (ledger_key(sku) if isinstance(sku, str) else LEDGER_BROADCAST_KEY).encode()
+
+
+class LedgerBatcher:
+    """Collects the movements and commands of one source micro-batch per ledger partition, in arrival order, and
+    turns each partition's share into ledger records: one LedgerEntryBatch of up to `max_entries` entries (a plain
+    LedgerEntry keyed by SKU for a single entry). `max_entries=1` writes one record per event."""
+
+    def __init__(self, serde: RecordSerde, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._serde = serde
+        self._max_entries = max_entries
+        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int]]]] = {}
+        self._ingest_time = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int, int],
+            ingest_time: int) -> None:
+        """`source`: (topic, partition, offset, index of the event inside the source record)."""
+        self._pending.setdefault(partition, []).append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source))
+        self._ingest_time = ingest_time
+
+    def flush(self) -> list[LedgerAppend]:
+        """The records of everything added since the last flush, partition by partition (in ascending order)."""
+        appends: list[LedgerAppend] = []
+        for partition in sorted(self._pending):
+            entries = self._pending[partition]
+            for start in range(0, len(entries), self._max_entries):
+                appends.extend(self._records(partition, entries[start:start + self._max_entries]))
+        self._pending.clear()
+        return appends
+
+    def _records(self, partition: int, entries: list) -> list[LedgerAppend]:
+        ingest_time = self._ingest_time
+        if len(entries) == 1:
+            sku, name, record, (topic, source_partition, offset, index) = entries[0]
+            value = self._serde.encode({"entry": (name, record), "source_topic": topic,
+                                        "source_partition": source_partition, "source_offset": offset,
+                                        "ingest_time": ingest_time, "source_index": index})
+            return [LedgerAppend(partition, ledger_key(sku).encode(), value)]
+        value = self._serde.encode({
+            "entry": (LEDGER_BATCH_RECORD, {"entries": [
+                {"entry": (name, record), "source_topic": topic, "source_partition": source_partition,
+                 "source_offset": offset, "source_index": index}
+                for _, name, record, (topic, source_partition, offset, index) in entries
+            ]}),
+            "source_topic": None, "source_partition": None, "source_offset": None, "ingest_time": ingest_time,
+            "source_index": None,
+        })
+        if len(value) > MAX_LEDGER_RECORD_BYTES:
+            half = len(entries) // 2
+            return self._records(partition, entries[:half]) + self._records(partition, entries[half:])
+        return [LedgerAppend(partition, LEDGER_BROADCAST_KEY.encode(), value)]

@@ -1,0 +1,142 @@
+"""Ledger records (app/wire/ledger.py): batches per ledger partition, positions, and the reading side."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from app.engine import event_to_record
+from app.engine.positions import POSITION_STRIDE, EntryOrigin, ledger_position, split_position
+from app.settings import Settings
+from app.wire.ledger import (
+    LEDGER_BATCH_RECORD,
+    MAX_LEDGER_RECORD_BYTES,
+    LedgerBatcher,
+    entry_record,
+    item_key,
+    ledger_events,
+    ledger_items,
+)
+from app.wire.serialization import AvroCodec, full_name
+from app.wire.topics import LEDGER, ledger_key
+from tests.engine.factories import receipt, reserve
+
+
+@pytest.fixture(scope="module")
+def serde():
+    return AvroCodec(Settings(_env_file=None)).serde(LEDGER)
+
+
+def movement(n: int, sku: str = "SKU1", reason: str | None = None):
+    event = receipt(1, "S1", sku=sku, event_id=f"m{n}")
+    name, record = event_to_record(event)
+    if reason is not None:
+        record = {**record, "reason": reason}
+    return name, record
+
+
+def decode(serde, append) -> list:
+    return ledger_items(serde.decode(append.value).value)
+
+
+def test_entries_of_one_partition_become_one_batch_record_in_arrival_order(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    for n in range(5):
+        batcher.add(n % 2, f"SKU{n}", *movement(n, f"SKU{n}"), ("source.stock-movements", 0, 100 + n, 0), 7)
+    appends = batcher.flush()
+    assert [append.partition for append in appends] == [0, 1]
+    assert all(append.key == b"" for append in appends)  # a batch spans SKUs: partition-wide key
+    items = decode(serde, appends[0])
+    assert [(item.index, item.record["event_id"], item.source_offset) for item in items] == [
+        (0, "m0", 100), (1, "m2", 102), (2, "m4", 104)]
+    assert [item.origin for item in items] == [
+        EntryOrigin("source.stock-movements/0", ledger_position(100 + n), 7) for n in (0, 2, 4)]
+    assert all(item.batched and item.ingest_time == 7 for item in items)
+    assert not batcher and batcher.flush() == []
+
+
+def test_a_single_entry_is_a_plain_ledger_entry_keyed_by_its_sku(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    batcher.add(3, "SKU-A", *movement(1, "SKU-A"), ("source.store-transactions", 2, 9, 0), 5)
+    [append] = batcher.flush()
+    assert (append.partition, append.key) == (3, ledger_key("SKU-A").encode())
+    decoded = serde.decode(append.value).value
+    assert decoded["entry"][0] == full_name("StockMovement") and decoded["source_offset"] == 9
+    [item] = ledger_items(decoded)
+    assert (item.index, item.batched, item.source_topic) == (0, False, "source.store-transactions")
+
+
+def test_ledger_events_are_the_engine_events_at_their_positions(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    for n in range(3):
+        batcher.add(0, f"SKU{n}", *movement(n, f"SKU{n}"), ("source.stock-movements", 0, n, 0), 7)
+    [append] = batcher.flush()
+    events = ledger_events(serde.decode(append.value).value, offset=12)
+    assert [position for position, _, _ in events] == [ledger_position(12, index) for index in range(3)]
+    assert [event for _, event, _ in events] == [receipt(1, "S1", sku=f"SKU{n}", event_id=f"m{n}") for n in range(3)]
+    assert [origin.source_position for _, _, origin in events] == [ledger_position(n) for n in range(3)]
+
+
+def test_max_entries_cuts_a_partition_into_several_records_and_one_means_a_record_per_event(serde):
+    batcher = LedgerBatcher(serde, max_entries=2)
+    for n in range(5):
+        batcher.add(0, "SKU1", *movement(n), ("source.stock-movements", 0, n, 0), 1)
+    sizes = [len(decode(serde, append)) for append in batcher.flush()]
+    assert sizes == [2, 2, 1]
+    single = LedgerBatcher(serde, max_entries=1)
+    for n in range(3):
+        single.add(0, "SKU1", *movement(n), ("source.stock-movements", 0, n, 0), 1)
+    assert [serde.decode(a.value).value["entry"][0] for a in single.flush()] == [full_name("StockMovement")] * 3
+
+
+def test_a_batch_above_the_record_size_limit_is_split_in_order(serde):
+    batcher = LedgerBatcher(serde, max_entries=100_000)
+    reason = "x" * 20_000
+    count = MAX_LEDGER_RECORD_BYTES // 20_000 * 3
+    for n in range(count):
+        batcher.add(0, "SKU1", *movement(n, reason=reason), ("source.stock-movements", 0, n, 0), 1)
+    appends = batcher.flush()
+    assert len(appends) > 1 and all(len(append.value) <= MAX_LEDGER_RECORD_BYTES for append in appends)
+    ids = [item.record["event_id"] for append in appends for item in decode(serde, append)]
+    assert ids == [f"m{n}" for n in range(count)]
+
+
+def test_the_dead_letter_of_a_batch_entry_is_that_entry_alone(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    batcher.add(0, "SKU-A", *movement(1, "SKU-A"), ("source.stock-movements", 0, 1, 0), 4)
+    name, record = event_to_record(reserve("r1", 2, sku="SKU-B", event_id="c1"))
+    batcher.add(0, "SKU-B", name, record, ("source.reservation-commands", 1, 8, 0), 4)
+    [append] = batcher.flush()
+    assert serde.decode(append.value).value["entry"][0] == LEDGER_BATCH_RECORD
+    second = decode(serde, append)[1]
+    alone = serde.decode(serde.encode(entry_record(second))).value
+    assert alone == {"entry": (full_name("ReservationCommand"), record), "source_topic": "source.reservation-commands",
+                     "source_partition": 1, "source_offset": 8, "ingest_time": 4, "source_index": 0}
+    assert item_key(second) == ledger_key("SKU-B").encode()
+
+
+def test_the_entries_of_a_bulk_record_keep_their_index_inside_it(serde):
+    """Movements of one StockMovementBatch share its offset; their index tells a repeat from the next movement."""
+    batcher = LedgerBatcher(serde, max_entries=500)
+    for index in (0, 2, 5):  # movements 1, 3 and 4 went to another partition (or were dead-lettered)
+        batcher.add(0, "SKU1", *movement(index), ("source.stock-movements", 3, 40, index), 1)
+    items = decode(serde, batcher.flush()[0])
+    assert [item.origin.source_position for item in items] == [ledger_position(40, index) for index in (0, 2, 5)]
+    assert {item.origin.source for item in items} == {"source.stock-movements/3"}
+
+
+def test_records_written_before_source_index_existed_have_no_source_position():
+    old = {"entry": (full_name("StockMovement"), event_to_record(receipt(1))[1]), "source_topic": "t",
+           "source_partition": 0, "source_offset": 5, "ingest_time": 9}
+    [item] = ledger_items(old)
+    assert item.origin == EntryOrigin(None, None, 9)  # the engine then relies on event ids alone
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**62), st.integers(0, POSITION_STRIDE - 1), st.integers(0, 2**62), st.integers(0, POSITION_STRIDE - 1))
+def test_positions_order_as_offset_then_index_and_split_back(offset, index, other_offset, other_index):
+    position, other = ledger_position(offset, index), ledger_position(other_offset, other_index)
+    assert split_position(position) == (offset, index)
+    assert (position < other) == ((offset, index) < (other_offset, other_index))
