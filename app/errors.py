@@ -16,3 +16,8 @@ class ServiceError(Exception):
 class UserError(ServiceError):
     """An error the user can fix: a setting, an argument, a file, a broker that does not answer. The message says
     what to change."""
+
+
+EXIT_CONFIGURATION_ERROR = 78
+"""Exit status of a worker or ingest process that cannot start because of its configuration: refused credentials,
+missing topics, no broker within AVAILABILITY_BROKER_WAIT_SECONDS (EX_CONFIG)."""

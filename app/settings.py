@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.engine.events import IDENTIFIER
 from app.engine.limits import EngineLimits
-from app.wire.topics import IDENTIFIER_PATTERN
 
 ProcessingGuarantee = Literal["at_least_once"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -200,8 +200,8 @@ class Settings(BaseSettings):
     @field_validator("app_id")
     @classmethod
     def _app_id_is_identifier(cls, value: str) -> str:
-        if not IDENTIFIER_PATTERN.fullmatch(value):
-            raise ValueError(f"app_id {value!r} must match {IDENTIFIER_PATTERN.pattern}")
+        if not IDENTIFIER.fullmatch(value):
+            raise ValueError(f"app_id {value!r} must match {IDENTIFIER.pattern}")
         return value
 
     @field_validator("channels", mode="before")
@@ -220,8 +220,8 @@ class Settings(BaseSettings):
         if not channels:
             raise ValueError("at least one channel is required")
         for channel in channels:
-            if not IDENTIFIER_PATTERN.fullmatch(channel):
-                raise ValueError(f"channel {channel!r} must match {IDENTIFIER_PATTERN.pattern}")
+            if not IDENTIFIER.fullmatch(channel):
+                raise ValueError(f"channel {channel!r} must match {IDENTIFIER.pattern}")
         duplicates = sorted({channel for channel in channels if channels.count(channel) > 1})
         if duplicates:
             raise ValueError(f"channels listed more than once: {', '.join(duplicates)}")

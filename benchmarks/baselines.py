@@ -7,7 +7,7 @@ environment: fetch wait, batch size and timeout; the group's session timeout and
 - `confluent`: the Python limit. A plain confluent-kafka loop doing the same job (benchmarks/baseline_job.py, the
   same function as the Quix app) with its state in a dict: no framework, no re-keying hop, no durable state.
 - `faust`: the framework's own ceiling. A bare Faust agent configured as the service's worker (its transport with
-  the service's fetch wait, uvloop, take_events of the service's batch size and timeout, a no-op monitor, the
+  the service's fetch wait, uvloop, take_events of the service's batch size and timeout, the service's quiet monitor, the
   service's group settings) that only counts the records it consumes.
 
     python -m benchmarks.baselines quix --bootstrap HOST:PORT --topics T1,T2 --records N --events E --result FILE
@@ -38,18 +38,13 @@ import time
 import uuid
 from pathlib import Path
 
+from benchmarks.harness import commit_start_positions, start_positions
+
 BASELINE_OUTPUT_TOPIC = "benchmark.baseline-output"
 
 
 def now_ms() -> float:
     return time.time() * 1000
-
-
-def start_positions(topics: list[str], partitions: int, start_offsets: dict[str, int]) -> list:
-    from confluent_kafka import TopicPartition
-
-    return [TopicPartition(topic, partition, start_offsets.get(f"{topic}:{partition}", 0))
-            for topic in topics for partition in range(partitions)]
 
 
 def _ranges(topics: list[str], partitions: int, start_offsets: dict[str, int], end_offsets: dict[str, int]
@@ -145,8 +140,6 @@ def run_faust(bootstrap: str, topics: list[str], partitions: int, records: int, 
               min_seconds: float = 0.0) -> None:
     import faust
     import uvloop
-    from confluent_kafka import Consumer
-    from faust.sensors import Monitor
 
     from app.kafka.transport import WorkerApp
     from app.service.app import (
@@ -154,39 +147,23 @@ def run_faust(bootstrap: str, topics: list[str], partitions: int, records: int, 
         BROKER_REBALANCE_TIMEOUT_SECONDS,
         BROKER_SESSION_TIMEOUT_SECONDS,
     )
+    from app.service.runtime import QuietMonitor
     from benchmarks.cpu import cpu_seconds
 
     first = {"ms": None, "cpu": None}
 
-    class NoopMonitor(Monitor):
-        """Faust's default monitor records every message and event; the ceiling is measured without it, as the
-        service's QuietMonitor does. It notes when the first record came in."""
+    class FirstRecordMonitor(QuietMonitor):
+        """The service's own monitor (no per-record statistics, commits recorded), noting when the first record
+        came in."""
 
         def on_message_in(self, tp, offset, message) -> None:
             if first["ms"] is None:
                 first["ms"], first["cpu"] = now_ms(), cpu_seconds()
 
-        def on_stream_event_in(self, tp, offset, stream, event): return None
-
-        def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None: ...
-
-        def on_message_out(self, tp, offset, message) -> None: ...
-
-        def on_commit_initiated(self, consumer): return None
-
-        def on_commit_completed(self, consumer, state) -> None: ...
-
-        def on_send_initiated(self, producer, topic, message, keysize, valsize): return None
-
-        def on_send_completed(self, producer, state, metadata) -> None: ...
-
     for name in ("faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(name).setLevel(logging.ERROR)
     app_id = f"baseline-faust-{uuid.uuid4().hex[:8]}"
-    # where to start: committed offsets of the app's group, written before it joins (a commit needs no membership)
-    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id, "enable.auto.commit": False})
-    committer.commit(offsets=start_positions(topics, partitions, start_offsets), asynchronous=False)
-    committer.close()
+    commit_start_positions(bootstrap, app_id, topics, partitions, start_offsets)
     app = WorkerApp(
         app_id,
         broker=f"kafka://{bootstrap}",
@@ -201,7 +178,7 @@ def run_faust(bootstrap: str, topics: list[str], partitions: int, records: int, 
         broker_rebalance_timeout=BROKER_REBALANCE_TIMEOUT_SECONDS,
         stream_recovery_delay=0.0,
         web_enabled=False,
-        Monitor=NoopMonitor,
+        Monitor=FirstRecordMonitor,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,  # the service's, through its transport
     )
     topic = app.topic(*topics, key_serializer="raw", value_serializer="raw", internal=False)

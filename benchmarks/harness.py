@@ -339,3 +339,18 @@ def disk_usage_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def start_positions(topics: list[str], partitions: int, start_offsets: dict[str, int]) -> list[TopicPartition]:
+    """Where a baseline starts reading: `start_offsets` maps "topic:partition" to an offset (0 when absent)."""
+    return [TopicPartition(topic, partition, start_offsets.get(f"{topic}:{partition}", 0))
+            for topic in topics for partition in range(partitions)]
+
+
+def commit_start_positions(bootstrap: str, group: str, topics: list[str], partitions: int,
+                           start_offsets: dict[str, int]) -> None:
+    """Where a group-based baseline starts: its group's committed offsets, written before it joins (a commit needs
+    no membership)."""
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    committer.commit(offsets=start_positions(topics, partitions, start_offsets), asynchronous=False)
+    committer.close()

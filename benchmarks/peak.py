@@ -60,6 +60,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.engine import event_from_record
 from app.kafka.admin import create_topics
+from app.kafka.batch_sender import default_partition
 from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.service.ingest import LedgerWriter
 from app.settings import Settings
@@ -75,7 +76,6 @@ from app.wire.topics import (
     TopicSpec,
     availability_topic,
     ledger_key,
-    murmur2,
 )
 from benchmarks import analysis
 from benchmarks.baselines import BASELINE_OUTPUT_TOPIC
@@ -1045,8 +1045,8 @@ class PeakBenchmark:
 
 
 def source_partition(key: bytes) -> int:
-    """The source partition of a keyed record: Kafka's default partitioner (murmur2)."""
-    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    """The source partition of a keyed record: Kafka's default partitioner, as the service's own producers use."""
+    return default_partition(key, PARTITIONS)
 
 
 def processes_label(workers: int, ingest_processes: int) -> str:

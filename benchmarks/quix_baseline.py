@@ -43,21 +43,18 @@ COMMIT_INTERVAL_SECONDS = 2.8  # Faust's default broker_commit_interval, which t
 def run_quix(bootstrap: str, topics: list[str], partitions: int, events: int, result: Path,
              start_offsets: dict[str, int], end_offsets: dict[str, int], by_sku_topic: str, output_topic: str,
              state_dir: Path, settings) -> None:
-    from confluent_kafka import Consumer
     from quixstreams import Application, message_context
 
     from app.service.ingest_worker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
     from app.wire.serialization import AvroCodec
     from benchmarks.baseline_job import apply_event, source_events
-    from benchmarks.baselines import start_positions
     from benchmarks.cpu import cpu_seconds
+    from benchmarks.harness import commit_start_positions
 
     for name in ("quixstreams", "confluent_kafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
     group = f"baseline-quix-{uuid.uuid4().hex[:8]}"
-    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    committer.commit(offsets=start_positions(topics, partitions, start_offsets), asynchronous=False)
-    committer.close()
+    commit_start_positions(bootstrap, group, topics, partitions, start_offsets)
     app = Application(
         broker_address=bootstrap,
         consumer_group=group,

@@ -1,6 +1,6 @@
 """Throughput of the availability stage (ledger -> engine -> topics + tables) on the embedded broker.
 
-    python benchmarks/service_throughput.py [--events 20000] [--skus 2000]
+    python -m benchmarks.service_throughput [--events 20000] [--skus 2000]
 
 Writes a policy and N receipts/sales straight to the ledger (no ingest) as the ingest stage writes them: per
 micro-batch of `batch_size` events, one LedgerEntryBatch of up to `ledger_batch_max_entries` entries per ledger
@@ -13,27 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from confluent_kafka import Producer
 
-from confluent_kafka import Producer  # noqa: E402
-
-from app.engine import event_to_record  # noqa: E402
-from app.kafka.admin import create_topics  # noqa: E402
-from app.kafka.broker import EmbeddedBroker, free_loopback_port  # noqa: E402
-from app.service.ingest import LedgerWriter  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.wire.ledger import LedgerBatcher  # noqa: E402
-from app.wire.serialization import AvroCodec  # noqa: E402
-from app.wire.topics import LEDGER, availability_topic, ledger_partition  # noqa: E402
-from tests.engine.factories import receipt, sale  # noqa: E402
-from tests.service.harness import WORKER_READY, WorkerProcess, read_topic  # noqa: E402
-from tests.service.scenario import LOCATIONS, policy_v  # noqa: E402
+from app.engine import event_to_record
+from app.kafka.admin import create_topics
+from app.kafka.broker import EmbeddedBroker, free_loopback_port
+from app.service.ingest import LedgerWriter
+from app.settings import Settings
+from app.wire.ledger import LedgerBatcher
+from app.wire.serialization import AvroCodec
+from app.wire.topics import LEDGER, availability_topic, ledger_partition
+from tests.engine.factories import receipt, sale
+from tests.service.harness import WORKER_READY, WorkerProcess, read_topic
+from tests.service.scenario import LOCATIONS, policy_v
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from app.connectors.sinks import Sink, SinkError
 from app.connectors.view import AvailabilityChange, LocalView
 from app.errors import UserError
 from app.kafka.client_config import client_config
+from app.replay.snapshot import load_snapshot  # the one reader of snapshot topics
 from app.wire.serialization import AvroCodec, SerializationError
 from app.wire.topics import availability_snapshot_topic, availability_topic
 
@@ -165,8 +166,6 @@ class ChannelConnector:
         topic's history (docs/CONTRACT.md, "Bootstrapping a connector"): every newer snapshot value goes to the
         sink, then the channel topic is read from the offsets the snapshot covers. Partitions that have committed
         offsets, or that no snapshot covers, are read as usual."""
-        from app.replay.snapshot import load_snapshot  # the one reader of snapshot topics
-
         topic = self._consumer.list_topics(self.topic, timeout=COMMITTED_LOOKUP_TIMEOUT_SECONDS).topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise ConnectorError(f"topic {self.topic} does not exist; create topics first (availability topics create)")

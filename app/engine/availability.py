@@ -138,7 +138,11 @@ def location_quantity(state: SkuState, plan: ChannelPlan, location: str) -> int:
 
 
 def _publish(state: SkuState, channel: str, location, quantity: int, status, cause: Cause, out: list) -> None:
-    key = (channel, location)
+    _publish_key(state, (channel, location), quantity, status, cause, out)
+
+
+def _publish_key(state: SkuState, key: tuple, quantity: int, status, cause: Cause, out: list) -> None:
+    """Publish the key if its quantity or status changed since its last record."""
     last = state.published.get(key)
     if last is not None and last.quantity == quantity and last.status == status:  # str enum: equals its decoded string
         return
@@ -176,57 +180,18 @@ def _emit(state: SkuState, key, last: Published | None, quantity: int, status, c
 
 def publish_changes(state: SkuState, policy: Policy, locations, cause: Cause, out: list) -> None:
     """Append a ChannelAvailability for every key whose quantity or status changed: every NETWORK channel, and each
-    LOCATION channel at the given (touched) locations. Channels in waterfall order, locations in the given order.
-
-    This runs for every applied event, so the quantity and status are computed inline (the same arithmetic as
-    network_quantity / location_quantity and status_of) and an unchanged key costs one lookup and two compares."""
-    published = state.published
+    LOCATION channel at the given (touched) locations. Channels in waterfall order, locations in the given order."""
     for plan in policy.channels:
         if plan.is_network:
-            name = plan.name
-            # channel_quantity(), inlined: the same operations in the same order (keep the two in step)
-            pool = state.network_pools.get(name, 0)
-            own = state.network_own_reserved.get(name, 0)
-            quantity = pool + own - plan.protected_above
-            if quantity > 0:
-                quantity = quantity * plan.share_bp // BASIS_POINTS - own
-                if quantity > pool:
-                    quantity = pool
-                quantity -= plan.buffer
-                if quantity <= 0:
-                    quantity = 0
-                elif plan.max_advertised is not None and quantity > plan.max_advertised:
-                    quantity = plan.max_advertised
-            else:
-                quantity = 0
-            status = OUT_OF_STOCK if quantity <= 0 else LOW_STOCK if quantity <= plan.low_stock_threshold else IN_STOCK
-            key = plan.network_key
-            last = published.get(key)
-            if last is not None and last.quantity == quantity and (last.status is status or last.status == status):
-                continue
-            _emit(state, key, last, quantity, status, cause, out)
+            quantity = network_quantity(state, plan)
+            _publish_key(state, plan.network_key, quantity, status_of(plan, quantity), cause, out)
         else:
             feeds = plan.feeds
             positions = state.positions
             for location in locations:
-                if location in feeds:
-                    position = positions.get(location)
-                    if position is None:
-                        continue
-                    name = plan.name
-                    quantity = channel_quantity(
-                        plan,
-                        position.atp_with_transit if plan.include_in_transit else position.atp,
-                        state.location_own_reserved.get((name, location), 0),
-                    )
-                    status = (
-                        OUT_OF_STOCK if quantity <= 0 else LOW_STOCK if quantity <= plan.low_stock_threshold else IN_STOCK
-                    )
-                    key = (name, location)
-                    last = published.get(key)
-                    if last is not None and last.quantity == quantity and (last.status is status or last.status == status):
-                        continue
-                    _emit(state, key, last, quantity, status, cause, out)
+                if location in feeds and location in positions:
+                    quantity = location_quantity(state, plan, location)
+                    _publish_key(state, (plan.name, location), quantity, status_of(plan, quantity), cause, out)
 
 
 def publish_all(state: SkuState, policy: Policy, cause: Cause, out: list) -> None:

@@ -418,9 +418,8 @@ _POSITIVE_QUANTITY_TYPES = frozenset(
 
 
 def _validate_movement(event: StockMovement) -> str | None:
-    for value in (event.event_id, event.sku, event.location):  # _bad_id(), its fast path inlined
-        if not (type(value) is str and value.isalnum() and value.isascii() and len(value) <= 64) and _bad_id(value):
-            return reasons.INVALID_ID
+    if _bad_id(event.event_id) or _bad_id(event.sku) or _bad_id(event.location):
+        return reasons.INVALID_ID
     if _bad_int(event.event_time, 0):
         return reasons.INVALID_EVENT_TIME
     kind = event.type

@@ -146,11 +146,7 @@ def _sellable_delta(
     if position is None:
         position = position_for(state, policy, location)
     sellable = position.sellable = position.sellable + delta
-    journal = position.journal  # Position.record_delta(), inlined
-    journal.append(time)
-    journal.append(delta)
-    if len(journal) > JOURNAL_LIMIT_ITEMS:
-        position.record_delta_overflow()
+    position.record_delta(time, delta)
     if policy is not None:
         refresh_position(state, policy, location, position)
     if sellable < 0 and delta < 0:

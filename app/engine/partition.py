@@ -35,7 +35,7 @@ from app.engine.outputs import ExceptionKind, InventoryException, Output, Reject
 from app.engine.policy import Policy, degraded_locations
 from app.engine.positions import NO_ORIGIN, EntryOrigin, split_position
 from app.engine.reservations import answerable, apply_command, expire, refuse_malformed
-from app.engine.state import HISTORY_LIMIT, FinishedReservation, PartitionState, SkuState
+from app.engine.state import FinishedReservation, PartitionState, SkuState
 from app.engine.store import MemoryStore, StateStore
 
 FORGET_STEP_MS = 60_000
@@ -157,15 +157,7 @@ class PartitionEngine:
             partition.last_position = position  # refused: on the ledger, but it moves no clock
         else:
             if fresh:
-                # _advance() inlined for the common case: the clock does not move, or nothing is due yet
-                event_time = event.event_time
-                if event_time <= partition.clock:
-                    partition.last_position = position
-                elif not partition.has_due(event_time):
-                    partition.last_position = position
-                    partition.clock = event_time
-                else:
-                    self._advance(event, position, out)
+                self._advance(event, position, out)
                 if partition.clock - self._forgotten_clock >= FORGET_STEP_MS:
                     self._forget_old_records()
             if kind is StockMovement or kind is ReservationCommand:
@@ -349,16 +341,7 @@ class PartitionEngine:
             state = SkuState(sku)
         elif state.legacy is not None:
             self._migrate(state)
-        policy = self._latest  # policy_at(), its fast path inlined: the latest policy, still the last in history
-        policies = self.state.policies
-        if (
-            policy is None
-            or not policies
-            or policies[-1][1] is not policy.change
-            or policies[-1][0] != policy.effective_position
-            or position < policy.effective_position
-        ):
-            policy = self.policy_at(position)
+        policy = self.policy_at(position)
         if state.policy is not policy:
             self._use_policy(state, policy)
         state.last_position = position
@@ -402,10 +385,7 @@ class PartitionEngine:
                 if not existed:
                     return  # nothing to keep for a SKU never seen
             kind, result, reservation_id = event.type.value, outcome or APPLIED, None
-        history = state.history  # SkuState.remember_entry, inlined (every applied entry passes here)
-        history.append((event_id, kind, self.partition, position, result, reservation_id))
-        if len(history) > HISTORY_LIMIT:
-            del history[0]
+        state.remember_entry(event_id, kind, self.partition, position, result, reservation_id)
         if policy is not None and (changed or touched):
             publish_changes(state, policy, _merge(touched, changed) if touched else changed, cause, out)
         if problems:

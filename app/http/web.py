@@ -38,6 +38,7 @@ from app.http.openapi import openapi_document
 from app.http.owner_state import current_partition_state, current_sku_state, unavailable
 from app.http.reservations import register_reservation_views
 from app.http.security import is_loopback, security_middleware
+from app.service.metrics import EXPOSITION_CONTENT_TYPE
 from app.service.readiness import partition_unavailable_reason, worker_readiness
 from app.wire.topics import IDENTIFIER_PATTERN, availability_key, ledger_partition
 
@@ -256,8 +257,6 @@ def register_web(service: AvailabilityService) -> None:
     observer = service.observer
     exposition = getattr(observer, "exposition", None)
     if exposition is not None:
-        from app.service.metrics import EXPOSITION_CONTENT_TYPE
-
         @app.page("/metrics", name="metrics")
         class Metrics(View):
             async def get(self, request: Request) -> Response:

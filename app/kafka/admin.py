@@ -10,6 +10,7 @@ partition's high watermark as the start of its last batch, not the offset after 
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Iterable
 
@@ -17,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.errors import UserError
-from app.kafka.client_config import client_config
+from app.kafka.client_config import check_broker_access, client_config
 from app.wire.topics import CleanupPolicy, TopicSpec, all_topics
 
 if TYPE_CHECKING:
@@ -148,3 +149,17 @@ def _is_ready(topic_metadata) -> bool:
         and bool(topic_metadata.partitions)
         and all(partition.leader >= 0 for partition in topic_metadata.partitions.values())
     )
+
+
+def prepare_broker(settings: Settings, bootstrap_servers: str) -> None:
+    """Wait for the broker (it may start after the worker), failing fast if it refuses our credentials; then create
+    the topics, or with AVAILABILITY_CREATE_TOPICS=false check that they all exist."""
+    def say_waiting() -> None:
+        print(f"waiting up to {settings.broker_wait_seconds:g}s for Kafka at {bootstrap_servers}", file=sys.stderr,
+              flush=True)
+
+    check_broker_access(settings, bootstrap_servers, timeout=settings.broker_wait_seconds, on_unreachable=say_waiting)
+    if settings.create_topics:
+        create_topics(settings, bootstrap_servers)
+    else:
+        require_topics(settings, bootstrap_servers)

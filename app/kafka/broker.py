@@ -172,13 +172,7 @@ class EmbeddedBroker:
             if self._paused:
                 # A stopped process does not act on signals until it is continued.
                 process.send_signal(signal.SIGCONT)
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                logger.warning("embedded broker pid %s ignored SIGINT for %ss; killing it", process.pid, grace_seconds)
-                process.kill()
-                process.wait()
+            end_child(process, signal.SIGINT, grace_seconds, "embedded broker")
         self._release()
         _running_brokers.discard(self)
 
@@ -345,3 +339,15 @@ def bootstrap_servers_for(settings: Settings, log_dir: Path | str | None = None)
 
 
 broker_for = bootstrap_servers_for
+
+
+def end_child(process: subprocess.Popen, first_signal: int, grace_seconds: float, what: str) -> None:
+    """Send `first_signal` to a child process we started, then SIGKILL after `grace_seconds`; wait for it."""
+    process.send_signal(first_signal)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s pid %s ignored %s for %ss; killing it", what, process.pid,
+                       signal.Signals(first_signal).name, grace_seconds)
+        process.kill()
+        process.wait()

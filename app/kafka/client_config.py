@@ -13,8 +13,11 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer
 
 from app.errors import UserError
 
@@ -155,3 +158,20 @@ def _without_secret(text: str, settings: Settings) -> str:
         if secret is not None and secret.get_secret_value():
             text = text.replace(secret.get_secret_value(), "**********")
     return text
+
+
+def consumer_for(bootstrap_servers: str, settings: Settings | None = None, **extra: object) -> Consumer:
+    """A reading consumer; `settings` supply the client security options (none: a plaintext connection)."""
+    # A group id is required by the client, but nothing joins or commits: partitions are assigned explicitly.
+    options = {**extra,
+        "group.id": f"availability-reader-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        "queued.max.messages.kbytes": 256 * 1024,
+    }
+    if settings is None:
+        return Consumer({"bootstrap.servers": bootstrap_servers, **options})
+    return Consumer(client_config(settings, bootstrap_servers, **options))

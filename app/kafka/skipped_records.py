@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, TopicPartition
 
 from app.errors import ServiceError
+from app.kafka.client_config import consumer_for
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -97,8 +98,6 @@ class SkippedRecordReader:
         self._timeout = timeout
 
     def read(self, topic: str, partition: int, start: int, end: int) -> list[ReadEvent]:
-        from app.replay.reading import consumer_for  # here: app.replay imports the ingest stage, which uses this
-
         consumer = consumer_for(self._bootstrap_servers, self._settings)
         try:
             consumer.assign([TopicPartition(topic, partition, start)])

@@ -14,14 +14,13 @@ START of a partition's last batch, not the offset after its last record. Two ans
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from app.errors import UserError
-from app.kafka.client_config import client_config
+from app.kafka.client_config import consumer_for
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -36,23 +35,6 @@ STALL_SECONDS = 60.0  # a partition short of its known end and silent this long:
 class ReadError(UserError):
     """A topic could not be read (missing topic, broker error). The message names the topic; check that it
     exists (`availability topics create`, or the replay that should have written it) and that the broker runs."""
-
-
-def consumer_for(bootstrap_servers: str, settings: Settings | None = None, **extra: object) -> Consumer:
-    """A reading consumer; `settings` supply the client security options (none: a plaintext connection)."""
-    # A group id is required by the client, but nothing joins or commits: partitions are assigned explicitly.
-    options = {**extra,
-        "group.id": f"availability-reader-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.max.bytes": 64 * 1024 * 1024,
-        "max.partition.fetch.bytes": 16 * 1024 * 1024,
-        "queued.max.messages.kbytes": 256 * 1024,
-    }
-    if settings is None:
-        return Consumer({"bootstrap.servers": bootstrap_servers, **options})
-    return Consumer(client_config(settings, bootstrap_servers, **options))
 
 
 def partition_count(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:

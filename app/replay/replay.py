@@ -23,25 +23,20 @@ from confluent_kafka import Producer
 
 from app.engine import (
     ChannelAvailability,
-    ClockTick,
-    EventDecodeError,
     InventoryException,
     MemoryStore,
     PartitionEngine,
     Rejection,
     ReservationDecision,
-    event_from_record,
-    reasons,
 )
-from app.engine.positions import ledger_position
 from app.errors import UserError
-from app.kafka.client_config import client_config
+from app.kafka.client_config import client_config, consumer_for
 from app.kafka.producing import produce_or_wait
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
-from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
+from app.replay.reading import PartitionsReader, offsets_at_time, partition_count
 from app.wire.dead_letters import ledger_dead_letter
-from app.wire.ledger import LedgerItem, ledger_items
-from app.wire.serialization import AvroCodec, SerializationError
+from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
+from app.wire.serialization import AvroCodec
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
@@ -228,25 +223,17 @@ class Replayer:
                                                               limits=self.settings.engine_limits)
                 summary.partitions[partition] = (offset, offset)
             summary.ledger_records += 1
-            try:
-                items = ledger_items(ledger.decode(message.value()).value)
-            except (SerializationError, TypeError, KeyError, ValueError) as error:
+            items = read_ledger_record(ledger, message.value())
+            if type(items) is Unreadable:
                 summary.events += 1
-                self._dead_letter(produce, message, None, reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}",
-                                  summary)
+                self._dead_letter(produce, message, None, items.reason, items.error, summary)
                 continue
-            base_position = ledger_position(offset)
-            for item in items:
-                summary.events += 1
-                try:
-                    event = event_from_record(item.record_name, item.record)
-                except (EventDecodeError, TypeError, KeyError, ValueError) as error:
-                    reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
-                    self._dead_letter(produce, message, item, reason, f"{type(error).__name__}: {error}", summary)
+            summary.events += len(items)
+            for item, _, outputs in apply_ledger_record(engine, items, offset, skip_ticks):
+                if type(outputs) is Unreadable:
+                    self._dead_letter(produce, message, item, outputs.reason, outputs.error, summary)
                     continue
-                if skip_ticks and type(event) is ClockTick:
-                    continue
-                for output in engine.apply(event, base_position + item.index, item.origin):
+                for output in outputs:
                     kind = type(output)
                     if kind is ChannelAvailability:
                         topic, encode = availability[output.channel]

@@ -1,38 +1,18 @@
-"""Availability stage: `ledger` -> engine -> `availability.<channel>`, `reservation-decisions`, `dead-letters`.
+"""Availability stage: `ledger` -> engine -> `availability.<channel>`, `reservation-decisions`,
+`inventory-exceptions`, `dead-letters`.
 
-One agent on the ledger, reading micro-batches (`take_events`), applied in chunks of at most APPLY_CHUNK_BYTES of
-ledger records (a ledger record may hold hundreds of entries, app/wire/ledger.py). Per chunk:
-1. group the records by ledger partition, keeping offset order; per partition, run its PartitionEngine over its
-   PartitionStateStore (read-through, write-back cache of the tables, kept between chunks until the next
-   rebalance) with an event of that partition current, since
-   Faust tables read and write the partition of the current event; entry i of the record at offset o is applied
-   at position (o, i) (app/engine/positions.py);
-2. send every output of the chunk (ChannelAvailability to its channel topic, ReservationDecision, and Rejections as
-   dead letters carrying the ledger entry) and await ALL acknowledgements;
-3. only then write the changed table values, one per key, per partition with that partition's event current; with
-   a write-back interval (`write_back_interval_seconds`, default 1 s) the changes of several chunks are written
-   together, once the interval has passed since the oldest of them: a hot SKU, touched by every live micro-batch,
-   is then encoded and written once per interval instead of once per chunk;
-4. the batch is acknowledged (committed later) when the loop body returns, after its last chunk.
-Before step 1, each ledger partition's records are checked to follow on from the last one applied: records the
-consumer skipped after a rebalance (a Faust race) are read back and applied in their place
-(app/kafka/skipped_records.py), so a hole in the offsets never loses ledger entries.
-A crash before 3 replays the chunk from the old state: the engine is deterministic, so the same records come out,
-byte-identical, with the same versions. A crash after 3 redelivers entries the state has already applied: they
-change nothing and produce nothing, and their records are already on the broker.
-Between write-backs the committed offsets run ahead of the tables. That is safe because of the same hole check: a
-worker that takes a partition over (after a crash, a restart or a rebalance) starts from the position its tables
-hold, so the first records it is given follow a hole, from that position to the committed offset, which it reads
-back and applies (republishing byte-identical records) before them. Three things therefore write back at once: a
-partition whose tables hold no position yet (there would be no start for the hole), a decision that an HTTP request
-waits for (answered once its state is stored, docs/HTTP_API.md), and a partition with more changed SKUs than its
-Lookups read this processor's live states first (`live_store`), so they are never behind what it published.
+One agent on the ledger reads micro-batches (`take_events`) and applies them in chunks of at most
+APPLY_CHUNK_BYTES of ledger records. Per chunk: each ledger partition's records are first checked to follow on from
+the last position applied (records the consumer skipped, or a hole left by a deferred write-back, are read back,
+app/kafka/skipped_records.py); each partition's PartitionEngine runs over its PartitionStateStore (a write-back
+cache of the tables) with an event of that partition current; every output is sent and all acknowledgements are
+awaited; only then are the changed table values written, at once or together with later chunks' within
+`write_back_interval_seconds`. Entry i of the ledger record at offset o is applied at position (o, i).
 
-Changelog high watermarks on the embedded broker: Tansu reports a partition's high watermark as the start of its
-last batch, and Faust's recovery reads a changelog only up to the high watermark. So step 3 sends the last value
-of every (table, partition) on its own, after the others are flushed: the last batch of every changelog partition
-is then a single record and the reported high watermark is exact. If a crash falls between the two flushes, the
-batch was not acknowledged and is replayed, which rewrites the values (recovered or not) deterministically.
+Why this order is effectively-once after any crash, when values are written at once, and how the last value of
+every changelog partition is sent alone so the embedded broker's high watermark stays exact: docs/ARCHITECTURE.md
+("Delivery", "Two pitfalls the stages work around"). Lookups read this processor's live states first
+(`live_store`), so they are never behind what it published.
 """
 
 from __future__ import annotations
@@ -47,22 +27,18 @@ from faust.streams import _current_event
 from app.engine import (
     ChannelAvailability,
     ClockTick,
-    EventDecodeError,
     InventoryException,
     PartitionEngine,
     Rejection,
     ReservationDecision,
-    event_from_record,
-    reasons,
 )
-from app.engine.positions import ledger_position, split_position
+from app.engine.positions import split_position
 from app.kafka.batch_sender import BatchSender
 from app.kafka.skipped_records import SkippedRecordReader, holes
 from app.service.freeze_guard import check_not_frozen
 from app.service.runtime import AvailabilityService, end_worker_on_unexpected_error
 from app.wire.dead_letters import ledger_dead_letter
-from app.wire.ledger import LedgerItem, ledger_items
-from app.wire.serialization import SerializationError
+from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
 from tables.store import PartitionStateStore
 
@@ -256,23 +232,17 @@ class LedgerBatchProcessor:
         applied = 0
         for event in events:
             message = event.message
-            try:
-                items = ledger_items(self._ledger.decode(message.value).value)
-            except (SerializationError, TypeError, KeyError, ValueError) as error:
-                await self._dead_letter(message, None, reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
+            items = read_ledger_record(self._ledger, message.value)
+            if type(items) is Unreadable:
+                await self._dead_letter(message, None, items.reason, items.error)
                 continue
-            base_position = ledger_position(message.offset)
-            for item in items:
-                try:
-                    ledger_event = event_from_record(item.record_name, item.record)
-                except (EventDecodeError, TypeError, KeyError, ValueError) as error:
-                    reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
-                    await self._dead_letter(message, item, reason, f"{type(error).__name__}: {error}")
+            for item, ledger_event, outputs in apply_ledger_record(engine, items, message.offset):
+                if type(outputs) is Unreadable:
+                    await self._dead_letter(message, item, outputs.reason, outputs.error)
                     continue
                 applied += 1
                 if type(ledger_event) is not ClockTick:
                     ingest_times.append(item.ingest_time)
-                outputs = engine.apply(ledger_event, base_position + item.index, item.origin)
                 if outputs:
                     await self._publish(outputs, message, item)
         return applied, ingest_times

@@ -35,7 +35,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from app.errors import ServiceError
+from app.errors import EXIT_CONFIGURATION_ERROR, ServiceError
+from app.kafka.admin import TopicAdminError, prepare_broker
 from app.kafka.client_config import BrokerAccessError, client_config
 from app.kafka.producing import produce_or_wait
 from app.service.ingest import (
@@ -345,9 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run_ingest(settings: Settings, metrics_port: int | None = None,
                install_signals: bool = True) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
-    from app.kafka.admin import TopicAdminError
-    from app.service.worker import EXIT_CONFIGURATION_ERROR, prepare_broker
-
     servers = settings.kafka_bootstrap_servers
     if servers is None:
         print("availability ingest: error: no Kafka broker configured; set KAFKA_BOOTSTRAP_SERVERS to the workers' "

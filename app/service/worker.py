@@ -19,21 +19,24 @@ import sys
 
 import faust
 
-from app.kafka.admin import TopicAdminError, create_topics, require_topics
+from app.errors import EXIT_CONFIGURATION_ERROR
+from app.http.web import register_web
+from app.kafka.admin import TopicAdminError, prepare_broker
 from app.kafka.broker import bootstrap_servers_for
-from app.kafka.client_config import BrokerAccessError, check_broker_access
+from app.kafka.client_config import BrokerAccessError
+from app.service.app import (
+    BROKER_HEARTBEAT_INTERVAL_SECONDS,
+    BROKER_SESSION_TIMEOUT_SECONDS,
+    build_service,
+    faust_datadir,
+)
+from app.service.freeze_guard import start_process_freeze_guard
+from app.service.metrics import ServiceMetrics
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Exit status of a worker that cannot start because of its configuration: refused credentials, missing topics,
-# no broker within AVAILABILITY_BROKER_WAIT_SECONDS (EX_CONFIG).
-EXIT_CONFIGURATION_ERROR = 78
-
-
 def _freeze_bound() -> float:
-    from app.service.app import BROKER_HEARTBEAT_INTERVAL_SECONDS, BROKER_SESSION_TIMEOUT_SECONDS
-
     # Frozen longer than this, the worker may already be evicted (its last heartbeat can precede the freeze by one
     # interval): see app.service.freeze_guard.
     return BROKER_SESSION_TIMEOUT_SECONDS - BROKER_HEARTBEAT_INTERVAL_SECONDS - 0.5
@@ -50,27 +53,8 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def prepare_broker(settings: Settings, bootstrap_servers: str) -> None:
-    """Wait for the broker (it may start after the worker), failing fast if it refuses our credentials; then create
-    the topics, or with AVAILABILITY_CREATE_TOPICS=false check that they all exist."""
-    def say_waiting() -> None:
-        print(f"waiting up to {settings.broker_wait_seconds:g}s for Kafka at {bootstrap_servers}", file=sys.stderr,
-              flush=True)
-
-    check_broker_access(settings, bootstrap_servers, timeout=settings.broker_wait_seconds, on_unreachable=say_waiting)
-    if settings.create_topics:
-        create_topics(settings, bootstrap_servers)
-    else:
-        require_topics(settings, bootstrap_servers)
-
-
 def run_worker(settings: Settings) -> int:
     """Run a worker until it is told to stop; returns the exit status."""
-    from app.http.web import register_web
-    from app.service.app import build_service, faust_datadir
-    from app.service.freeze_guard import start_process_freeze_guard
-    from app.service.metrics import ServiceMetrics
-
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)
     with bootstrap_servers_for(settings) as bootstrap_servers:

@@ -4,12 +4,15 @@ Every subcommand has `--help`. A failure the user can fix (no broker, missing to
 is printed as ONE line, `availability: error: <what>; <fix>`, with exit code 2; tracebacks are for bugs. Output
 piped into a reader that stops early (`| head`) ends the command quietly with status 141, as SIGPIPE ends a filter.
 Settings come from the environment (app.settings); `--bootstrap-servers` overrides KAFKA_BOOTSTRAP_SERVERS.
+Each subcommand imports what it runs when it runs (Faust, the Avro codec, the demo), so `--help` and the small commands
+start fast; no import here breaks a cycle.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -244,14 +247,15 @@ def cmd_benchmark(args: argparse.Namespace, settings: Settings) -> int:
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "peak.py").is_file():
         raise CommandError("the benchmarks are part of the source tree; run this from a checkout of the project")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks.peak import main as run_benchmark
+    argv = (["--profile", args.profile, "--target-rate", str(args.target_rate), "--topology", args.topology]
+            + (["--ingest-per-worker", str(args.ingest_per_worker)] if args.topology == "split" else [])
+            + (["--results-dir", os.path.abspath(args.results_dir)] if args.results_dir else []))
+    return run_benchmark_module(root, argv)
 
-    return run_benchmark(["--profile", args.profile, "--target-rate", str(args.target_rate),
-                          "--topology", args.topology]
-                         + (["--ingest-per-worker", str(args.ingest_per_worker)] if args.topology == "split" else [])
-                         + (["--results-dir", args.results_dir] if args.results_dir else []))
+
+def run_benchmark_module(root: Path, argv: list[str]) -> int:
+    """`python -m benchmarks.peak ARGV` from the checkout at `root`, with this interpreter; its exit status."""
+    return subprocess.call([sys.executable, "-m", "benchmarks.peak", *argv], cwd=root)
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:

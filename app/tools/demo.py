@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import UserError
-from app.kafka.broker import EmbeddedBroker, free_loopback_port
+from app.kafka.broker import EmbeddedBroker, end_child, free_loopback_port
 from app.tools.demo_feed import DemoFeed
 from app.tools.feed import FeedError, SourceProducer
 
@@ -130,13 +130,7 @@ class WorkerProcess:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
-            logger.warning("worker pid %s ignored SIGTERM for %ss; killing it", process.pid, grace_seconds)
-            process.kill()
-            process.wait()
+        end_child(process, signal.SIGTERM, grace_seconds, "worker")
 
     def _scan_log(self) -> None:
         try:

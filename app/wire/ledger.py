@@ -10,11 +10,12 @@ feed of N movements costs the availability stage a record per ledger partition i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app.engine import event_from_record
+from app.engine import ClockTick, EventDecodeError, PartitionEngine, event_from_record, reasons
 from app.engine.positions import EntryOrigin, ledger_position
-from app.wire.serialization import AVRO_NAMESPACE, RecordSerde
+from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError
 from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
 
 LEDGER_BATCH_RECORD = f"{AVRO_NAMESPACE}.LedgerEntryBatch"
@@ -74,6 +75,42 @@ def ledger_events(value: dict, offset: int) -> list[tuple[int, object, EntryOrig
     raises."""
     return [(ledger_position(offset, item.index), event_from_record(item.record_name, item.record), item.origin)
             for item in ledger_items(value)]
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A ledger record, or one entry of it, that could not be read: the dead-letter reason and the error."""
+
+    reason: str
+    error: str
+
+
+def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | Unreadable:
+    """The entries of an encoded ledger record, or why it cannot be read."""
+    try:
+        return ledger_items(serde.decode(value).value)
+    except (SerializationError, TypeError, KeyError, ValueError) as error:
+        return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
+
+
+def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int, skip_ticks: bool = False
+                        ) -> Iterator[tuple[LedgerItem, object, list | Unreadable]]:
+    """Apply the entries of the ledger record at `offset` to its partition's engine, in ledger order: for each entry,
+    (item, event, outputs), or (item, None, Unreadable) for an entry the engine cannot read. The one loop behind the
+    availability stage and replay, so both apply a ledger the same way (byte-identical replay rests on it). With
+    `skip_ticks`, clock ticks are passed over (replay --without-clock-ticks)."""
+    base_position = ledger_position(offset)
+    apply = engine.apply
+    for item in items:
+        try:
+            event = event_from_record(item.record_name, item.record)
+        except (EventDecodeError, TypeError, KeyError, ValueError) as error:
+            yield item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
+                                         f"{type(error).__name__}: {error}")
+            continue
+        if skip_ticks and type(event) is ClockTick:
+            continue
+        yield item, event, apply(event, base_position + item.index, item.origin)
 
 
 def entry_record(item: LedgerItem) -> dict:

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from app.engine.events import FeedType
+from app.engine.events import IDENTIFIER, FeedType
 
 if TYPE_CHECKING:  # only for annotations: this module must stay importable without reading the environment
     from app.settings import Settings
 
-IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-"""SKU, location, channel, reservation and event ids. `/` is excluded so it can join sku and location in keys."""
+IDENTIFIER_PATTERN = re.compile(f"^{IDENTIFIER.pattern}$")
+"""SKU, location, channel, reservation and event ids (the engine's rule, anchored for JSON Schema). `/` is
+excluded so it can join sku and location in keys."""
 
 # Dead-letter headers: values are UTF-8 strings (partition and offset in decimal).
 DEAD_LETTER_REASON_HEADER = "reason"  # reason code, e.g. UNDECODABLE_BODY, INVALID_QUANTITY

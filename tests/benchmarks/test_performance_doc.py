@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import app.tools.cli
 import benchmarks.peak
 from app.tools.cli import main as availability
 from benchmarks.report import results_name
@@ -52,7 +53,7 @@ def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return words[3:]
     assert words[:2] == ["availability", "benchmark"], f"not a benchmark command: {command}"
     received = []
-    monkeypatch.setattr(benchmarks.peak, "main", lambda argv: received.append(argv) or 0)
+    monkeypatch.setattr(app.tools.cli, "run_benchmark_module", lambda root, argv: received.append(argv) or 0)
     assert availability(words[1:]) == 0
     return received[0]
 

@@ -3,7 +3,6 @@ test), settings for it, and workers that are always continued and stopped at tea
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,7 +12,8 @@ from app.kafka.broker import EmbeddedBroker
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
 from tests.chaos.workload import CHAOS_CHANNELS
-from tests.service.harness import SourceProducer, WorkerProcess, ingest_process, worker_settings
+from tests.service.conftest import ingest_processes, workers  # noqa: F401 - the same fixtures, for the chaos tests
+from tests.service.harness import SourceProducer, worker_settings
 
 
 @pytest.fixture
@@ -47,34 +47,3 @@ def source_for() -> Callable[[Settings], SourceProducer]:
         return SourceProducer(settings, AvroCodec(settings))
 
     return create
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings) -> WorkerProcess:
-        worker = WorkerProcess(settings).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.process is not None and worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGCONT)  # a stopped process acts on no other signal
-        worker.stop(grace_seconds=10)
-
-
-@pytest.fixture
-def ingest_processes() -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """`ingest_processes(settings)` starts an ingest process (split topology); all are stopped at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings) -> WorkerProcess:
-        process = ingest_process(settings).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(grace_seconds=10)

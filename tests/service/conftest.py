@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -30,6 +31,8 @@ def workers() -> Iterator[Callable[[Settings], WorkerProcess]]:
 
     yield start
     for worker in started:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) process acts on no other signal
         worker.stop(grace_seconds=10)
 
 

@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from app.engine import ChannelGranularity, event_to_record
+from app.errors import EXIT_CONFIGURATION_ERROR
 from app.kafka.admin import create_topics, required_topic_names
 from app.kafka.broker import EmbeddedBroker
-from app.service.worker import EXIT_CONFIGURATION_ERROR
 from app.wire.serialization import AvroCodec
 from app.wire.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import channel, policy, receipt

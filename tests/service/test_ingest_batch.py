@@ -226,7 +226,7 @@ def test_ingest_command_has_help_and_is_listed(capsys):
 
 
 def test_ingest_process_without_a_broker_says_so_in_one_line():
-    from app.service.worker import EXIT_CONFIGURATION_ERROR
+    from app.errors import EXIT_CONFIGURATION_ERROR
     from tests.tools.test_cli import run_cli
 
     result = run_cli("ingest", timeout=60)

@@ -16,10 +16,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
 from app.engine import ChannelGranularity, event_to_record
+from app.errors import EXIT_CONFIGURATION_ERROR
 from app.kafka.admin import create_topics
 from app.kafka.broker import free_loopback_port
 from app.kafka.client_config import client_config
-from app.service.worker import EXIT_CONFIGURATION_ERROR
 from app.wire.serialization import AvroCodec
 from app.wire.topics import POLICY_CHANGES, STORE_TRANSACTIONS, availability_topic
 from tests.conftest import (
