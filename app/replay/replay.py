@@ -21,27 +21,16 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
 
-from app.engine import (
-    ChannelAvailability,
-    ClockTick,
-    EventDecodeError,
-    InventoryException,
-    MemoryStore,
-    PartitionEngine,
-    Rejection,
-    ReservationDecision,
-    event_from_record,
-    reasons,
-)
-from app.engine.positions import ledger_position
+from app.engine import ChannelAvailability, ClockTick, InventoryException, Rejection, ReservationDecision
 from app.errors import UserError
 from app.kafka.client_config import client_config
 from app.kafka.producing import produce_or_wait
+from app.replay.applying import LedgerApplier
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, consumer_for, offsets_at_time, partition_count
 from app.wire.dead_letters import ledger_dead_letter
-from app.wire.ledger import LedgerItem, ledger_items
-from app.wire.serialization import AvroCodec, SerializationError
+from app.wire.ledger import LedgerItem
+from app.wire.serialization import AvroCodec
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
 if TYPE_CHECKING:
@@ -139,10 +128,10 @@ class Replayer:
         self.on_progress = on_progress
         self.topics = output_topics(settings, options.namespace)
         self._delivery_errors: list[str] = []
-        self._engines: dict[int, PartitionEngine] = {}
         self._before_start: set[int] = set()  # partitions still before --from-time
-        self._channels = frozenset(settings.channels)
         self._ledger_serde = self.codec.serde(LEDGER)
+        self._applier = LedgerApplier(self._ledger_serde, frozenset(settings.channels), settings.engine_limits,
+                                      keep=None if options.clock_ticks else _not_a_clock_tick)
         self._availability = {  # channel -> (output topic, encoder of the live topic's schema)
             channel: (self.topics[availability_topic(channel).name].name,
                       self.codec.serde(availability_topic(channel)).encode)
@@ -207,59 +196,37 @@ class Replayer:
             self.on_progress(summary.ledger_records, max(expected, summary.ledger_records), summary.events)
 
     def _apply_batch(self, batch: list, producer: Producer, summary: ReplaySummary) -> None:
-        engines = self._engines
-        ledger = self._ledger_serde
+        applier = self._applier
         produce = self._produce(producer)
         availability = self._availability
         decisions_topic, decisions_encode = self._decisions
         exceptions_topic, exceptions_encode = self._exceptions
         records = summary.records
         before_start = self._before_start
-        skip_ticks = not self.options.clock_ticks
         for message in batch:
             partition, offset = message.partition(), message.offset()
             if partition in before_start:
                 if message.timestamp()[1] < self.options.from_time_ms:
                     continue  # the broker started us early (Tansu ignores the time in ListOffsets)
                 before_start.discard(partition)
-            engine = engines.get(partition)
-            if engine is None:
-                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels,
-                                                              limits=self.settings.engine_limits)
+            if partition not in summary.partitions:
                 summary.partitions[partition] = (offset, offset)
             summary.ledger_records += 1
-            try:
-                items = ledger_items(ledger.decode(message.value()).value)
-            except (SerializationError, TypeError, KeyError, ValueError) as error:
-                summary.events += 1
-                self._dead_letter(produce, message, None, reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}",
-                                  summary)
-                continue
-            base_position = ledger_position(offset)
-            for item in items:
-                summary.events += 1
-                try:
-                    event = event_from_record(item.record_name, item.record)
-                except (EventDecodeError, TypeError, KeyError, ValueError) as error:
-                    reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
-                    self._dead_letter(produce, message, item, reason, f"{type(error).__name__}: {error}", summary)
-                    continue
-                if skip_ticks and type(event) is ClockTick:
-                    continue
-                for output in engine.apply(event, base_position + item.index, item.origin):
-                    kind = type(output)
-                    if kind is ChannelAvailability:
-                        topic, encode = availability[output.channel]
-                        produce(topic, encode(output.to_record()), output.key.encode())
-                        records[topic] += 1
-                    elif kind is ReservationDecision:
-                        produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
-                        records[decisions_topic] += 1
-                    elif kind is Rejection:
-                        self._dead_letter(produce, message, item, output.reason, output.detail, summary)
-                    elif kind is InventoryException:
-                        produce(exceptions_topic, exceptions_encode(output.to_record()), output.key.encode())
-                        records[exceptions_topic] += 1
+            for item, output in applier.apply(partition, offset, message.value()):
+                kind = type(output)
+                if kind is ChannelAvailability:
+                    topic, encode = availability[output.channel]
+                    produce(topic, encode(output.to_record()), output.key.encode())
+                    records[topic] += 1
+                elif kind is ReservationDecision:
+                    produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
+                    records[decisions_topic] += 1
+                elif kind is Rejection:
+                    self._dead_letter(produce, message, item, output.reason, output.detail, summary)
+                elif kind is InventoryException:
+                    produce(exceptions_topic, exceptions_encode(output.to_record()), output.key.encode())
+                    records[exceptions_topic] += 1
+            summary.events = applier.events
             summary.partitions[partition] = (summary.partitions[partition][0], offset)
 
     def _dead_letter(self, produce, message, item: LedgerItem | None, reason: str, error: str,
@@ -280,6 +247,10 @@ class Replayer:
             produce_or_wait(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
 
         return produce
+
+
+def _not_a_clock_tick(event) -> bool:
+    return type(event) is not ClockTick
 
 
 def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,

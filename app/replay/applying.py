@@ -1,0 +1,79 @@
+"""The ledger applied again on fresh state: one PartitionEngine per ledger partition, each on a MemoryStore, fed the
+entries of ledger records in offset order. Replay publishes what comes out; reconciliation
+(app/operations/reconcile.py) keeps only the states, as of an event time.
+
+`keep` chooses the entries applied (None: all of them). An entry left out is as if it were not on the ledger: the
+engine never sees it, so it moves no clock and publishes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.engine import (
+    EngineLimits,
+    Event,
+    EventDecodeError,
+    MemoryStore,
+    Output,
+    PartitionEngine,
+    Rejection,
+    event_from_record,
+    reasons,
+)
+from app.engine.positions import ledger_position
+from app.wire.ledger import LedgerItem, ledger_items
+from app.wire.serialization import RecordSerde, SerializationError
+
+EntryFilter = Callable[[Event], bool]
+
+
+class LedgerApplier:
+    """Applies ledger records to fresh per-partition engines. `apply(partition, offset, value)` returns, in order,
+    (the entry, or None for a record that does not decode; output) for everything the entries gave: engine outputs,
+    and a Rejection with reason UNDECODABLE_RECORD (or the decoder's reason) for what could not be read."""
+
+    def __init__(self, ledger_serde: RecordSerde, channels: frozenset[str], limits: EngineLimits,
+                 keep: EntryFilter | None = None) -> None:
+        self._ledger = ledger_serde
+        self._channels = frozenset(channels)
+        self._limits = limits
+        self._keep = keep
+        self.engines: dict[int, PartitionEngine] = {}
+        self.events = 0  # ledger entries read (a batch record holds many; an undecodable record counts as one)
+
+    def engine(self, partition: int) -> PartitionEngine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels,
+                                                               limits=self._limits)
+        return engine
+
+    def apply(self, partition: int, offset: int, value: bytes | None) -> list[tuple[LedgerItem | None, Output]]:
+        engine = self.engine(partition)
+        results: list[tuple[LedgerItem | None, Output]] = []
+        try:
+            items = ledger_items(self._ledger.decode(value).value)
+        except (SerializationError, TypeError, KeyError, ValueError) as error:
+            self.events += 1
+            results.append((None, _unreadable(reasons.UNDECODABLE_RECORD, error, partition, offset)))
+            return results
+        base_position = ledger_position(offset)
+        keep = self._keep
+        for item in items:
+            self.events += 1
+            try:
+                event = event_from_record(item.record_name, item.record)
+            except (EventDecodeError, TypeError, KeyError, ValueError) as error:
+                reason = getattr(error, "reason", reasons.UNDECODABLE_RECORD)
+                results.append((item, _unreadable(reason, error, partition, base_position + item.index)))
+                continue
+            if keep is not None and not keep(event):
+                continue
+            for output in engine.apply(event, base_position + item.index, item.origin):
+                results.append((item, output))
+        return results
+
+
+def _unreadable(reason: str, error: BaseException, partition: int, position: int) -> Rejection:
+    return Rejection(reason, f"{type(error).__name__}: {error}", None, None, partition, position)
