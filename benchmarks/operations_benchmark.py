@@ -198,6 +198,8 @@ def run_reconcile(rows: int) -> dict:
         "bad_rows": document["not_compared"],
         "impact_by_channel": document["impact_by_channel"],
         "seconds_end_to_end": round(seconds, 1),
+        "seconds_in_command": {"ledger": document["ledger_seconds"], "export": document["export_seconds"],
+                               "total": document["seconds"]},
         "rows_per_second": round(export_rows / seconds),
         "seconds_preparing": round(prepared, 1),
         "command": "availability reconcile --snapshot onhand.csv --as-of <ms> --json drift.json",

@@ -85,3 +85,40 @@ def run_reconcile_command(args: argparse.Namespace, settings: Settings,
     comparison = result.comparison
     status = EXIT_DRIFTS if comparison.drifts else EXIT_AGREE
     return status + (EXIT_NOT_COMPARED if comparison.bad_rows else 0)
+
+
+def read_candidate(path_text: str, settings: Settings):
+    from app.operations.candidate_policy import CandidatePolicyError, parse_candidate
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise OperationsArgumentError(f"--policy {path_text}: no such file")
+    try:
+        return parse_candidate(path.read_bytes(), settings.channels)
+    except CandidatePolicyError as error:
+        raise CandidatePolicyError(f"{path_text}: {error}") from None
+
+
+def run_preview_command(args: argparse.Namespace, settings: Settings,
+                        require_broker: Callable[[Settings, float], str]) -> int:
+    import json
+
+    from app.operations.preview import PolicyPreviewer
+    from app.operations.preview_report import print_preview
+    from app.operations.preview_sources import preview_from_changelogs
+
+    candidate = read_candidate(args.policy, settings)
+    json_path = writable_report_path("--json", args.json)
+    bootstrap_servers = require_broker(settings, args.timeout)
+    previewer = PolicyPreviewer(candidate, frozenset(settings.channels), settings.engine_limits, limit=args.limit)
+    console = Console(stderr=True)
+    started = time.monotonic()
+    with reading_progress(console, "reading the SKU states", enabled=console.is_terminal) as update:
+        preview_from_changelogs(settings, bootstrap_servers, previewer, on_progress=update)
+    output = Console()
+    if not output.is_terminal:
+        output = Console(width=160)
+    print_preview(output, previewer.result, time.monotonic() - started)
+    if json_path is not None:
+        json_path.write_text(json.dumps(previewer.result.to_json(), indent=1) + "\n", encoding="utf-8")
+    return 0

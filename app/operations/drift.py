@@ -171,6 +171,8 @@ def correct(engines: dict[int, PartitionEngine], partitions: int, movements: Ite
         if changes:
             comparison.sku_impact[sku] = changes
             comparison.impact.update(changes)
+    for channel in [channel for channel, units in comparison.impact.items() if not units]:
+        del comparison.impact[channel]  # SKUs that cancel out: the channel does not move
 
 
 def drift_exception(drift: Drift, as_of_ms: int, run: str) -> InventoryException:

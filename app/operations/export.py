@@ -64,24 +64,23 @@ def read_export(path: Path) -> Iterator[ExportRow | BadRow]:
         raise ExportError(f"{path}: no such file")
     rows = _csv_rows(path) if export_format(path) == "csv" else _jsonl_rows(path)
     seen: dict[tuple[str, str, str], int] = {}
-    for line, fields in rows:
-        if isinstance(fields, BadRow):
-            yield fields
-            continue
-        row = check_row(line, fields)
-        if isinstance(row, ExportRow):
+    for row in rows:
+        if type(row) is ExportRow:
             where = (row.sku, row.location, row.bucket)
-            first = seen.setdefault(where, line)
-            if first != line:
-                row = BadRow(line, f"{row.sku} at {row.location} ({row.bucket}) already given on line {first}")
+            first = seen.setdefault(where, row.line)
+            if first != row.line:
+                row = BadRow(row.line, f"{row.sku} at {row.location} ({row.bucket}) already given on line {first}")
         yield row
 
 
-def check_row(line: int, fields: dict) -> ExportRow | BadRow:
-    """One row's fields (column -> value as read) checked; the first problem found is the BadRow's."""
-    values = {}
-    for name in REQUIRED_COLUMNS:
-        value = fields.get(name)
+def check_row(line: int, sku, location, on_hand, bucket) -> ExportRow | BadRow:
+    """One row's values as read (None: absent) checked; the first problem found is the BadRow's."""
+    if type(sku) is str and type(location) is str and type(on_hand) is str and _ID.match(sku) \
+            and _ID.match(location) and on_hand.isdigit() and on_hand.isascii() and len(on_hand) < 10 \
+            and (not bucket or bucket == "SELLABLE"):
+        return ExportRow(line, sku, location, "SELLABLE", int(on_hand))  # the common case, checked at once
+    values = {"sku": sku, "location": location, "on_hand": on_hand}
+    for name, value in values.items():
         if value is None or (isinstance(value, str) and not value.strip()):
             return BadRow(line, f"{name} is missing")
         values[name] = value.strip() if isinstance(value, str) else value
@@ -89,21 +88,20 @@ def check_row(line: int, fields: dict) -> ExportRow | BadRow:
         value = values[name]
         if not isinstance(value, str) or not _ID.match(value):
             return BadRow(line, f"{name} {value!r} is not an identifier (letters, digits, . _ -; at most 64)")
-    on_hand = _integer(values["on_hand"])
-    if on_hand is None:
+    count = _integer(values["on_hand"])
+    if count is None:
         return BadRow(line, f"on_hand {values['on_hand']!r} is not a whole number")
-    if on_hand < 0:
-        return BadRow(line, f"on_hand {on_hand} is below zero")
-    if on_hand > MAX_ON_HAND:
-        return BadRow(line, f"on_hand {on_hand} is above {MAX_ON_HAND:,}")
-    bucket = fields.get("bucket")
+    if count < 0:
+        return BadRow(line, f"on_hand {count} is below zero")
+    if count > MAX_ON_HAND:
+        return BadRow(line, f"on_hand {count} is above {MAX_ON_HAND:,}")
     if bucket is None or (isinstance(bucket, str) and not bucket.strip()):
         bucket = "SELLABLE"
     elif not isinstance(bucket, str) or bucket.strip().upper() not in BUCKETS:
         return BadRow(line, f"bucket {bucket!r} is not one of {', '.join(BUCKETS)}")
     else:
         bucket = bucket.strip().upper()
-    return ExportRow(line, values["sku"], values["location"], bucket, on_hand)
+    return ExportRow(line, values["sku"], values["location"], bucket, count)
 
 
 def _integer(value) -> int | None:
@@ -116,7 +114,7 @@ def _integer(value) -> int | None:
     return None
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+def _csv_rows(path: Path) -> Iterator[ExportRow | BadRow]:
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -127,23 +125,21 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
         if missing:
             raise ExportError(f"{path}: the header row lacks the column(s) {', '.join(missing)} "
                               f"(it has: {', '.join(header) or 'nothing'})")
-        wanted = [(names.index(name), name) for name in REQUIRED_COLUMNS]
-        width = max(index for index, _ in wanted) + 1
-        bucket_at = names.index("bucket") if "bucket" in names else None
+        sku_at, location_at, on_hand_at = (names.index(name) for name in REQUIRED_COLUMNS)
+        width = max(sku_at, location_at, on_hand_at) + 1
+        bucket_at = names.index("bucket") if "bucket" in names else width + 1_000_000  # never a field
         for values in reader:
             line = reader.line_num
             if not values or values == [""]:
                 continue  # a blank line
             if len(values) < width:
-                yield line, BadRow(line, f"{len(values)} field(s); the header has {len(names)}")
+                yield BadRow(line, f"{len(values)} field(s); the header has {len(names)}")
                 continue
-            fields = {name: values[index] for index, name in wanted}
-            if bucket_at is not None and bucket_at < len(values):
-                fields["bucket"] = values[bucket_at]
-            yield line, fields
+            yield check_row(line, values[sku_at], values[location_at], values[on_hand_at],
+                            values[bucket_at] if bucket_at < len(values) else None)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+def _jsonl_rows(path: Path) -> Iterator[ExportRow | BadRow]:
     with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
@@ -151,9 +147,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
             try:
                 value = json.loads(text)
             except ValueError as error:
-                yield line, BadRow(line, f"not JSON ({error.msg} at column {error.colno})")
+                yield BadRow(line, f"not JSON ({error.msg} at column {error.colno})")
                 continue
             if not isinstance(value, dict):
-                yield line, BadRow(line, f"a JSON {type(value).__name__}, not an object")
+                yield BadRow(line, f"a JSON {type(value).__name__}, not an object")
                 continue
-            yield line, value
+            yield check_row(line, value.get("sku"), value.get("location"), value.get("on_hand"), value.get("bucket"))

@@ -33,6 +33,9 @@ def report_document(result: ReconcileRun, applied: bool, limit: int | None = Non
         "as_of": iso_time(result.as_of_ms),
         "as_of_ms": result.as_of_ms,
         "ledger_entries": result.ledger_entries,
+        "seconds": round(result.seconds, 2),
+        "ledger_seconds": round(result.ledger_seconds, 2),
+        "export_seconds": round(result.export_seconds, 2),
         "rows": comparison.rows,
         "compared": comparison.compared,
         "agreeing": comparison.agreeing,
@@ -92,7 +95,8 @@ def print_report(console: Console, result: ReconcileRun, applied: bool, limit: i
     console.print(f"{comparison.rows:,} rows: {comparison.compared:,} compared, {comparison.agreeing:,} agree, "
                   f"{len(comparison.drifts):,} drift (total {comparison.total_drift:+,} units, "
                   f"{comparison.absolute_drift:,} absolute), {len(comparison.bad_rows):,} not compared; "
-                  f"{result.ledger_entries:,} ledger entries read in {result.seconds:.1f}s", highlight=False)
+                  f"{result.ledger_entries:,} ledger entries; {result.seconds:.1f}s (ledger {result.ledger_seconds:.1f}s, "
+                  f"export {result.export_seconds:.1f}s)", highlight=False)
     console.print(f"availability impact if corrected: {impact or 'none'}", highlight=False)
     console.print(f"{result.exceptions_published:,} RECONCILIATION_DRIFT records published to inventory-exceptions "
                   f"(run {result.run})", highlight=False)

@@ -49,7 +49,9 @@ class LedgerApplier:
                                                                limits=self._limits)
         return engine
 
-    def apply(self, partition: int, offset: int, value: bytes | None) -> list[tuple[LedgerItem | None, Output]]:
+    def apply(self, partition: int, offset: int, value: bytes | None,
+              collect: bool = True) -> list[tuple[LedgerItem | None, Output]]:
+        """`collect=False`: only the states matter (reconciliation); the engine's outputs are dropped."""
         engine = self.engine(partition)
         results: list[tuple[LedgerItem | None, Output]] = []
         try:
@@ -70,8 +72,10 @@ class LedgerApplier:
                 continue
             if keep is not None and not keep(event):
                 continue
-            for output in engine.apply(event, base_position + item.index, item.origin):
-                results.append((item, output))
+            outputs = engine.apply(event, base_position + item.index, item.origin)
+            if collect:
+                for output in outputs:
+                    results.append((item, output))
         return results
 
 

@@ -266,6 +266,12 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return run_reconcile_command(args, settings, require_broker)
 
 
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from app.operations.commands import run_preview_command
+
+    return run_preview_command(args, settings, require_broker)
+
+
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
@@ -616,6 +622,24 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                            help="seconds to wait for the broker (default 10)")
     reconcile.set_defaults(handler=cmd_reconcile)
+
+    preview = commands.add_parser(
+        "preview", help="show what a candidate policy would change on every channel, publishing nothing",
+        description="Check a candidate policy (JSON: the PolicyChange record of avro/PolicyChange.avsc, field by "
+        "field, then the policy rules), then run it through the engine over every SKU's current state, read from "
+        "the table changelogs (up to the write-back interval behind the workers), exactly as the service would "
+        "apply it as the next version. Reports per channel the keys whose availability would change, units "
+        "gained and lost, keys that would go out of stock, and the largest changes. Publishes nothing and "
+        "changes no state. A worker answers the same from its own states: POST /policy/preview "
+        "(docs/HTTP_API.md).",
+        epilog="Example: availability preview --policy policy.json --limit 5 --json preview.json")
+    preview.add_argument("--policy", required=True, metavar="FILE", help="the candidate policy, a JSON object")
+    preview.add_argument("--json", metavar="FILE", help="write the preview as JSON")
+    preview.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+                         help="largest changes shown per channel (default 10)")
+    preview.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the broker (default 10)")
+    preview.set_defaults(handler=cmd_preview)
     return parser
 
 
