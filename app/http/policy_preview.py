@@ -47,7 +47,7 @@ def parse_preview_query(pairs) -> tuple[int, str]:
             raise InvalidPreviewRequest(f"query parameter {name!r} given twice")
         seen[name] = value
     limit_text = seen.get("limit", "10")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise InvalidPreviewRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_text!r}")
     scope = seen.get("scope", "cluster")
     if scope not in SCOPES:
