@@ -17,6 +17,7 @@ Results: benchmarks/results/operations.json and operations.md (each run keeps th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,13 +29,26 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from app.engine import ClockTick, MemoryStore, PartitionEngine, PolicyChange, event_to_record
+from app.engine import (
+    ClockTick,
+    MemoryStore,
+    PartitionEngine,
+    PolicyChange,
+    decode_partition_state,
+    decode_sku_state,
+    encode_partition_state,
+    encode_sku_state,
+    event_to_record,
+)
 from app.kafka.producing import produce_or_wait
 from app.operations.drift import advance_to
+from app.operations.preview import PolicyPreviewer
+from app.operations.preview_sources import changelog_topic
 from app.wire.ledger import LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
 from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, STOCK_MOVEMENTS, ledger_partition
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
+from tables.declarations import PARTITION_STATE_TABLE, SKU_STATE_TABLE, partition_state_key
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_CHANNELS = tuple(sorted(CHANNELS))
@@ -206,6 +220,98 @@ def run_reconcile(rows: int) -> dict:
     }
 
 
+PREVIEW_LOCATIONS_PER_SKU = 16
+
+
+def candidate_policy(store_count: int, dc_count: int) -> PolicyChange:
+    """The benchmark policy's next version: marketplace at 100% without its cap, store pickup with a buffer of 1."""
+    current = build_policy(store_count, dc_count)
+    channels = []
+    for rule in current.channels:
+        if rule.channel == "marketplace":
+            rule = dataclasses.replace(rule, share_bp=10_000, max_advertised=None)
+        elif rule.channel == "store-pickup":
+            rule = dataclasses.replace(rule, buffer=1)
+        channels.append(rule)
+    return dataclasses.replace(current, event_id="policy-2", version=2, channels=tuple(channels))
+
+
+def write_changelogs(settings, bootstrap_servers: str, engines: dict[int, PartitionEngine]) -> None:
+    """Every SKU state and partition state to the table changelogs, as a worker's write-back leaves them."""
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 50, "batch.size": 4 * 1024 * 1024,
+                         "queue.buffering.max.kbytes": 1024 * 1024})
+    sku_topic = changelog_topic(settings, SKU_STATE_TABLE)
+    partition_topic = changelog_topic(settings, PARTITION_STATE_TABLE)
+    for partition, engine in engines.items():
+        for sku, state in engine.store.sku_states.items():
+            produce_or_wait(producer, sku_topic, encode_sku_state(state), sku.encode(), partition=partition)
+        produce_or_wait(producer, partition_topic, encode_partition_state(engine.state),
+                        partition_state_key(partition), partition=partition)
+        producer.poll(0)
+    if producer.flush(300):
+        raise RuntimeError("changelog records not delivered")
+
+
+def run_preview(sku_count: int) -> dict:
+    from app.kafka.admin import create_topics
+    from app.kafka.broker import EmbeddedBroker
+
+    with tempfile.TemporaryDirectory(prefix="operations-bench-") as directory:
+        work = Path(directory)
+        with EmbeddedBroker(work / "tansu.log") as broker:
+            settings = bench_settings(broker.bootstrap_servers, work / "data")
+            create_topics(settings, broker.bootstrap_servers)
+            generator = StreamGenerator(SEED, sku_count, 300, 5, PREVIEW_LOCATIONS_PER_SKU)
+            engines = {p: PartitionEngine(p, MemoryStore(), CHANNELS) for p in range(PARTITIONS)}
+            positions = dict.fromkeys(range(PARTITIONS), 0)
+            policy = build_policy(300, 5)
+            for partition in range(PARTITIONS):
+                positions[partition] += 1 << 20
+                engines[partition].apply(policy, positions[partition])
+            for event in generator.seed_stock():
+                partition = ledger_partition(event.sku, PARTITIONS)
+                positions[partition] += 1 << 20
+                engines[partition].apply(event, positions[partition])
+            write_changelogs(settings, broker.bootstrap_servers, engines)
+            candidate = candidate_policy(300, 5)
+            # the computation alone, on the encoded states as the command holds them
+            encoded = {p: ({sku: encode_sku_state(state) for sku, state in engine.store.sku_states.items()},
+                           encode_partition_state(engine.state)) for p, engine in engines.items()}
+            del engines
+            began = time.monotonic()
+            previewer = PolicyPreviewer(candidate, frozenset(BENCH_CHANNELS), settings.engine_limits, limit=10)
+            for partition, (states, stored) in encoded.items():
+                previewer.add_partition(partition, decode_partition_state(stored), states,
+                                        lambda sku, states=states: decode_sku_state(states[sku]))
+            computation = time.monotonic() - began
+            in_process = previewer.result.to_json()
+            candidate_file = work / "candidate.json"
+            candidate_file.write_text(json.dumps(event_to_record(candidate)[1]))
+            report = work / "preview.json"
+            command = [*availability_command(), "preview", "--policy", str(candidate_file), "--json", str(report),
+                       "--timeout", "30"]
+            began = time.monotonic()
+            finished = subprocess.run(command, env=command_environment(settings), capture_output=True, text=True,
+                                      timeout=600)
+            seconds = time.monotonic() - began
+            if finished.returncode != 0:
+                raise RuntimeError(f"preview exited {finished.returncode}: {finished.stderr[-2000:]}")
+            document = json.loads(report.read_text())
+    if document["channels"] != in_process["channels"] or document["skus"] != sku_count:
+        raise RuntimeError("the command's preview differs from the one computed in process")
+    return {
+        "skus": sku_count,
+        "locations_per_sku": PREVIEW_LOCATIONS_PER_SKU,
+        "seconds_computation": round(computation, 1),
+        "seconds_end_to_end": round(seconds, 1),
+        "keys_changed": sum(channel["changed_keys"] for channel in document["channels"].values()),
+        "changes_by_channel": {name: {key: channel[key] for key in ("changed_keys", "units_gained", "units_lost",
+                                                                     "out_of_stock")}
+                               for name, channel in document["channels"].items()},
+        "command": "availability preview --policy candidate.json --json preview.json",
+    }
+
+
 def load_results() -> dict:
     path = RESULTS_DIR / "operations.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -247,8 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "reconcile":
         results["reconcile"] = run_reconcile(args.rows)
     else:
-        from benchmarks.preview_benchmark import run_preview
-
         results["preview"] = run_preview(args.skus)
     write_results(results)
     print(json.dumps(results[args.what], indent=1))

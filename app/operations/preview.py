@@ -85,7 +85,7 @@ class _PreviewStore:
     last and then dropped."""
 
     def __init__(self, partition_state: PartitionState | None, skus: Iterable[str], load: StateLoader,
-                 on_changed: Callable[[KeyChange], None], counted: Callable[[], None]) -> None:
+                 on_changed: Callable[..., None], counted: Callable[[], None]) -> None:
         self._partition_state = partition_state
         self._skus = sorted(skus)
         self._load = load
@@ -96,19 +96,22 @@ class _PreviewStore:
     def get_sku_state(self, sku: str) -> SkuState | None:
         state = self._load(sku)
         if state is not None:
-            self._before = (sku, {key: (last.quantity, str(getattr(last.status, "value", last.status)))
-                                  for key, last in state.published.items()})
+            self._before = (sku, {key: (last.quantity, last.status) for key, last in state.published.items()})
         return state
 
     def put_sku_state(self, state: SkuState) -> None:
         sku, before = self._before
         assert sku == state.sku, "the engine re-evaluates one SKU at a time"
         self._counted()
+        on_changed = self._on_changed
         for key, last in state.published.items():
-            after = (last.quantity, str(getattr(last.status, "value", last.status)))
-            previous = before.get(key, (0, OUT_OF_STOCK.value))
-            if after != previous:
-                self._on_changed(KeyChange(sku, key[0], key[1], previous[0], after[0], previous[1], after[1]))
+            quantity, status = last.quantity, last.status  # a status is an AvailabilityStatus or its name: equal
+            previous = before.get(key)
+            if previous is None:
+                if quantity or status != OUT_OF_STOCK:
+                    on_changed(sku, key, 0, quantity, OUT_OF_STOCK, status)
+            elif previous[0] != quantity or previous[1] != status:
+                on_changed(sku, key, previous[0], quantity, previous[1], status)
 
     def get_partition_state(self) -> PartitionState | None:
         return self._partition_state
@@ -165,26 +168,35 @@ class PolicyPreviewer:
     def _counted(self) -> None:
         self.result.skus += 1
 
-    def _changed(self, change: KeyChange) -> None:
-        channel = self.result.channels.get(change.channel)
+    def _changed(self, sku: str, key: tuple, before: int, after: int, before_status, after_status) -> None:
+        channel = self.result.channels.get(key[0])
         if channel is None:
-            channel = self.result.channels[change.channel] = ChannelPreview()
+            channel = self.result.channels[key[0]] = ChannelPreview()
         channel.changed_keys += 1
-        units = change.change
+        units = after - before
         if units > 0:
             channel.units_gained += units
         else:
             channel.units_lost -= units
-        if change.before > 0 and change.after == 0:
+        if before > 0 and after == 0:
             channel.out_of_stock += 1
+        self._order += 1
+        largest = channel.largest
+        size = units if units >= 0 else -units
+        if self.result.changes is None and len(largest) >= self.limit and (size, -self._order) <= largest[0][:2]:
+            return  # neither kept nor among the largest: no record of it needed
+        change = KeyChange(sku, key[0], key[1], before, after, _name(before_status), _name(after_status))
         if self.result.changes is not None:
             self.result.changes.append(change)
-        self._order += 1
-        entry = (abs(units), -self._order, change)
-        if len(channel.largest) < self.limit:
-            heapq.heappush(channel.largest, entry)
-        elif entry[:2] > channel.largest[0][:2]:
-            heapq.heapreplace(channel.largest, entry)
+        entry = (size, -self._order, change)
+        if len(largest) < self.limit:
+            heapq.heappush(largest, entry)
+        elif entry[:2] > largest[0][:2]:
+            heapq.heapreplace(largest, entry)
+
+
+def _name(status) -> str:
+    return status.value if isinstance(status, AvailabilityStatus) else str(status)
 
 
 def merge_preview_documents(documents: list[dict], limit: int) -> dict:
