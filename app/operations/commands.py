@@ -114,11 +114,13 @@ def run_preview_command(args: argparse.Namespace, settings: Settings,
     console = Console(stderr=True)
     started = time.monotonic()
     with reading_progress(console, "reading the SKU states", enabled=console.is_terminal) as update:
-        preview_from_changelogs(settings, bootstrap_servers, previewer, on_progress=update)
+        reading, computing = preview_from_changelogs(settings, bootstrap_servers, previewer, on_progress=update)
     output = Console()
     if not output.is_terminal:
         output = Console(width=160)
     print_preview(output, previewer.result, time.monotonic() - started)
     if json_path is not None:
-        json_path.write_text(json.dumps(previewer.result.to_json(), indent=1) + "\n", encoding="utf-8")
+        document = {**previewer.result.to_json(),
+                    "seconds": {"reading": round(reading, 2), "computing": round(computing, 2)}}
+        json_path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from app.engine import decode_partition_state, decode_sku_state
@@ -45,10 +46,13 @@ def latest_values(settings: Settings, bootstrap_servers: str, topic: str, on_pro
 
 
 def preview_from_changelogs(settings: Settings, bootstrap_servers: str, previewer: PolicyPreviewer,
-                            on_progress=None) -> None:
-    """Feed `previewer` every ledger partition's states as the changelogs hold them."""
+                            on_progress=None) -> tuple[float, float]:
+    """Feed `previewer` every ledger partition's states as the changelogs hold them; returns the seconds spent
+    (reading the changelogs, computing the preview)."""
+    started = time.monotonic()
     partition_values = latest_values(settings, bootstrap_servers, changelog_topic(settings, PARTITION_STATE_TABLE))
     sku_values = latest_values(settings, bootstrap_servers, changelog_topic(settings, SKU_STATE_TABLE), on_progress)
+    read = time.monotonic()
     for partition in sorted(sku_values.keys() | partition_values.keys()):
         stored = partition_values.get(partition, {}).get(partition_state_key(partition))
         values = sku_values.get(partition, {})
@@ -59,3 +63,4 @@ def preview_from_changelogs(settings: Settings, bootstrap_servers: str, previewe
             return None if value is None else decode_sku_state(value)
 
         previewer.add_partition(partition, None if stored is None else decode_partition_state(stored), skus, load)
+    return read - started, time.monotonic() - read

@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         "some rows could not be compared, 2 when the run could not be done.",
         epilog="Export: CSV with a header row, or JSON Lines; columns sku, location, on_hand, optional bucket "
         "(SELLABLE, DAMAGED, QUARANTINE; default SELLABLE). Example: availability reconcile --snapshot "
-        "onhand.csv --as-of 2026-01-05T06:00:00+00:00 --json drift.json")
+        "docs/examples/onhand.csv --as-of 2026-01-05T06:00:00+00:00 --json drift.json")
     reconcile.add_argument("--snapshot", required=True, metavar="FILE",
                            help="the system of record's on-hand export (CSV or JSON Lines)")
     reconcile.add_argument("--as-of", required=True, metavar="TIME",
@@ -632,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
         "gained and lost, keys that would go out of stock, and the largest changes. Publishes nothing and "
         "changes no state. A worker answers the same from its own states: POST /policy/preview "
         "(docs/HTTP_API.md).",
-        epilog="Example: availability preview --policy policy.json --limit 5 --json preview.json")
+        epilog="Example: availability preview --policy docs/examples/candidate-policy.json --limit 5 --json "
+        "preview.json")
     preview.add_argument("--policy", required=True, metavar="FILE", help="the candidate policy, a JSON object")
     preview.add_argument("--json", metavar="FILE", help="write the preview as JSON")
     preview.add_argument("--limit", type=_positive_int, default=10, metavar="N",

@@ -26,14 +26,16 @@ COMMAND_PREFIXES = ("availability reconcile", "availability preview", "availabil
 
 
 def documented_command_lines() -> list[str]:
-    """The reconcile, preview and example produce lines of docs/OPERATIONS.md's code blocks, and the preview curl
-    line of docs/HTTP_API.md, in the order the docs give them."""
+    """The reconcile, preview and example produce lines of the code blocks of docs/OPERATIONS.md, docs/HTTP_API.md
+    (the preview curl line) and README.md, comments after `  #` dropped, each once, in the order given."""
     lines = []
-    for doc in ("OPERATIONS.md", "HTTP_API.md"):
-        for block in re.findall(r"```[a-z]*\n(.*?)```", (REPO_ROOT / "docs" / doc).read_text(), flags=re.S):
+    for doc in ("docs/OPERATIONS.md", "docs/HTTP_API.md", "README.md"):
+        for block in re.findall(r"```[a-z]*\n(.*?)```", (REPO_ROOT / doc).read_text(), flags=re.S):
             for line in block.splitlines():
-                command = line.removeprefix("$ ").strip()
-                if command.startswith(COMMAND_PREFIXES) or (command.startswith("curl") and "/policy/preview" in command):
+                command = line.removeprefix("$ ").split("  #", 1)[0].strip()
+                wanted = command.startswith(COMMAND_PREFIXES) or (
+                    command.startswith("curl") and "/policy/preview" in command)
+                if wanted and command not in lines:
                     lines.append(command)
     return lines
 
