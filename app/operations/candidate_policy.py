@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from app.engine import PolicyChange, event_from_record, validate
+from app.engine import EventDecodeError, PolicyChange, event_from_record, validate
 from app.errors import UserError
 from app.wire.serialization import load_schema_library
 
@@ -26,11 +26,14 @@ def parse_candidate(text: str | bytes, channels_with_topics: Iterable[str]) -> P
     """The PolicyChange of a JSON document, or CandidatePolicyError naming the first problem."""
     try:
         document = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise CandidatePolicyError(f"the policy is not JSON: {error}") from None
     schema = load_schema_library().expanded("PolicyChange")
     record = _checked(document, schema, "", {})
-    change = event_from_record("PolicyChange", record)
+    try:
+        change = event_from_record("PolicyChange", record)
+    except (EventDecodeError, ValueError, TypeError, KeyError) as error:
+        raise CandidatePolicyError(f"the policy cannot be read as a PolicyChange: {error}") from None
     reason = validate(change)
     if reason is not None:
         raise CandidatePolicyError(f"the policy breaks a rule of docs/RULES.md section 3 ({reason}): the service "

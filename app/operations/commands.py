@@ -103,24 +103,22 @@ def run_preview_command(args: argparse.Namespace, settings: Settings,
                         require_broker: Callable[[Settings, float], str]) -> int:
     import json
 
-    from app.operations.preview import PolicyPreviewer
     from app.operations.preview_report import print_preview
     from app.operations.preview_sources import preview_from_changelogs
 
     candidate = read_candidate(args.policy, settings)
     json_path = writable_report_path("--json", args.json)
     bootstrap_servers = require_broker(settings, args.timeout)
-    previewer = PolicyPreviewer(candidate, frozenset(settings.channels), settings.engine_limits, limit=args.limit)
     console = Console(stderr=True)
     started = time.monotonic()
     with reading_progress(console, "reading the SKU states", enabled=console.is_terminal) as update:
-        reading, computing = preview_from_changelogs(settings, bootstrap_servers, previewer, on_progress=update)
+        document, reading, computing = preview_from_changelogs(settings, bootstrap_servers, candidate, args.limit,
+                                                               on_progress=update)
     output = Console()
     if not output.is_terminal:
         output = Console(width=160)
-    print_preview(output, previewer.result, time.monotonic() - started)
+    print_preview(output, document, time.monotonic() - started)
     if json_path is not None:
-        document = {**previewer.result.to_json(),
-                    "seconds": {"reading": round(reading, 2), "computing": round(computing, 2)}}
+        document = {**document, "seconds": {"reading": round(reading, 2), "computing": round(computing, 2)}}
         json_path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     return 0

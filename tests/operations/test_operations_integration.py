@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.kafka.broker import free_loopback_port
 from app.wire.serialization import AvroCodec
 from app.wire.topics import INVENTORY_EXCEPTIONS, availability_topic
 from tests.service.harness import WORKER_READY, poll, read_topic, settings_environment, wait_for_ledger_entries
@@ -159,23 +160,38 @@ def test_the_documented_reconcile_and_preview_commands_run_as_written(service_se
     assert lookup["availability"][0]["quantity"] == 18
 
 
-def test_preview_answers_per_worker_and_refuses_an_invalid_policy(service_settings, workers, topics_for,
-                                                                  bootstrap_servers):
-    settings = service_settings(partitions=2)
-    topics_for(settings)
-    worker = workers(settings)
-    worker.wait_for_log(WORKER_READY, timeout=90)
-    web = httpx.Client(base_url=f"http://{settings.web_host}:{settings.web_port}", timeout=60)
-    poll(lambda: web.get("/ready"), lambda response: response.status_code == 200, 60, "/ready 200")
+def test_the_cluster_preview_merges_two_workers_and_an_invalid_policy_is_a_400(service_settings, workers,
+                                                                             topics_for, bootstrap_servers):
+    first = service_settings(partitions=4)
+    second = first.model_copy(update={"web_port": free_loopback_port(), "data_dir": first.data_dir / "second"})
+    topics_for(first)
+    running = [workers(first), workers(second)]
+    webs = [httpx.Client(base_url=f"http://{s.web_host}:{s.web_port}", timeout=60) for s in (first, second)]
+    for worker in running:
+        worker.wait_for_log(WORKER_READY, timeout=90)
+    poll(lambda: [web.get("/ready").json()["active_partitions"] for web in webs],
+         lambda held: sorted(p for partitions in held for p in partitions) == [0, 1, 2, 3], 90,
+         "the partitions split between the two workers")
     candidate = (REPO_ROOT / "docs" / "examples" / "candidate-policy.json").read_text()
     headers = {"Content-Type": "application/json"}
-    worker_scope = web.post("/policy/preview?scope=worker", content=candidate, headers=headers)
-    assert worker_scope.status_code == 200, worker_scope.text
-    assert worker_scope.json()["scope"] == "worker" and worker_scope.json()["partitions"] == [0, 1]
+    own = [web.post("/policy/preview?scope=worker", content=candidate, headers=headers).json() for web in webs]
+    assert sorted(own[0]["partitions"] + own[1]["partitions"]) == [0, 1, 2, 3]
+    assert own[0]["partitions"] and own[1]["partitions"]
+    cluster = poll(lambda: webs[0].post("/policy/preview", content=candidate, headers=headers),
+                   lambda r: r.status_code == 200, 60, "a cluster answer")
+    assert cluster.json()["partitions"] == [0, 1, 2, 3] and cluster.json()["scope"] == "cluster"
+
     broken = json.loads(candidate)
     broken["channels"][1]["share_bp"] = "half"
-    refused = web.post("/policy/preview", json=broken)
+    refused = webs[0].post("/policy/preview", json=broken)
     assert refused.status_code == 400
     assert refused.json() == {"error": 'channels[1].share_bp: expected an integer, got "half"'}
-    assert web.post("/policy/preview?scope=everyone", content=candidate, headers=headers).status_code == 400
-    assert web.post("/policy/preview", content=candidate).status_code == 415
+    assert webs[0].post("/policy/preview?scope=everyone", content=candidate, headers=headers).status_code == 400
+    assert webs[0].post("/policy/preview", content=candidate).status_code == 415
+
+    running[1].stop(grace_seconds=10)  # its partitions answered by nobody until the group rebalances
+    answer = webs[0].post("/policy/preview", content=candidate, headers=headers)
+    if answer.status_code == 503:
+        assert answer.headers["Retry-After"] == "1" and "partitions" in answer.json()["error"]
+    else:  # the survivor already took every partition over
+        assert answer.status_code == 200 and answer.json()["partitions"] == [0, 1, 2, 3]
