@@ -91,3 +91,34 @@ def test_exit_status_says_drifts_and_rows_not_compared(monkeypatch, capsys, drif
     assert run_with(monkeypatch, drifts, bad_rows) == status
     output = capsys.readouterr().out
     assert f"{drifts} drift" in output and f"{bad_rows} not compared" in output
+
+
+def test_a_ledger_trimmed_by_retention_is_refused(monkeypatch):
+    class TrimmedLedger:
+        low = {0: 0, 1: 120}
+        starts = {0: 0, 1: 0}
+        expected_records = 0
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info) -> None:
+            pass
+
+        def batches(self):
+            raise AssertionError("nothing is applied from a trimmed ledger")
+
+    from app.settings import Settings
+
+    monkeypatch.setattr(reconcile_module, "PartitionsReader", TrimmedLedger)
+    settings = Settings()
+    with pytest.raises(reconcile_module.ReconcileError, match=r"ledger partitions 1 \(starts at offset 120\) lost"):
+        reconcile_module.positions_as_of(settings, "127.0.0.1:9", AvroCodecStub(), 0)
+
+
+class AvroCodecStub:
+    def serde(self, topic):
+        return None
