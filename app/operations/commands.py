@@ -71,7 +71,7 @@ def run_reconcile_command(args: argparse.Namespace, settings: Settings,
     next(iter(read_export(export)), None)  # a missing file or header fails here, before the broker is asked
     bootstrap_servers = require_broker(settings, args.timeout)
     console = Console(stderr=True)  # the bar on stderr; the report alone on stdout
-    with reading_progress(console, "reconciling: ledger, then export rows", enabled=console.is_terminal) as bar:
+    with reading_progress(console, "ledger records read", enabled=console.is_terminal) as bar:
         update = None if bar is None else (lambda stage, done, expected: bar(done, expected))
         result = reconcile(settings, bootstrap_servers, export, as_of_ms, args.apply, on_progress=update)
     output = Console()

@@ -101,24 +101,32 @@ def advance_to(engines: dict[int, PartitionEngine], as_of_ms: int) -> None:
 
 
 def compare(engines: dict[int, PartitionEngine], partitions: int, rows: Iterable[ExportRow | BadRow],
-            on_row=None) -> Comparison:
+            on_row=None, only: frozenset[int] | None = None, with_bad_rows: bool = True) -> Comparison:
     """Every export row against the service's position. `engines`: ledger partition -> engine (a partition with
-    no engine had no entry up to the as-of time). `on_row(rows read)` is called every 10,000 rows."""
+    no engine had no entry up to the as-of time). `on_row(rows read)` is called every 10,000 rows. A comparison
+    of some partitions only (`only`, one of several processes) leaves the other rows out, and the bad rows too
+    unless `with_bad_rows`; `merge` adds such comparisons up."""
     result = Comparison()
     partition_of: dict[str, int] = {}
     stores = {partition: engine.store for partition, engine in engines.items()}
     drifts = result.drifts
+    read = 0
     for row in rows:
-        result.rows += 1
-        if on_row is not None and result.rows % 10_000 == 0:
-            on_row(result.rows)
+        read += 1
+        if on_row is not None and read % 10_000 == 0:
+            on_row(read)
         if type(row) is BadRow:
-            result.bad_rows.append(row)
+            if with_bad_rows:
+                result.rows += 1
+                result.bad_rows.append(row)
             continue
         sku = row.sku
         partition = partition_of.get(sku)
         if partition is None:
             partition = partition_of[sku] = ledger_partition(sku, partitions)
+        if only is not None and partition not in only:
+            continue
+        result.rows += 1
         store = stores.get(partition)
         state = None if store is None else store.get_sku_state(sku)
         position = None if state is None else state.positions.get(row.location)
@@ -132,6 +140,25 @@ def compare(engines: dict[int, PartitionEngine], partitions: int, rows: Iterable
         drifts.append(Drift(row.line, sku, row.location, row.bucket, row.on_hand, service, snapshot))
     drifts.sort(key=lambda drift: (-abs(drift.drift), drift.sku, drift.location, drift.bucket))
     return result
+
+
+def merge(parts: Iterable[Comparison]) -> Comparison:
+    """One comparison from those of disjoint sets of partitions (impacts included)."""
+    merged = Comparison()
+    for part in parts:
+        merged.rows += part.rows
+        merged.compared += part.compared
+        merged.agreeing += part.agreeing
+        merged.drifts += part.drifts
+        merged.bad_rows += part.bad_rows
+        merged.impact.update(part.impact)
+        merged.sku_impact.update(part.sku_impact)
+    merged.drifts.sort(key=lambda drift: (-abs(drift.drift), drift.sku, drift.location, drift.bucket))
+    merged.bad_rows.sort(key=lambda bad: bad.line)
+    for channel in [channel for channel, units in merged.impact.items() if not units]:
+        del merged.impact[channel]
+    merged.sku_impact = dict(sorted(merged.sku_impact.items()))
+    return merged
 
 
 def corrections(drifts: Iterable[Drift], run: str, as_of_ms: int) -> list[StockMovement]:

@@ -116,7 +116,7 @@ def test_a_ledger_trimmed_by_retention_is_refused(monkeypatch):
     monkeypatch.setattr(reconcile_module, "PartitionsReader", TrimmedLedger)
     settings = Settings()
     with pytest.raises(reconcile_module.ReconcileError, match=r"ledger partitions 1 \(starts at offset 120\) lost"):
-        reconcile_module.positions_as_of(settings, "127.0.0.1:9", AvroCodecStub(), 0)
+        reconcile_module.positions_as_of(settings, "127.0.0.1:9", AvroCodecStub(), 0, [0, 1])
 
 
 class AvroCodecStub:
