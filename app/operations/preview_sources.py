@@ -52,7 +52,7 @@ def preview_from_changelogs(settings: Settings, bootstrap_servers: str, candidat
     """(the preview document of every ledger partition's states as the changelogs hold them, seconds reading the
     changelogs, seconds computing). The partitions are computed by up to `processes` forked processes (default:
     the machine's cores), whose documents are merged: computing 100,000 SKUs of 16 locations took 6.6 s in one
-    process, 4.3 s in two on the benchmark's shared 2 cores (benchmarks/results/operations.md)."""
+    process, 4.2 s in two on the benchmark's 2 cores (benchmarks/results/operations.md)."""
     started = time.monotonic()
     global _STATES  # read by the forked processes (copy on write), never written after the fork
     partition_values = latest_values(settings, bootstrap_servers, changelog_topic(settings, PARTITION_STATE_TABLE))

@@ -142,8 +142,8 @@ def _count_records_read(records: int) -> None:
 def reconcile(settings: Settings, bootstrap_servers: str, export: Path, as_of_ms: int, apply: bool,
               on_progress: Progress | None = None, processes: int | None = None) -> ReconcileRun:
     """The whole run. The ledger partitions are shared among up to `processes` forked processes (default: the
-    machine's cores): a million-row export against 1.1 million ledger entries took 50 s in one process on the
-    benchmark's shared 2 cores, most of it the ledger's replay (benchmarks/results/operations.md)."""
+    machine's cores): a million-row export against 1.1 million ledger entries took 50 s in one process and 26.5 s
+    in two on the benchmark's 2 cores, most of it the ledger's replay (benchmarks/results/operations.md)."""
     global _RECORDS_READ, _EXPORT_ROWS
     started = time.monotonic()
     codec = AvroCodec(settings)
