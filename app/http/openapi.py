@@ -287,6 +287,45 @@ def _schemas() -> dict[str, Any]:
                 },
             }
         ),
+        "PolicyPreview": _object(
+            {
+                "candidate_version": INTEGER,
+                "current_version": {**NULLABLE_INTEGER, "description": "The highest version in force; null: none."},
+                "stale_version": {"type": "boolean", "description": "The candidate's version is not above the one "
+                                  "in force: published as it is, it would be refused (STALE_POLICY_VERSION). The "
+                                  "preview shows its rules as the next version."},
+                "skus": {**INTEGER, "description": "SKUs evaluated."},
+                "partitions": {"type": "array", "items": INTEGER, "description": "Ledger partitions covered."},
+                "channels": {
+                    "type": "object",
+                    "description": "Per channel with at least one key that would change.",
+                    "additionalProperties": _object(
+                        {
+                            "changed_keys": INTEGER,
+                            "units_gained": INTEGER,
+                            "units_lost": INTEGER,
+                            "out_of_stock": {**INTEGER, "description": "Keys that show units now and would not."},
+                            "largest": {
+                                "type": "array",
+                                "description": "The largest changes (at most `limit`), largest first.",
+                                "items": _object(
+                                    {
+                                        "sku": IDENTIFIER,
+                                        "location": NULLABLE_IDENTIFIER,
+                                        "before": INTEGER,
+                                        "after": INTEGER,
+                                        "change": INTEGER,
+                                        "before_status": STATUS,
+                                        "after_status": STATUS,
+                                    }
+                                ),
+                            },
+                        }
+                    ),
+                },
+                "scope": {"type": "string", "enum": ["cluster", "worker"]},
+            }
+        ),
         "Pending": _object(
             {
                 "error": {"type": "string"},
@@ -394,6 +433,37 @@ def openapi_document() -> dict[str, Any]:
                                      "CHANNEL_MISMATCH."),
                         "413": _error("Body larger than AVAILABILITY_MAX_REQUEST_BODY_BYTES."),
                         **common_reservation_errors,
+                    },
+                }
+            },
+            "/policy/preview": {
+                "post": {
+                    "operationId": "previewPolicy",
+                    "summary": "What a candidate policy would change on every channel; publishes nothing.",
+                    "description": "The body is a PolicyChange record as JSON (avro/PolicyChange.avsc: enums as "
+                    "strings, fields with defaults may be left out), checked field by field and by the policy "
+                    "rules. The engine applies it, as the next version, to copies of the current SKU states: "
+                    "nothing is published and no state changes. scope=cluster (default) merges the answers of the "
+                    "workers owning every partition; scope=worker answers for this worker's partitions only.",
+                    "parameters": [
+                        _query("limit", "Largest changes listed per channel (1 to 1000, default 10).",
+                               {"type": "integer", "minimum": 1, "maximum": 1000}),
+                        _query("scope", "cluster (default) or worker.",
+                               {"type": "string", "enum": ["cluster", "worker"]}),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "description": "A PolicyChange record (avro/PolicyChange.avsc)."}}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("PolicyPreview"), "The preview."),
+                        "400": _error("Invalid policy (the message names the field) or query parameter."),
+                        **AUTH_ERRORS,
+                        "413": _error("Body larger than AVAILABILITY_MAX_REQUEST_BODY_BYTES."),
+                        "415": _error("Content-Type is not application/json."),
+                        "503": _error("A partition is being restored or moved, or no worker answered for some "
+                                      "partitions (the message names them). Retry.", RETRY_AFTER),
                     },
                 }
             },

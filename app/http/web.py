@@ -36,6 +36,7 @@ from app.engine.positions import split_position
 from app.errors import UserError
 from app.http.openapi import openapi_document
 from app.http.owner_state import current_partition_state, current_sku_state, unavailable
+from app.http.policy_preview import register_policy_preview
 from app.http.reservations import register_reservation_views
 from app.http.security import is_loopback, security_middleware
 from app.service.metrics import EXPOSITION_CONTENT_TYPE
@@ -224,6 +225,7 @@ def register_web(service: AvailabilityService) -> None:
             return self.json(openapi_document())
 
     register_reservation_views(service)
+    register_policy_preview(service)
 
     @app.page("/availability/{sku}", name="availability_lookup")
     class AvailabilityLookup(View):

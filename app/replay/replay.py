@@ -21,21 +21,15 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
 
-from app.engine import (
-    ChannelAvailability,
-    InventoryException,
-    MemoryStore,
-    PartitionEngine,
-    Rejection,
-    ReservationDecision,
-)
+from app.engine import ChannelAvailability, ClockTick, InventoryException, Rejection, ReservationDecision
 from app.errors import UserError
 from app.kafka.client_config import client_config, consumer_for
 from app.kafka.producing import produce_or_wait
+from app.replay.applying import LedgerApplier
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, offsets_at_time, partition_count
 from app.wire.dead_letters import ledger_dead_letter
-from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
+from app.wire.ledger import LedgerItem
 from app.wire.serialization import AvroCodec
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
@@ -134,10 +128,10 @@ class Replayer:
         self.on_progress = on_progress
         self.topics = output_topics(settings, options.namespace)
         self._delivery_errors: list[str] = []
-        self._engines: dict[int, PartitionEngine] = {}
         self._before_start: set[int] = set()  # partitions still before --from-time
-        self._channels = frozenset(settings.channels)
         self._ledger_serde = self.codec.serde(LEDGER)
+        self._applier = LedgerApplier(self._ledger_serde, frozenset(settings.channels), settings.engine_limits,
+                                      keep=None if options.clock_ticks else _not_a_clock_tick)
         self._availability = {  # channel -> (output topic, encoder of the live topic's schema)
             channel: (self.topics[availability_topic(channel).name].name,
                       self.codec.serde(availability_topic(channel)).encode)
@@ -202,51 +196,37 @@ class Replayer:
             self.on_progress(summary.ledger_records, max(expected, summary.ledger_records), summary.events)
 
     def _apply_batch(self, batch: list, producer: Producer, summary: ReplaySummary) -> None:
-        engines = self._engines
-        ledger = self._ledger_serde
+        applier = self._applier
         produce = self._produce(producer)
         availability = self._availability
         decisions_topic, decisions_encode = self._decisions
         exceptions_topic, exceptions_encode = self._exceptions
         records = summary.records
         before_start = self._before_start
-        skip_ticks = not self.options.clock_ticks
         for message in batch:
             partition, offset = message.partition(), message.offset()
             if partition in before_start:
                 if message.timestamp()[1] < self.options.from_time_ms:
                     continue  # the broker started us early (Tansu ignores the time in ListOffsets)
                 before_start.discard(partition)
-            engine = engines.get(partition)
-            if engine is None:
-                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels,
-                                                              limits=self.settings.engine_limits)
+            if partition not in summary.partitions:
                 summary.partitions[partition] = (offset, offset)
             summary.ledger_records += 1
-            items = read_ledger_record(ledger, message.value())
-            if type(items) is Unreadable:
-                summary.events += 1
-                self._dead_letter(produce, message, None, items.reason, items.error, summary)
-                continue
-            summary.events += len(items)
-            for item, _, outputs in apply_ledger_record(engine, items, offset, skip_ticks):
-                if type(outputs) is Unreadable:
-                    self._dead_letter(produce, message, item, outputs.reason, outputs.error, summary)
-                    continue
-                for output in outputs:
-                    kind = type(output)
-                    if kind is ChannelAvailability:
-                        topic, encode = availability[output.channel]
-                        produce(topic, encode(output.to_record()), output.key.encode())
-                        records[topic] += 1
-                    elif kind is ReservationDecision:
-                        produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
-                        records[decisions_topic] += 1
-                    elif kind is Rejection:
-                        self._dead_letter(produce, message, item, output.reason, output.detail, summary)
-                    elif kind is InventoryException:
-                        produce(exceptions_topic, exceptions_encode(output.to_record()), output.key.encode())
-                        records[exceptions_topic] += 1
+            for item, output in applier.apply(partition, offset, message.value()):
+                kind = type(output)
+                if kind is ChannelAvailability:
+                    topic, encode = availability[output.channel]
+                    produce(topic, encode(output.to_record()), output.key.encode())
+                    records[topic] += 1
+                elif kind is ReservationDecision:
+                    produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())
+                    records[decisions_topic] += 1
+                elif kind is Rejection:
+                    self._dead_letter(produce, message, item, output.reason, output.detail, summary)
+                elif kind is InventoryException:
+                    produce(exceptions_topic, exceptions_encode(output.to_record()), output.key.encode())
+                    records[exceptions_topic] += 1
+            summary.events = applier.events
             summary.partitions[partition] = (summary.partitions[partition][0], offset)
 
     def _dead_letter(self, produce, message, item: LedgerItem | None, reason: str, error: str,
@@ -267,6 +247,10 @@ class Replayer:
             produce_or_wait(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
 
         return produce
+
+
+def _not_a_clock_tick(event) -> bool:
+    return type(event) is not ClockTick
 
 
 def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,

@@ -17,12 +17,20 @@ import faust
 from app.kafka.client_config import faust_broker_credentials
 from app.kafka.transport import WorkerApp
 from app.service.availability import register_availability_agent
+from app.service.drift_counter import register_drift_counter
 from app.service.ingest import register_clock_ticks, register_ingest_agents
 from app.service.recovery_watchdog import register_recovery_watchdog
 from app.service.runtime import AvailabilityService, PipelineObserver, QuietMonitor, ServiceTopics
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
-from app.wire.topics import DEAD_LETTERS, LEDGER, RESERVATION_DECISIONS, SOURCE_TOPICS, availability_topic
+from app.wire.topics import (
+    DEAD_LETTERS,
+    INVENTORY_EXCEPTIONS,
+    LEDGER,
+    RESERVATION_DECISIONS,
+    SOURCE_TOPICS,
+    availability_topic,
+)
 from tables import declare_tables
 
 # Group membership on the embedded broker: Tansu holds a (re)join for about half the session timeout, so Faust's
@@ -108,6 +116,7 @@ def build_service(
         register_ingest_agents(service)
     register_clock_ticks(service)
     register_availability_agent(service)
+    register_drift_counter(service, _raw_topic(app, INVENTORY_EXCEPTIONS.name))
     register_recovery_watchdog(service)
     return service
 

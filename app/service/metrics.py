@@ -104,6 +104,16 @@ class ServiceMetrics(PipelineObserver):
             "InventoryException records published on inventory-exceptions, by kind (NEGATIVE_STOCK, UNKNOWN_LOCATION, "
             "STALE_FEED, ...)", ["kind"], registry=r,
         )
+        self.reconciliation_drifts = Counter(
+            f"{p}_reconciliation_drifts",
+            "RECONCILIATION_DRIFT records on inventory-exceptions (written by `availability reconcile`), by bucket, "
+            "counted by the workers that read that topic's partitions", ["bucket"], registry=r,
+        )
+        self.reconciliation_drift_units = Counter(
+            f"{p}_reconciliation_drift_units",
+            "Units of drift (absolute: system of record minus service, either way) in those records, by bucket",
+            ["bucket"], registry=r,
+        )
         self.publications = Counter(
             f"{p}_publications", "ChannelAvailability records published, by channel", ["channel"], registry=r,
         )
@@ -177,6 +187,10 @@ class ServiceMetrics(PipelineObserver):
 
     def inventory_exception(self, kind: str) -> None:
         self.inventory_exceptions.labels(kind).inc()
+
+    def reconciliation_drift(self, bucket: str, units: int) -> None:
+        self.reconciliation_drifts.labels(bucket).inc()
+        self.reconciliation_drift_units.labels(bucket).inc(abs(units))
 
     def batch_applied(self, partition: int, events: int, ingest_times_ms: list[int], published_at_ms: int) -> None:
         self.ledger_events_applied.labels(str(partition)).inc(events)

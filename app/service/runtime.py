@@ -47,6 +47,8 @@ class PipelineObserver:
 
     def skipped_records_read(self, topic: str, count: int) -> None: ...
 
+    def reconciliation_drift(self, bucket: str, units: int) -> None: ...
+
 
 class QuietMonitor(Monitor):
     """Faust's Monitor keeps statistics per message, stream event, table access and send (timestamps, deques,

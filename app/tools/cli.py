@@ -264,6 +264,18 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     return run_snapshot_command(args, settings, require_broker(settings, args.timeout))
 
 
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from app.operations.commands import run_reconcile_command
+
+    return run_reconcile_command(args, settings, require_broker)
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from app.operations.commands import run_preview_command
+
+    return run_preview_command(args, settings, require_broker)
+
+
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
@@ -586,6 +598,53 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                          help="seconds to wait for the answer (default 10)")
     explain.set_defaults(handler=cmd_explain)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare a system of record's on-hand export with the service's positions as of a time",
+        description="Rebuild every position as of --as-of from the ledger (each entry stamped at or before it, in "
+        "ledger order, on fresh in-memory state; channel values under the latest policy on the ledger), compare "
+        "the export's rows with them and report the drift (export minus service) per SKU, location and bucket, "
+        "largest first, with what each channel's availability would move by if corrected. Every drift is "
+        "published to inventory-exceptions as RECONCILIATION_DRIFT. Positions the export does not list are not "
+        "compared, so a partial export is safe. With --apply the SELLABLE drifts are corrected by cycle counts "
+        "at --as-of written to source.stock-movements (source `reconcile`, ids reconcile-<run id>-<line>); "
+        "DAMAGED and QUARANTINE drifts are reported only. Exit status: 0 all agree, 1 drifts found, plus 4 when "
+        "some rows could not be compared, 2 when the run could not be done.",
+        epilog="Export: CSV with a header row, or JSON Lines; columns sku, location, on_hand, optional bucket "
+        "(SELLABLE, DAMAGED, QUARANTINE; default SELLABLE). Example: availability reconcile --snapshot "
+        "docs/examples/onhand.csv --as-of 2026-01-05T06:00:00+00:00 --json drift.json")
+    reconcile.add_argument("--snapshot", required=True, metavar="FILE",
+                           help="the system of record's on-hand export (CSV or JSON Lines)")
+    reconcile.add_argument("--as-of", required=True, metavar="TIME",
+                           help="event time the export was taken at (ms since the epoch, or ISO-8601; naive: UTC)")
+    reconcile.add_argument("--apply", action="store_true",
+                           help="write the SELLABLE corrections as cycle counts to source.stock-movements")
+    reconcile.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
+    reconcile.add_argument("--csv", metavar="FILE", help="write every drift as a CSV row")
+    reconcile.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                           help="drifts and bad rows printed on the terminal (default 20)")
+    reconcile.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                           help="seconds to wait for the broker (default 10)")
+    reconcile.set_defaults(handler=cmd_reconcile)
+
+    preview = commands.add_parser(
+        "preview", help="show what a candidate policy would change on every channel, publishing nothing",
+        description="Check a candidate policy (JSON: the PolicyChange record of avro/PolicyChange.avsc, field by "
+        "field, then the policy rules), then run it through the engine over every SKU's current state, read from "
+        "the table changelogs (up to the write-back interval behind the workers), exactly as the service would "
+        "apply it as the next version. Reports per channel the keys whose availability would change, units "
+        "gained and lost, keys that would go out of stock, and the largest changes. Publishes nothing and "
+        "changes no state. A worker answers the same from its own states: POST /policy/preview "
+        "(docs/HTTP_API.md).",
+        epilog="Example: availability preview --policy docs/examples/candidate-policy.json --limit 5 --json "
+        "preview.json")
+    preview.add_argument("--policy", required=True, metavar="FILE", help="the candidate policy, a JSON object")
+    preview.add_argument("--json", metavar="FILE", help="write the preview as JSON")
+    preview.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+                         help="largest changes shown per channel (default 10)")
+    preview.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                         help="seconds to wait for the broker (default 10)")
+    preview.set_defaults(handler=cmd_preview)
     return parser
 
 

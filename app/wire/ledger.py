@@ -10,10 +10,10 @@ feed of N movements costs the availability stage a record per ledger partition i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from app.engine import ClockTick, EventDecodeError, PartitionEngine, event_from_record, reasons
+from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
 from app.engine.positions import EntryOrigin, ledger_position
 from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError
 from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
@@ -93,12 +93,13 @@ def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | U
         return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
 
 
-def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int, skip_ticks: bool = False
+def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int,
+                        keep: Callable[[object], bool] | None = None
                         ) -> Iterator[tuple[LedgerItem, object, list | Unreadable]]:
     """Apply the entries of the ledger record at `offset` to its partition's engine, in ledger order: for each entry,
     (item, event, outputs), or (item, None, Unreadable) for an entry the engine cannot read. The one loop behind the
-    availability stage and replay, so both apply a ledger the same way (byte-identical replay rests on it). With
-    `skip_ticks`, clock ticks are passed over (replay --without-clock-ticks)."""
+    availability stage, replay and reconciliation, so all apply a ledger the same way (byte-identical replay rests on it). With
+    `keep`, only the entries it accepts are applied (replay --without-clock-ticks, reconcile as of a time)."""
     base_position = ledger_position(offset)
     apply = engine.apply
     for item in items:
@@ -108,7 +109,7 @@ def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset
             yield item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
                                          f"{type(error).__name__}: {error}")
             continue
-        if skip_ticks and type(event) is ClockTick:
+        if keep is not None and not keep(event):
             continue
         yield item, event, apply(event, base_position + item.index, item.origin)
 

@@ -99,7 +99,7 @@ STOCK_MOVEMENTS = TopicSpec(
     value_record="StockMovementBatch",
     partitioning=_ANY_PARTITIONING,
     cleanup_policy=CleanupPolicy.DELETE,
-    writers=("WMS", "ERP"),
+    writers=("WMS", "ERP", "availability reconcile --apply (cycle counts, source `reconcile`)"),
     readers=("ingest",),
     description="Bulk stock movements from warehouses and ERP: receipts, transfers, counts, adjustments.",
 )

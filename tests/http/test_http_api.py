@@ -289,7 +289,7 @@ def test_the_committed_openapi_document_is_the_served_one():
     assert operations == {
         ("/availability/{sku}", "get"), ("/availability/{sku}/explain", "get"), ("/reservations", "post"),
         ("/reservations/{reservation_id}", "delete"), ("/health", "get"), ("/ready", "get"), ("/metrics", "get"),
-        ("/openapi.json", "get"),
+        ("/openapi.json", "get"), ("/policy/preview", "post"),
     }
     assert document["paths"]["/health"]["get"]["security"] == [] == document["paths"]["/ready"]["get"]["security"]
 

@@ -209,7 +209,8 @@ def test_an_availability_only_worker_registers_no_ingest_agent_but_keeps_ticks(s
     agents = set(service.app.agents)
     ingest_agents = {name for name in agents if name.startswith("ingest_")}
     assert len(ingest_agents) == (4 if stages == "all" else 0), agents
-    assert agents - ingest_agents == {"apply_ledger"}, "the availability agent runs in both topologies"
+    assert agents - ingest_agents == {"apply_ledger", "reconciliation-drift-counter"}, \
+        "the availability agent and the count of reconciliation drifts run in both topologies"
     timers = [getattr(task, "__name__", None) for task in service.app._app_tasks]
     assert "append_clock_ticks" in timers, "the leader's clock ticks run in both topologies"
 

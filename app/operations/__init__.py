@@ -1,0 +1,1 @@
+"""Operating inventory truth: reconciliation against a system of record, and policy previews (docs/OPERATIONS.md)."""
