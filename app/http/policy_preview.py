@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from app.engine import decode_partition_state, decode_sku_state, encode_partition_state, encode_sku_state
 from app.http.owner_state import current_partition_state, unavailable
 from app.http.reservations import FORWARDED_HEADER
-from app.http.security import BodyTooLarge, body_too_large, read_body
+from app.http.security import read_json_body
 from app.operations.candidate_policy import CandidatePolicyError, parse_candidate
 from app.operations.preview import PolicyPreviewer, merge_preview_documents
 from app.service.readiness import partition_unavailable_reason
@@ -120,12 +120,9 @@ def register_policy_preview(service: AvailabilityService) -> None:
     @app.page("/policy/preview", name="policy_preview")
     class PolicyPreviewView(View):
         async def post(self, request: Request) -> Response:
-            if request.content_type != "application/json":
-                return self.json({"error": "Content-Type must be application/json"}, status=415)
-            try:
-                body = await read_body(request, settings.max_request_body_bytes)
-            except BodyTooLarge:
-                return body_too_large(settings.max_request_body_bytes)
+            body = await read_json_body(request, settings.max_request_body_bytes)
+            if not isinstance(body, bytes):
+                return body  # refused: 415 or 413
             try:
                 limit, scope = parse_preview_query(request.query.items())
                 candidate = parse_candidate(body, settings.channels)

@@ -40,7 +40,7 @@ from app.engine import (
 from app.engine.codec import StateDecodeError
 from app.errors import UserError
 from app.http.owner_state import current_finished, current_sku_state, unavailable
-from app.http.security import BodyTooLarge, body_too_large, read_body
+from app.http.security import read_json_body
 from app.service.readiness import partition_unavailable_reason
 from app.wire.topics import IDENTIFIER_PATTERN, RESERVATION_COMMANDS, RESERVATION_DECISIONS, ledger_partition
 
@@ -374,12 +374,9 @@ def register_reservation_views(service: AvailabilityService) -> None:
     @app.page("/reservations", name="reservations")
     class Reservations(View):
         async def post(self, request: Request) -> Response:
-            if request.content_type != "application/json":
-                return self.json({"error": "Content-Type must be application/json"}, status=415)
-            try:
-                body = await read_body(request, settings.max_request_body_bytes)
-            except BodyTooLarge:
-                return body_too_large(settings.max_request_body_bytes)
+            body = await read_json_body(request, settings.max_request_body_bytes)
+            if not isinstance(body, bytes):
+                return body  # refused: 415 or 413
             try:
                 parsed = parse_reserve_body(body, channels)
                 single_valued(request.query.items(), ())

@@ -116,3 +116,14 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
         if size > max_body_bytes:
             raise BodyTooLarge(f"request body larger than {max_body_bytes} bytes")
         chunks.append(chunk)
+
+
+async def read_json_body(request: web.Request, max_body_bytes: int) -> bytes | web.Response:
+    """The body of a JSON POST, or the response that refuses it: 415 for another content type, 413 beyond
+    `max_body_bytes`."""
+    if request.content_type != "application/json":
+        return web.json_response({"error": "Content-Type must be application/json"}, status=415)
+    try:
+        return await read_body(request, max_body_bytes)
+    except BodyTooLarge:
+        return body_too_large(max_body_bytes)
