@@ -1,89 +1,131 @@
-"""Throughput of the availability stage (ledger -> engine -> topics + tables) on the embedded broker.
+"""Throughput of the availability stage alone (ledger -> engine -> topics + tables), on the peak benchmark's mix.
 
-    python -m benchmarks.service_throughput [--events 20000] [--skus 2000]
+    python -m benchmarks.service_throughput [--events 200000] [--py-spy FILE]
 
-Writes a policy and N receipts/sales straight to the ledger (no ingest) as the ingest stage writes them: per
-micro-batch of `batch_size` events, one LedgerEntryBatch of up to `ledger_batch_max_entries` entries per ledger
-partition (the settings' defaults, or AVAILABILITY_BATCH_SIZE / AVAILABILITY_LEDGER_BATCH_MAX_ENTRIES; 1 writes a
-record per event). Then starts one worker and measures ledger events per second until the last event's availability
-record is read. Result in benchmarks/results/.
+The peak workload's mix (benchmarks/generator.py: store sales and returns, reservations, bulk warehouse movements
+over Zipf-popular SKUs) goes through the ingest stage's own logic (`ingest_micro_batch`, in this process) in
+micro-batches of the settings' `batch_size`, and the ledger records it writes are produced straight to the ledger,
+with the policy and the stock loads first. Then one worker starts with AVAILABILITY_STAGES=availability and the
+clock runs from its "Worker ready" to the moment its `ledger_events_applied` metric counts every entry written (read every 0.5 s);
+its CPU seconds over that time give the per-core figure. `--py-spy FILE` records the worker meanwhile (speedscope
+format). Result in benchmarks/results/service_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
 
-from app.engine import event_to_record
+from app.engine import event_from_record
 from app.kafka.admin import create_topics
 from app.kafka.broker import EmbeddedBroker, free_loopback_port
-from app.service.ingest import LedgerWriter
+from app.service.ingest import LedgerWriter, SourceMessage, ingest_micro_batch
 from app.settings import Settings
 from app.wire.ledger import LedgerBatcher
 from app.wire.serialization import AvroCodec
-from app.wire.topics import LEDGER, availability_topic, ledger_partition
-from tests.engine.factories import receipt, sale
-from tests.service.harness import WORKER_READY, WorkerProcess, read_topic
-from tests.service.scenario import LOCATIONS, policy_v
+from app.wire.topics import LEDGER
+from benchmarks.cpu import cpu_seconds
+from benchmarks.generator import Workload, WorkloadConfig
+from tests.service.harness import WORKER_READY, WorkerProcess
+
+APPLIED_METRIC = "availability_ledger_events_applied_total"
+
+
+def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int) -> tuple[list, int]:
+    """(partition, key, value) of every ledger record the mix of `events` events becomes, policy and stock loads
+    first, and the number of ledger entries they hold."""
+    workload = Workload(WorkloadConfig(partitions=settings.partitions), mix="mixed", prefix="st")
+    records = list(workload.records(events)) + list(workload.flush())
+    writer = LedgerWriter(codec, settings.partitions)
+    ledger: list[tuple[int, bytes, bytes]] = []
+    policy = event_from_record("PolicyChange", workload.policy())
+    ledger += [(a.partition, a.key, a.value) for a in writer.broadcast(writer.entry_value(policy, None, ingest_time))]
+    entries = settings.partitions
+    batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
+    # the stock on hand, as a bulk feed would load it: batch records of the ledger partitions
+    for index, load in enumerate(workload.take_stock_loads()):
+        batcher.add(workload.partition_of(load.sku), load.sku, "StockMovement", workload.stock_load_record(load),
+                    ("benchmark-stock-load", 0, index, 0), ingest_time)
+        entries += 1
+    ledger += [(append.partition, append.key, append.value) for append in batcher.flush()]
+    offsets: dict[str, int] = {}
+    for start in range(0, len(records), settings.batch_size):
+        messages = []
+        for record in records[start:start + settings.batch_size]:
+            offset = offsets[record.topic.name] = offsets.get(record.topic.name, -1) + 1
+            messages.append(SourceMessage(record.topic.name, 0, offset, record.key.encode(),
+                                          codec.encode(record.topic, record.value)))
+        batch = ingest_micro_batch(messages, ingest_time, writer, batcher)
+        if batch.dead_letters:
+            raise RuntimeError(f"the workload has invalid records: {batch.dead_letters[:3]}")
+        ledger += [(out.partition, out.key, out.value) for out in batch.records if out.topic == LEDGER.name]
+        entries += len(batch.ingested)
+    return ledger, entries
+
+
+def applied(web_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(APPLIED_METRIC)))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--skus", type=int, default=2_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the worker with py-spy into FILE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker(Path(scratch) / "tansu.log") as broker:
+        web_port = free_loopback_port()
         settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers, app_id=f"bench-{uuid.uuid4().hex[:8]}",
-                            data_dir=Path(scratch) / "worker", partitions=8, web_port=free_loopback_port(),
-                            tick_interval_seconds=3600, channels=("ecommerce", "marketplace", "store-pickup"))
+                            data_dir=Path(scratch) / "worker", web_port=web_port, tick_interval_seconds=3600,
+                            stages="availability")
         create_topics(settings, broker.bootstrap_servers)
         codec = AvroCodec(settings)
-        writer = LedgerWriter(codec, settings.partitions)
+        prepared = time.monotonic()
+        ledger, entries = ledger_of_workload(settings, codec, args.events, int(time.time() * 1000))
+        print(f"{args.events:,} events -> {len(ledger):,} ledger records, {entries:,} entries "
+              f"({time.monotonic() - prepared:.1f} s)", flush=True)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
-        now = int(time.time() * 1000)  # ingest time: the engine refuses events stamped far after it
-        for append in writer.broadcast(writer.entry_value(policy_v(1, 10_000), None, now)):
-            producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
-        batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
-        ledger_records = 0
-
-        def flush() -> int:
-            appends = batcher.flush()
-            for append in appends:
-                producer.produce(LEDGER.name, append.value, append.key, partition=append.partition)
+        for partition, key, value in ledger:
+            producer.produce(LEDGER.name, value, key, partition=partition)
             producer.poll(0)
-            return len(appends)
-
-        for index in range(args.events):
-            sku = f"SKU-{index % args.skus:05d}"
-            location = LOCATIONS[index % len(LOCATIONS)]
-            event = (receipt(5, location, sku=sku, event_id=f"e{index}", time=index + 10) if index % 4
-                     else sale(1, location, sku=sku, event_id=f"e{index}", time=index + 10))
-            name, record = event_to_record(event)
-            batcher.add(ledger_partition(sku, settings.partitions), sku, name, record, ("benchmark", 0, index, 0), now)
-            if (index + 1) % settings.batch_size == 0:
-                ledger_records += flush()
-        ledger_records += flush()
         producer.flush()
         worker = WorkerProcess(settings).start()
+        profiler = None
         try:
-            worker.wait_for_log(WORKER_READY, timeout=120)
-            started = time.monotonic()
-            topic = availability_topic("marketplace").name
-            records = read_topic(broker.bootstrap_servers, topic, settings.partitions,
-                                 until=lambda rs: any(f"e{args.events - 1}".encode() in r.value for r in rs),
-                                 timeout=600, idle_seconds=0)
-            elapsed = time.monotonic() - started
+            worker.wait_for_log(WORKER_READY, timeout=180)
+            if args.py_spy is not None:
+                binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+                profiler = subprocess.Popen([binary, "record", "--format", "speedscope", "--output", str(args.py_spy),
+                                             "--pid", str(worker.process.pid), "--rate", "200", "--nonblocking"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started, cpu_start = time.monotonic(), cpu_seconds(worker.process.pid)
+            done = 0
+            while done < entries:
+                if time.monotonic() - started > 900:
+                    raise TimeoutError(f"{done:,} of {entries:,} entries applied in 900 s")
+                time.sleep(0.5)  # a scrape reads every state held (the oversell exposure): not too often
+                done = applied(web_port)
+            elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
         finally:
+            if profiler is not None:
+                profiler.send_signal(2)
+                profiler.wait(timeout=60)
             worker.stop()
-        result = {"events": args.events, "skus": args.skus, "ledger_records": ledger_records,
-                  "ledger_batch_max_entries": settings.ledger_batch_max_entries, "seconds": round(elapsed, 2),
-                  "events_per_second": round(args.events / elapsed), "records_seen": len(records)}
+        result = {"events": args.events, "ledger_records": len(ledger), "ledger_entries": entries,
+                  "batch_size": settings.batch_size, "ledger_batch_max_entries": settings.ledger_batch_max_entries,
+                  "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
+                  "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu)}
         print(json.dumps(result))
         out = Path(__file__).resolve().parent / "results"
         out.mkdir(exist_ok=True)
