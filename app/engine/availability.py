@@ -20,14 +20,17 @@ OUT_OF_STOCK = AvailabilityStatus.OUT_OF_STOCK
 class Cause:
     """The ledger entry an output is attributed to."""
 
-    __slots__ = ("event_id", "partition", "position", "event_time", "policy_version")
+    __slots__ = ("event_id", "partition", "position", "event_time", "policy_version", "record")
 
-    def __init__(self, event_id: str, partition: int, position: int, event_time: int, policy_version: int) -> None:
+    def __init__(self, event_id: str, partition: int, position: int, event_time: int, policy_version: int,
+                 record: dict | None = None) -> None:
         self.event_id = event_id
         self.partition = partition
         self.position = position  # ledger position (app.engine.positions)
         self.event_time = event_time
         self.policy_version = policy_version
+        # the availability changes of the ledger record being applied, one per key (None: each change is published)
+        self.record = record
 
 
 def refresh_position(state: SkuState, policy: Policy, location: str, position: Position) -> None:
@@ -150,32 +153,44 @@ def _publish_key(state: SkuState, key: tuple, quantity: int, status, cause: Caus
 
 
 def _emit(state: SkuState, key, last: Published | None, quantity: int, status, cause: Cause, out: list) -> None:
-    """Publish a changed key (`last` is its Published record, None if never published)."""
+    """Publish a changed key (`last` is its Published record, None if never published). Inside a ledger record
+    (`cause.record`), a key's later change in the same record replaces its earlier one and keeps its version: the
+    record publishes each key it changed once, with its last value (docs/CONTRACT.md, "Ordering guarantee")."""
     if last is None:
         if quantity == 0 and status is OUT_OF_STOCK:
             return  # a key never published reads as 0 / OUT_OF_STOCK already
         state.published[key] = last = Published(0, 0, OUT_OF_STOCK)
-    version = last.version = last.version + 1
+    record = cause.record
+    if record is None:
+        version = last.version = last.version + 1
+    else:
+        record_key = (state.sku, key)
+        if record.pop(record_key, None) is None:
+            version = last.version = last.version + 1
+        else:
+            version = last.version  # changed again within the record: the same published record
     last.quantity = quantity
     last.status = status
     labels = state.policy.fallback_labels  # silent feeds whose fallbacks shape this key (usually none)
-    out.append(
-        new_channel_availability(
-            key[0],
-            state.sku,
-            key[1],
-            quantity,
-            status,
-            version,
-            cause.event_id,
-            cause.partition,
-            cause.position,
-            cause.policy_version,
-            cause.event_time,
-            False,
-            labels.get(key, ()) if labels else (),
-        )
+    output = new_channel_availability(
+        key[0],
+        state.sku,
+        key[1],
+        quantity,
+        status,
+        version,
+        cause.event_id,
+        cause.partition,
+        cause.position,
+        cause.policy_version,
+        cause.event_time,
+        False,
+        labels.get(key, ()) if labels else (),
     )
+    if record is None:
+        out.append(output)
+    else:
+        record[record_key] = output  # the dict's order: each key's last change, so ledger order
 
 
 def publish_changes(state: SkuState, policy: Policy, locations, cause: Cause, out: list) -> None:

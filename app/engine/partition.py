@@ -74,6 +74,7 @@ class PartitionEngine:
         self._finished = _FinishedView(self)
         self._forgotten_clock = -1  # the clock at the last forget_before()
         self._variant: tuple[tuple, Policy] | None = None  # the latest policy under the current silent feeds
+        self._record: dict | None = None  # the availability changes of the open ledger record (begin_record)
 
     # ------------------------------------------------------------------------------------------------ policies
 
@@ -128,6 +129,20 @@ class PartitionEngine:
                 state.policy = None
             else:
                 rebuild_derived(state, policy)
+
+    # ------------------------------------------------------------------------------------------------- records
+
+    def begin_record(self) -> None:
+        """Open a ledger record: until `end_record`, `apply` returns no ChannelAvailability; each key the record's
+        entries change is published once, by `end_record`, with its last value and the lineage of its last change
+        (its version grows by 1 per published record: docs/CONTRACT.md, "Ordering guarantee"). Deterministic, since
+        a ledger record never changes once written, so a replay publishes the same records."""
+        self._record = {}
+
+    def end_record(self) -> list[Output]:
+        """The open record's availability changes, one per key, in the ledger order of each key's last change."""
+        record, self._record = self._record, None
+        return list(record.values()) if record else []
 
     # ------------------------------------------------------------------------------------------------- entries
 
@@ -221,7 +236,7 @@ class PartitionEngine:
         partition.silent = now_silent
         self._latest = None  # the policy in force changes with the fallbacks
         policy = self.policy_at(position)
-        cause = Cause(event_id, self.partition, position, clock, policy.version)
+        cause = Cause(event_id, self.partition, position, clock, policy.version, self._record)
         store = self.store
         for sku in list(store.skus()):
             state = store.get_sku_state(sku)
@@ -282,7 +297,8 @@ class PartitionEngine:
             return
         policy = self.policy_at(position)
         event_id = event.event_id if type(event) is not ClockTick else tick_event_id(self.partition, position)
-        cause = Cause(event_id, self.partition, position, event.event_time, policy.version if policy else 0)
+        cause = Cause(event_id, self.partition, position, event.event_time, policy.version if policy else 0,
+                      self._record)
         store = self.store
         for sku, reservation_id, expires_at in due:
             state = store.get_sku_state(sku)
@@ -368,7 +384,8 @@ class PartitionEngine:
         # its position then shows it is this entry's own)
         store.put_seen_event(sku, event_id, event.event_time, position)
         cause = Cause(
-            event_id, self.partition, position, event.event_time, policy.version if policy is not None else 0
+            event_id, self.partition, position, event.event_time, policy.version if policy is not None else 0,
+            self._record,
         )
         touched: list[str] | tuple[str, ...] = ()
         problems = NO_PROBLEMS
@@ -422,7 +439,7 @@ class PartitionEngine:
         policy = self.policy_at(position)
         if policy is None or policy.effective_position != position:
             return  # this entry was rejected when it was first applied
-        cause = Cause(change.event_id, self.partition, position, change.event_time, policy.version)
+        cause = Cause(change.event_id, self.partition, position, change.event_time, policy.version, self._record)
         store = self.store
         for sku in list(store.skus()):
             state = store.get_sku_state(sku)
@@ -484,14 +501,25 @@ def run_ledger(
     entries: Iterable[tuple], channels: frozenset[str] | Iterable[str], limits: EngineLimits = DEFAULT_LIMITS
 ) -> list[Output]:
     """The reference run: every (partition, position, event[, origin]) applied in the given order by one
-    PartitionEngine per partition on fresh memory stores; the concatenated outputs. End-to-end tests compare the
-    service with this."""
+    PartitionEngine per partition on fresh memory stores, the entries of one ledger record (consecutive entries of a
+    partition at one offset) as a record, as the service applies them (app.wire.ledger.apply_ledger_record); the
+    concatenated outputs. End-to-end tests compare the service with this."""
     channels = frozenset(channels)
     engines: dict[int, PartitionEngine] = {}
     outputs: list[Output] = []
+    record: tuple[int, int] | None = None  # (partition, offset) of the open ledger record
+    engine = None
     for partition, position, event, *origin in entries:
-        engine = engines.get(partition)
-        if engine is None:
-            engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels, limits=limits)
+        offset, _ = split_position(position)
+        if record != (partition, offset):
+            if engine is not None:
+                outputs.extend(engine.end_record())
+            record = (partition, offset)
+            engine = engines.get(partition)
+            if engine is None:
+                engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels, limits=limits)
+            engine.begin_record()
         outputs.extend(engine.apply(event, position, origin[0] if origin else NO_ORIGIN))
+    if engine is not None:
+        outputs.extend(engine.end_record())
     return outputs

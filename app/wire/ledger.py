@@ -10,7 +10,7 @@ feed of N movements costs the availability stage a record per ledger partition i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
@@ -95,23 +95,33 @@ def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | U
 
 def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int,
                         keep: Callable[[object], bool] | None = None
-                        ) -> Iterator[tuple[LedgerItem, object, list | Unreadable]]:
-    """Apply the entries of the ledger record at `offset` to its partition's engine, in ledger order: for each entry,
-    (item, event, outputs), or (item, None, Unreadable) for an entry the engine cannot read. The one loop behind the
-    availability stage, replay and reconciliation, so all apply a ledger the same way (byte-identical replay rests on it). With
+                        ) -> list[tuple[LedgerItem, object, list | Unreadable]]:
+    """Apply the entries of the ledger record at `offset` to its partition's engine, in ledger order, as one record
+    (PartitionEngine.begin_record: each availability key it changes is published once); for each entry,
+    (item, event, outputs), or (item, None, Unreadable) for an entry the engine cannot read. The record's
+    availability changes come after the outputs of its last applied entry. The one loop behind the availability
+    stage, replay and reconciliation, so all apply a ledger the same way (byte-identical replay rests on it). With
     `keep`, only the entries it accepts are applied (replay --without-clock-ticks, reconcile as of a time)."""
     base_position = ledger_position(offset)
     apply = engine.apply
+    results: list[tuple[LedgerItem, object, list | Unreadable]] = []
+    last_applied: list | None = None
+    engine.begin_record()
     for item in items:
         try:
             event = event_from_record(item.record_name, item.record)
         except (EventDecodeError, TypeError, KeyError, ValueError) as error:
-            yield item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
-                                         f"{type(error).__name__}: {error}")
+            results.append((item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
+                                                   f"{type(error).__name__}: {error}")))
             continue
         if keep is not None and not keep(event):
             continue
-        yield item, event, apply(event, base_position + item.index, item.origin)
+        last_applied = apply(event, base_position + item.index, item.origin)
+        results.append((item, event, last_applied))
+    changes = engine.end_record()
+    if changes:
+        last_applied.extend(changes)  # there are changes only if an entry was applied
+    return results
 
 
 def entry_record(item: LedgerItem) -> dict:
