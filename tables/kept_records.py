@@ -28,6 +28,7 @@ import struct
 from collections.abc import Iterator
 
 import orjson
+from rocksdict import WriteBatch
 
 from app.engine import FinishedReservation
 from app.engine.codec import decode_finished, encode_finished
@@ -69,6 +70,17 @@ class PartitionDB:
             self._db.delete(key)
         else:
             self._data.pop(key, None)
+
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Several puts in one RocksDB write batch (a third of the cost of one put each)."""
+        if self._db is None:
+            for key, value in items:
+                self._data[key] = value
+            return
+        batch = WriteBatch(raw_mode=True)  # as Faust opens its databases (raw keys and values)
+        for key, value in items:
+            batch.put(key, value)
+        self._db.write(batch)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of every key starting with `prefix`, in key order."""
@@ -195,14 +207,17 @@ class KeptRecords:
         for key in plan.finished_deleted:
             self._finished_read.pop(key, None)
         last_indexed = None
+        index: list[tuple[bytes, bytes]] = []
+        pack = _SEEN_VALUE.pack
         for prefix, end, key, entries in plan.new_segments:
             (self._seen_segments if prefix == b"#s" else self._finished_segments).setdefault(end, []).append(key)
             if prefix == b"#s":
-                for sku, event_id, event_time, position in entries:
-                    db.put(_seen_key(sku, event_id), _SEEN_VALUE.pack(event_time, position))
+                index += [(_seen_key(sku, event_id), pack(event_time, position))
+                          for sku, event_id, event_time, position in entries]
                 last_indexed = _end_and_seq(key)[1]
         if last_indexed is not None:
-            db.put(_marker_key(self.partition), str(last_indexed).encode())
+            index.append((_marker_key(self.partition), str(last_indexed).encode()))
+            db.put_many(index)
         self._next_seq = plan.next_seq
         self._seen_new.clear()
         for key, finished in self._finished_new.items():
