@@ -71,15 +71,21 @@ class PartitionDB:
         else:
             self._data.pop(key, None)
 
-    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Several puts in one RocksDB write batch (a third of the cost of one put each)."""
+    def write_many(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        """Puts (and deletions, for None) in one RocksDB write batch: a third of the cost of a put each."""
         if self._db is None:
             for key, value in items:
-                self._data[key] = value
+                if value is None:
+                    self._data.pop(key, None)
+                else:
+                    self._data[key] = value
             return
         batch = WriteBatch(raw_mode=True)  # as Faust opens its databases (raw keys and values)
         for key, value in items:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         self._db.write(batch)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -217,7 +223,7 @@ class KeptRecords:
                 last_indexed = _end_and_seq(key)[1]
         if last_indexed is not None:
             index.append((_marker_key(self.partition), str(last_indexed).encode()))
-            db.put_many(index)
+            db.write_many(index)
         self._next_seq = plan.next_seq
         self._seen_new.clear()
         for key, finished in self._finished_new.items():

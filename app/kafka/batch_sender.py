@@ -28,7 +28,7 @@ class BatchSender:
         self._app = app
         self._open: dict[tuple[str, int], object] = {}  # (topic, partition) -> BatchBuilder being filled
         self._partition_counts: dict[str, int] = {}
-        self._pending: list = []
+        self._pending: list = []  # (future, records in it) of every batch or record sent since the last acks()
         self._records = 0
 
     async def send(
@@ -41,7 +41,7 @@ class BatchSender:
     ) -> None:
         self._records += 1
         if partition is None and key is None:
-            self._pending.append(await self._app.producer.send(topic, key, value, partition, None, headers))
+            self._pending.append((await self._app.producer.send(topic, key, value, partition, None, headers), 1))
             return
         if partition is None:
             partition = await self._default_partition(topic, key)
@@ -60,18 +60,27 @@ class BatchSender:
         """Records sent since the last `acks()`."""
         return self._records
 
-    async def acks(self) -> None:
+    async def acks(self) -> dict[tuple[str, int], int]:
+        """Await every record sent since the last call; the offset of the last one of each (topic, partition)."""
         check_not_frozen()  # a worker frozen past its session submits nothing more (app.service.freeze_guard)
         for where, batch in list(self._open.items()):
             await self._submit(where, batch)
         self._open.clear()
         pending, self._pending, self._records = self._pending, [], 0
+        last_offsets: dict[tuple[str, int], int] = {}
         if pending:
-            await asyncio.gather(*pending)
+            results = await asyncio.gather(*(future for future, _ in pending))
+            for metadata, (_, records) in zip(results, pending):
+                where = (metadata.topic, metadata.partition)
+                last = metadata.offset + records - 1  # a batch's metadata carries its first record's offset
+                if last > last_offsets.get(where, -1):
+                    last_offsets[where] = last
+        return last_offsets
 
     async def _submit(self, where: tuple[str, int], batch) -> None:
         topic, partition = where
-        self._pending.append(await self._aiokafka_producer().send_batch(batch, topic, partition=partition))
+        records = batch.record_count()
+        self._pending.append((await self._aiokafka_producer().send_batch(batch, topic, partition=partition), records))
 
     async def _default_partition(self, topic: str, key: bytes) -> int:
         count = self._partition_counts.get(topic)

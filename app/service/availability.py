@@ -41,6 +41,7 @@ from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
 from tables.store import PartitionStateStore
+from tables.write_back import write_back
 
 logger = logging.getLogger(__name__)
 
@@ -292,38 +293,11 @@ class LedgerBatchProcessor:
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 
     async def _write_back(self, stores: list) -> None:
-        check_not_frozen()  # never write table values (changelog records) after being frozen out of the group
-        trailers = []
-        for current, store in stores:
-            writes = store.dirty_writes()
-            if not writes:
-                continue
-            make_current(current)
-            last_per_table: dict[int, tuple] = {}
-            for table, key, value in writes:
-                previous = last_per_table.get(id(table))
-                if previous is not None:
-                    _write(*previous)
-                last_per_table[id(table)] = (table, key, value)
-            trailers.append((current, list(last_per_table.values())))
-        if trailers:
-            await self._app.producer.flush()
-            check_not_frozen()
-            for current, writes in trailers:
-                make_current(current)
-                for table, key, value in writes:
-                    _write(table, key, value)
-            await self._app.producer.flush()
+        # never write table values (changelog records) after being frozen out of the group
+        await write_back(self._sender, [(store.partition, store.dirty_writes()) for _, store in stores],
+                         check_not_frozen)
         for _, store in stores:
             store.written()
-
-
-def _write(table, key: bytes, value: bytes | None) -> None:
-    """A table write, or a deletion (a tombstone in the changelog) for None."""
-    if value is not None:
-        table[key] = value
-    elif key in table:
-        del table[key]
 
 
 def register_availability_agent(service: AvailabilityService) -> None:
