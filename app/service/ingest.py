@@ -157,9 +157,10 @@ class LedgerWriter:
             result.appends.extend(self.broadcast(self.entry_value(event, source, ingest_time)))
         else:
             sku = event.sku
-            name, converted = event_to_record(event)
+            # the decoded record is the event's Avro form already (read with the schema the ledger writes):
+            # no conversion back (tests/service/test_ingest_records.py)
             result.entries.append(
-                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, name, converted, index or 0)
+                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0)
             )
 
 
