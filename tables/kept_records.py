@@ -173,8 +173,12 @@ class KeptRecords:
         writes: list[Write] = []
         seen_by_bucket: dict[int, list] = {}
         width = self._seen_width
+        bucket_end, bucket = None, None
         for (sku, event_id), (event_time, position) in self._seen_new.items():
-            seen_by_bucket.setdefault((event_time // width + 1) * width, []).append([sku, event_id, event_time, position])
+            end = (event_time // width + 1) * width
+            if end != bucket_end:  # a write-back's events mostly share one bucket
+                bucket_end, bucket = end, seen_by_bucket.setdefault(end, [])
+            bucket.append((sku, event_id, event_time, position))  # orjson writes a tuple as an array
         finished_by_bucket: dict[int, list] = {}
         width = self._finished_width
         for (sku, reservation_id), finished in self._finished_new.items():
