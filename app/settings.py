@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1)
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
     state_cache_skus: int = Field(
-        default=10_000, ge=0,
+        default=2_000, ge=0,
         description="Decoded SKU states a worker keeps between micro-batches, per ledger partition it owns.",
     )
     write_back_interval_seconds: float = Field(

@@ -34,6 +34,7 @@ from app.engine import FinishedReservation
 from app.engine.codec import decode_finished, encode_finished
 from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 
+FINISHED_READ_CACHE = 10_000  # finished reservations read from RocksDB and kept decoded, per partition (memory)
 SEGMENT_MAX_ENTRIES = 5_000  # keeps a segment record far below Kafka's 1 MB (ids are at most 64 characters)
 _SEEN_VALUE = struct.Struct(">qq")  # (event time, ledger position)
 
@@ -147,7 +148,7 @@ class KeptRecords:
         except KeyError:
             value = self._db.get(_finished_key(sku, reservation_id))
             found = None if value is None else decode_finished(value)
-            if len(self._finished_read) >= 100_000:  # a read cache only: dropping it changes no answer
+            if len(self._finished_read) >= FINISHED_READ_CACHE:  # a read cache only: dropping it changes no answer
                 self._finished_read.clear()
             self._finished_read[key] = found
             return found
