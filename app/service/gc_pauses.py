@@ -1,0 +1,50 @@
+"""Shorter pauses of Python's cyclic garbage collector in the worker.
+
+A full (generation 2) collection scans every object the process holds, and a worker holds many: the decoded SKU
+states it caches, Faust's and aiokafka's own. In `python -m benchmarks.peak --profile quick --topology split` the
+worker's full collections took 240-390 ms each, about every ten seconds, and every one of them stopped the event
+loop: they were the live p99. After a full collection, what survived is live and long-lived, so it is frozen
+(`gc.freeze`: moved to a generation no collection scans) and the next full collection only scans what came since.
+Freezing changes what is freed only for reference cycles among frozen objects (everything else is freed by
+reference counting, whatever its generation; the cached states hold no cycles), so every `unfreeze_every_seconds`
+the frozen objects go back to the oldest generation and the next full collection scans them all once.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+UNFREEZE_EVERY_SECONDS = 600.0
+
+
+class FullCollectionFreezer:
+    """A `gc.callbacks` entry: freezes the survivors of each full collection, unfreezes them every
+    `unfreeze_every_seconds`."""
+
+    def __init__(self, unfreeze_every_seconds: float = UNFREEZE_EVERY_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._unfreeze_every = unfreeze_every_seconds
+        self._clock = clock
+        self._unfrozen_at = clock()
+        self.freezes = 0
+        self.unfreezes = 0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase != "stop" or info.get("generation") != 2:
+            return
+        now = self._clock()
+        if now - self._unfrozen_at >= self._unfreeze_every:
+            gc.unfreeze()  # the next full collection scans everything again: cycles among old objects are found
+            self._unfrozen_at = now
+            self.unfreezes += 1
+        else:
+            gc.freeze()
+            self.freezes += 1
+
+
+def install() -> FullCollectionFreezer:
+    freezer = FullCollectionFreezer()
+    gc.callbacks.append(freezer)
+    return freezer
