@@ -104,6 +104,8 @@ UNUSUAL = {  # (schema, body): bytes the compiled decoder refuses and fastavro r
     "negative union index": (["null", "string", "long"], b"\x05"),  # -3: fastavro indexes the list from the end
     "negative enum index": ({"type": "enum", "name": "toy.E", "symbols": ["A", "B", "C"]}, b"\x01"),
     "varint of eleven bytes": ("long", b"\xff" * 10 + b"\x01"),  # fastavro wraps it around 64 bits
+    "ten-byte varint beyond 64 bits": ("long", b"\xff" * 9 + b"\x7f"),
+    "length of eleven bytes": ("string", b"\x80" * 10 + b"\x00"),
 }
 
 
