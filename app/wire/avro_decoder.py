@@ -1,11 +1,12 @@
 """Avro binary decoders compiled from a writer schema: Python source generated for one schema, read from a bytes
 object by index. The counterpart of app/wire/avro_encoder.py, used by `RecordSerde.decode`.
 
-fastavro's `schemaless_reader` costs about 12 us per ledger entry here, mostly its per-value dispatch on the schema.
+fastavro's `schemaless_reader` costs 7-12 us per ledger entry here, mostly its per-value dispatch on the schema.
 `compile_decoder` walks the schema once and generates one function in which every record of the schema is inlined
-(a recursive type gets a function of its own), varints of one or two bytes are read inline, and each record is a
-dict literal; docs/PERFORMANCE.md has the figures. It returns what fastavro returns with `return_record_name=True,
-return_record_name_override=True` (tests/wire/test_avro_decoder.py checks generated records of every topic).
+(a recursive type gets a function of its own), varints are read inline and each record is a dict literal: 2 to 2.5
+times faster (benchmarks/decode_benchmark.py; docs/PERFORMANCE.md has the figures). It returns what fastavro returns
+with `return_record_name=True, return_record_name_override=True` (tests/wire/test_avro_decoder.py checks generated
+records of every topic).
 
 It takes canonical, well-formed bytes only. For anything else (truncated data, a union index or enum index it does
 not expect, a varint longer than 64 bits, a negative length, invalid UTF-8) it raises ValueError, IndexError,
@@ -67,10 +68,12 @@ def fastavro_union_names(branches: list, definitions: dict[str, dict]) -> list[s
     whatever it names; else (name, value) for a branch defined as a record or spelled as a name reference (an enum
     too), the value alone for the others, an enum defined in place among them."""
     def kind(branch: Any) -> str:
-        return branch["type"] if isinstance(branch, dict) else "union" if isinstance(branch, list) else branch
+        if isinstance(branch, dict):
+            return branch["type"] if isinstance(branch["type"], str) else "<nested>"
+        return "union" if isinstance(branch, list) else branch
 
     if any(isinstance(branch, dict) and kind(branch) not in _AVRO_TYPES for branch in branches):
-        raise UnsupportedSchema(f"a union branch spelled as {{'type': name}}: {branches}")
+        raise UnsupportedSchema(f"a union branch spelled as {{'type': name or schema}}: {branches}")
     records = sum(1 for branch in branches if kind(branch) == "record" or kind(branch) not in _AVRO_TYPES)
     if records == 1:
         return [None] * len(branches)
