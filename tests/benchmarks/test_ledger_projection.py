@@ -206,7 +206,8 @@ def test_the_compiled_projection_reads_what_fastavro_reads_for_other_types():
 
 @pytest.mark.slow
 def test_micro_benchmark_projection_against_full_decode(serde):
-    """CPU time to read the ledger of 200,000 mixed events: full decode vs fastavro projection vs compiled."""
+    """CPU time to read the ledger of 200,000 mixed events: full decode (compiled too, app/wire/avro_decoder.py) vs
+    fastavro projection vs compiled projection."""
     values = ledger_values(serde, 200_000, seed=11)
     writer = load_schema_library().expanded("LedgerEntry")
     reference, projection = fastavro_projection(writer, PROJECTED_FIELDS), LedgerEventIds(serde)
@@ -223,4 +224,4 @@ def test_micro_benchmark_projection_against_full_decode(serde):
     print(f"\n{len(values)} ledger records, {sum(map(len, values)) / 1e6:.1f} MB: full decode {full_seconds:.2f} s, "
           f"fastavro projection {fastavro_seconds:.2f} s, compiled projection {compiled_seconds:.2f} s")
     assert full == by_fastavro == compiled
-    assert compiled_seconds * 3 < full_seconds
+    assert compiled_seconds * 2 < full_seconds  # 2.8x here (3.7-5x while the full decode was fastavro's)

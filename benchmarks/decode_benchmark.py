@@ -1,0 +1,99 @@
+"""CPU per ledger entry of decoding the availability stage's ledger: fastavro against the compiled decoder.
+
+    python -m benchmarks.decode_benchmark [--events 100000] [--repeats 3] [--json FILE]
+
+The ledger is the one `benchmarks.service_throughput` produces for the peak workload's mix (`ledger_of_workload`,
+8 partitions), built in this process. Each way decodes every record of it, best of `--repeats`, in the same run:
+- fastavro: what `RecordSerde.decode` did before the compiled decoder, `fastavro.schemaless_reader` on a BytesIO
+  with `return_record_name=True, return_record_name_override=True`;
+- compiled: `RecordSerde.decode` itself, whose records of its own schema id go through app/wire/avro_decoder.py.
+Both must give the same values (checked) and the figures are process CPU time per ledger entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import fastavro
+
+from app.settings import Settings
+from app.wire.ledger import ledger_items
+from app.wire.serialization import HEADER_SIZE, AvroCodec
+from app.wire.topics import LEDGER
+from benchmarks.service_throughput import ledger_of_workload
+
+INGEST_TIME = 1_767_225_600_000  # 2026-01-01, ms: a six-byte varint like a live ingest time
+
+
+def fastavro_decode(schema: dict) -> Callable[[bytes], dict]:
+    """`RecordSerde.decode` of its own schema id before the compiled decoder (`schema`: the parsed writer schema)."""
+
+    def decode(data: bytes) -> dict:
+        buffer = io.BytesIO(data)
+        buffer.seek(HEADER_SIZE)
+        value = fastavro.schemaless_reader(buffer, schema, None, return_record_name=True,
+                                           return_record_name_override=True)
+        if buffer.tell() != len(data):
+            raise ValueError("trailing bytes")
+        return value
+
+    return decode
+
+
+def best_cpu(decode: Callable[[bytes], object], values: list[bytes], repeats: int) -> float:
+    """Each value is dropped once decoded, as the stage does: keeping them all would time the garbage collector
+    walking them."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        for value in values:
+            decode(value)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def measure(events: int, repeats: int) -> dict:
+    settings = Settings(partitions=8)
+    codec = AvroCodec(settings)
+    serde = codec.serde(LEDGER)
+    ledger, entries = ledger_of_workload(settings, codec, events, INGEST_TIME)
+    values = [value for _, _, value in ledger]
+    by_fastavro = fastavro_decode(codec.schemas.parsed(LEDGER.value_record))
+    fastavro_seconds = best_cpu(by_fastavro, values, repeats)
+    compiled_seconds = best_cpu(serde.decode, values, repeats)
+    decoded = 0
+    for value in values:
+        compiled = serde.decode(value).value
+        if compiled != by_fastavro(value):
+            raise RuntimeError("the compiled decoder and fastavro disagree on the ledger")
+        decoded += len(ledger_items(compiled))
+    if decoded != entries:
+        raise RuntimeError(f"the decoded ledger holds {decoded} entries, {entries} were written")
+    return {"events": events, "ledger_records": len(values), "ledger_entries": entries,
+            "megabytes": round(sum(map(len, values)) / 1e6, 2), "repeats": repeats,
+            "fastavro_us_per_entry": round(fastavro_seconds / entries * 1e6, 3),
+            "compiled_us_per_entry": round(compiled_seconds / entries * 1e6, 3),
+            "speedup": round(fastavro_seconds / compiled_seconds, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the result to this file")
+    args = parser.parse_args()
+    result = measure(args.events, args.repeats)
+    print(f"{result['ledger_entries']} ledger entries in {result['ledger_records']} records "
+          f"({result['megabytes']} MB), best of {result['repeats']}: fastavro {result['fastavro_us_per_entry']} us, "
+          f"compiled {result['compiled_us_per_entry']} us per entry ({result['speedup']}x)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
