@@ -55,6 +55,18 @@ class BatchSender:
             if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
                 raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
 
+    def send_nowait(self, topic: str, key: bytes, value: bytes | None) -> bool:
+        """`send` of a keyed record without awaiting, when its topic's partition count is known and its partition's
+        open batch has room (the common case: no coroutine per record); False when the caller must await `send`."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            return False
+        batch = self._open.get((topic, default_partition(key, count)))
+        if batch is None or batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
+            return False
+        self._records += 1
+        return True
+
     @property
     def pending(self) -> int:
         """Records sent since the last `acks()`."""

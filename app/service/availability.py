@@ -119,7 +119,7 @@ class LedgerBatchProcessor:
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
         stores: list[tuple[object, PartitionStateStore]] = []
-        ingest_times: dict[int, list[int]] = {}
+        ingest_times: dict[int, dict[int, int]] = {}
         applied: dict[int, int] = {}
         assignment = self._assignment
         previous = _current_event.get(None)
@@ -226,10 +226,10 @@ class LedgerBatchProcessor:
             found = self._partitions[partition] = (store, engine)
         return found
 
-    async def _apply(self, engine: PartitionEngine, events: list) -> tuple[int, list[int]]:
-        """Apply a partition's ledger records; returns the number of entries applied and the ingest times of its
-        source events (clock ticks excluded), for the end-to-end latency metric."""
-        ingest_times: list[int] = []
+    async def _apply(self, engine: PartitionEngine, events: list) -> tuple[int, dict[int, int]]:
+        """Apply a partition's ledger records; returns the number of entries applied and, per ingest time, the
+        number of source events (clock ticks excluded) with it, for the end-to-end latency metric."""
+        ingest_times: dict[int, int] = {}
         applied = 0
         for event in events:
             message = event.message
@@ -243,19 +243,22 @@ class LedgerBatchProcessor:
                     continue
                 applied += 1
                 if type(ledger_event) is not ClockTick:
-                    ingest_times.append(item.ingest_time)
+                    ingest_times[item.ingest_time] = ingest_times.get(item.ingest_time, 0) + 1
                 if outputs:
                     await self._publish(outputs, message, item)
         return applied, ingest_times
 
     async def _publish(self, outputs: list, message, item: LedgerItem) -> None:
         send = self._sender.send
+        send_nowait = self._sender.send_nowait
         published = self._published
         for output in outputs:
             kind = type(output)
             if kind is ChannelAvailability:
                 topic, serde = self._availability_serdes[output.channel]
-                await send(topic, output.key.encode(), serde.encode(output.to_record()))
+                key, value = output.key.encode(), serde.encode(output.to_record())
+                if not send_nowait(topic, key, value):
+                    await send(topic, key, value)
                 published[topic] = published.get(topic, 0) + 1
             elif kind is ReservationDecision:
                 await send(RESERVATION_DECISIONS.name, output.key.encode(), self._decisions.encode(output.to_record()))

@@ -49,12 +49,32 @@ def test_hooks_count_events_by_their_labels():
 
 def test_batch_applied_observes_latency_from_ingest_time_and_never_negative():
     metrics = ServiceMetrics()
-    metrics.batch_applied(partition=2, events=3, ingest_times_ms=[1_000, 1_900, 2_100], published_at_ms=2_000)
-    assert value(metrics, "availability_ledger_events_applied_total", partition="2") == 3
-    assert value(metrics, "availability_end_to_end_latency_seconds_count") == 3
-    # 1.0 s + 0.1 s + 0 (a clock 0.1 s ahead on the ingesting worker is not a negative latency)
-    assert value(metrics, "availability_end_to_end_latency_seconds_sum") == pytest.approx(1.1)
-    assert value(metrics, "availability_end_to_end_latency_seconds_bucket", le="0.1") == 2
+    metrics.batch_applied(partition=2, events=5, ingest_times_ms={1_000: 1, 1_900: 3, 2_100: 1},
+                          published_at_ms=2_000)
+    assert value(metrics, "availability_ledger_events_applied_total", partition="2") == 5
+    assert value(metrics, "availability_end_to_end_latency_seconds_count") == 5
+    # 1.0 s + 3 x 0.1 s + 0 (a clock 0.1 s ahead on the ingesting worker is not a negative latency)
+    assert value(metrics, "availability_end_to_end_latency_seconds_sum") == pytest.approx(1.3)
+    assert value(metrics, "availability_end_to_end_latency_seconds_bucket", le="0.1") == 4
+
+
+def test_observing_many_at_once_exposes_what_observing_each_does():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from app.service.metrics import LATENCY_BUCKETS_SECONDS, observe_many
+
+    one_by_one, at_once = CollectorRegistry(), CollectorRegistry()
+    each = Histogram("latency", "l", buckets=LATENCY_BUCKETS_SECONDS, registry=one_by_one)
+    many = Histogram("latency", "l", buckets=LATENCY_BUCKETS_SECONDS, registry=at_once)
+    for amount, count in ((0.0, 2), (0.1, 3), (LATENCY_BUCKETS_SECONDS[2], 4), (0.7, 1), (1e9, 5)):
+        for _ in range(count):
+            each.observe(amount)
+        observe_many(many, amount, count)
+
+    def samples(registry) -> list[bytes]:  # without the creation time, which differs
+        return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+    assert samples(at_once) == samples(one_by_one)
 
 
 def test_each_instance_has_its_own_registry():
