@@ -7,14 +7,16 @@ over Zipf-popular SKUs) goes through the ingest stage's own logic (`ingest_micro
 micro-batches of the settings' `batch_size`, and the ledger records it writes are produced straight to the ledger,
 with the policy and the stock loads first. Then one worker starts with AVAILABILITY_STAGES=availability and the
 clock runs from its "Worker ready" to the moment its `ledger_events_applied` metric counts every entry written (read every 0.5 s);
-its CPU seconds over that time give the per-core figure. `--py-spy FILE` records the worker meanwhile (speedscope
-format). Result in benchmarks/results/service_throughput.json.
+its CPU seconds over that time give the per-core figure. It also counts, without a worker, the availability records
+the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own. `--py-spy FILE` records the worker meanwhile (speedscope
+format). Result in benchmarks/results/service_throughput.json ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,12 +28,13 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from app.engine import event_from_record
+from app.engine import ChannelAvailability, MemoryStore, PartitionEngine, event_from_record
+from app.engine.positions import ledger_position
 from app.kafka.admin import create_topics
 from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.service.ingest import LedgerWriter, SourceMessage, ingest_micro_batch
 from app.settings import Settings
-from app.wire.ledger import LedgerBatcher
+from app.wire.ledger import LedgerBatcher, apply_ledger_record, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
 from benchmarks.cpu import cpu_seconds
@@ -73,6 +76,31 @@ def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest
     return ledger, entries
 
 
+def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> tuple[int, int]:
+    """The availability records the engine publishes for `ledger` (no worker): (as written, one record per key per
+    ledger record; had each entry been a record of its own), which shows what coalescing per record saves."""
+    serde = codec.serde(LEDGER)
+    counts = []
+    for as_records in (True, False):
+        engines: dict[int, PartitionEngine] = {}
+        offsets: dict[int, int] = {}
+        published = 0
+        for partition, _, value in ledger:
+            engine = engines.get(partition) or engines.setdefault(
+                partition, PartitionEngine(partition, MemoryStore(), frozenset(settings.channels)))
+            offset = offsets[partition] = offsets.get(partition, -1) + 1
+            items = read_ledger_record(serde, value)
+            if as_records:
+                results = apply_ledger_record(engine, items, offset)
+            else:  # each entry alone, at the same position
+                results = [(item, None, engine.apply(event_from_record(item.record_name, item.record),
+                                                     ledger_position(offset, item.index), item.origin))
+                           for item in items]
+            published += sum(type(output) is ChannelAvailability for _, _, outputs in results for output in outputs)
+        counts.append(published)
+    return counts[0], counts[1]
+
+
 def applied(web_port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -95,6 +123,9 @@ def main() -> None:
         ledger, entries = ledger_of_workload(settings, codec, args.events, int(time.time() * 1000))
         print(f"{args.events:,} events -> {len(ledger):,} ledger records, {entries:,} entries "
               f"({time.monotonic() - prepared:.1f} s)", flush=True)
+        coalesced, uncoalesced = availability_records(settings, codec, ledger)
+        print(f"availability records: {coalesced:,} (one per key per ledger record; {uncoalesced:,} had each entry "
+              "been a record of its own)", flush=True)
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         for partition, key, value in ledger:
             producer.produce(LEDGER.name, value, key, partition=partition)
@@ -125,10 +156,11 @@ def main() -> None:
         result = {"events": args.events, "ledger_records": len(ledger), "ledger_entries": entries,
                   "batch_size": settings.batch_size, "ledger_batch_max_entries": settings.ledger_batch_max_entries,
                   "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
-                  "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu)}
+                  "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu),
+                  "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced}
         print(json.dumps(result))
-        out = Path(__file__).resolve().parent / "results"
-        out.mkdir(exist_ok=True)
+        out = Path(os.environ.get("BENCHMARK_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
+        out.mkdir(parents=True, exist_ok=True)
         (out / "service_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
