@@ -1,7 +1,8 @@
 """Backfill at scale: how fast `availability replay` reprocesses a large ledger, and how much memory it needs.
 
 1. An embedded broker (or KAFKA_BOOTSTRAP_SERVERS) gets the topics and a generated ledger of `--events` entries
-   (default 5,000,000), written directly as LedgerEntry records with a batching producer: the seeded stream of
+   (default 5,000,000), written directly as the ingest stage writes them (a LedgerEntryBatch per ledger partition
+   per micro-batch of `batch_size` events; policy and ticks alone) with a batching producer: the seeded stream of
    benchmarks/engine_benchmark.py (Zipf-popular SKUs, sales, receipts, transfers, counts, ~20% reservation
    commands, a clock tick every 1,000 events), the policy and the ticks on every partition like the ingest stage.
 2. The replay runs in a child process (so its peak RSS is its own, not the generator's): from the earliest offset,
@@ -28,6 +29,7 @@ from confluent_kafka import Producer
 
 from app.engine import ClockTick, PolicyChange, event_to_record
 from app.kafka.producing import produce_or_wait
+from app.wire.ledger import LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
 from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
@@ -45,9 +47,11 @@ def benchmark_settings(bootstrap_servers: str, partitions: int, data_dir: Path):
 
 
 def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int = 20_000, store_count: int = 300,
-                 locations_per_sku: int = 8, seed: int = SEED) -> int:
-    """Write about `events` ledger entries (policy and opening stock included); returns the records written
-    (broadcast entries count once per partition)."""
+                 locations_per_sku: int = 8, seed: int = SEED) -> tuple[int, int]:
+    """Write about `events` ledger entries (policy and opening stock included) as the ingest stage writes them:
+    the movements and commands of each micro-batch of `batch_size` events as one LedgerEntryBatch per ledger
+    partition (app.wire.ledger.LedgerBatcher), policy changes and clock ticks as records of their own on every
+    partition. Returns (entries, records) written; broadcast entries count once per partition."""
     codec = AvroCodec(settings)
     encode = codec.serde(LEDGER).encode
     partitions = settings.partitions
@@ -55,36 +59,49 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
                          "batch.size": 4 * 1024 * 1024, "queue.buffering.max.messages": 1_000_000,
                          "queue.buffering.max.kbytes": 1024 * 1024, "max.in.flight.requests.per.connection": 1})
     broadcast_key = LEDGER_BROADCAST_KEY.encode()
-    written = 0
+    batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
+    entries = records = pending = 0
 
-    def produce(value: bytes, key: bytes, partition: int) -> None:
-        produce_or_wait(producer, LEDGER.name, value, key, partition=partition)
+    def flush() -> None:
+        nonlocal records, pending
+        for record in batcher.flush():
+            produce_or_wait(producer, LEDGER.name, record.value, record.key, partition=record.partition)
+            records += 1
+        pending = 0
 
     def append(event, ingest_time: int) -> None:
-        nonlocal written
+        nonlocal entries, records, pending
         record_name, record = event_to_record(event)
-        value = encode({"entry": (f"{AVRO_NAMESPACE}.{record_name}", record), "source_topic": None,
-                        "source_partition": None, "source_offset": None, "ingest_time": ingest_time})
         if type(event) is ClockTick or type(event) is PolicyChange:
+            flush()  # what came before keeps its place in every partition
+            value = encode({"entry": (f"{AVRO_NAMESPACE}.{record_name}", record), "source_topic": None,
+                            "source_partition": None, "source_offset": None, "ingest_time": ingest_time})
             for partition in range(partitions):
-                produce(value, broadcast_key, partition)
-            written += partitions
-        else:
-            produce(value, event.sku.encode(), ledger_partition(event.sku, partitions))
-            written += 1
+                produce_or_wait(producer, LEDGER.name, value, broadcast_key, partition=partition)
+            entries += partitions
+            records += partitions
+            return
+        # a source position of its own per event, as an ingest stage reading one source partition would give
+        batcher.add(ledger_partition(event.sku, partitions), event.sku, record_name, record,
+                    ("benchmark", 0, entries, 0), ingest_time)
+        entries += 1
+        pending += 1
+        if pending >= settings.batch_size:
+            flush()
 
     generator = StreamGenerator(seed, sku_count, store_count, 5, locations_per_sku)
     now = int(time.time() * 1000)  # the ingest time: the engine refuses events stamped far after it
     append(build_policy(store_count, 5), now)
     for event in generator.seed_stock():
         append(event, now)
-    while written < events:
-        for event in generator.events(min(CHUNK, events - written)):
+    while entries < events:
+        for event in generator.events(min(CHUNK, events - entries)):
             append(event, now)
         producer.poll(0)
+    flush()
     if producer.flush(300):
         raise RuntimeError("ledger records not delivered")
-    return written
+    return entries, records
 
 
 def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path) -> None:
@@ -142,9 +159,10 @@ def run(events: int, partitions: int) -> dict:
         settings = benchmark_settings(bootstrap_servers, partitions, scratch_dir)
         create_topics(settings, bootstrap_servers)
         started = time.perf_counter()
-        written = write_ledger(settings, bootstrap_servers, events)
+        written, records = write_ledger(settings, bootstrap_servers, events)
         write_seconds = time.perf_counter() - started
-        print(f"ledger: {written:,} records in {write_seconds:.1f}s", file=sys.stderr, flush=True)
+        print(f"ledger: {written:,} entries in {records:,} records in {write_seconds:.1f}s", file=sys.stderr,
+              flush=True)
         output = scratch_dir / "replay.json"
         subprocess.run([sys.executable, "-m", "benchmarks.replay_benchmark", "--replay-child", bootstrap_servers,
                         "--partitions", str(partitions), "--output", str(output)], check=True)
@@ -152,9 +170,9 @@ def run(events: int, partitions: int) -> dict:
         return {
             "python": platform.python_version(), "machine": platform.machine(),
             "broker": "embedded Tansu (memory storage)" if broker else bootstrap_servers,
-            "requested_events": events, "partitions": partitions, "channels": list(BENCH_CHANNELS), "ledger_records": written,
-            "ledger_write_seconds": round(write_seconds, 1),
-            "ledger_write_records_per_second": round(written / write_seconds),
+            "requested_events": events, "partitions": partitions, "channels": list(BENCH_CHANNELS), "ledger_entries": written,
+            "ledger_records": records, "ledger_write_seconds": round(write_seconds, 1),
+            "ledger_write_entries_per_second": round(written / write_seconds),
             "replay": replay,
             "broker_peak_rss_mib": broker_peak_rss_mib(broker.pid if broker else None),
         }
@@ -172,8 +190,9 @@ partitions; channels {', '.join(result['channels'])}. Command: `python -m benchm
 --events {result['requested_events']}` (see the module docstring). The machine has 2 cores shared by the replay,
 the broker and anything else running; the replay itself is one Python thread plus librdkafka's threads.
 
-- ledger: **{result['ledger_records']:,} entries**, written in {result['ledger_write_seconds']}s
-  ({result['ledger_write_records_per_second']:,} records/s)
+- ledger: **{result['ledger_entries']:,} entries** in {result['ledger_records']:,} records (batch records of the
+  ingest stage's micro-batches, as the service writes them), written in {result['ledger_write_seconds']}s
+  ({result['ledger_write_entries_per_second']:,} entries/s)
 - replay from the earliest offset, outputs produced to the broker: **{replay['events_per_second']:,} events/s**
   ({replay['events']:,} events in {replay['seconds']}s)
 - replay process peak RSS: **{replay['peak_rss_mib']} MiB**; broker peak RSS: {result['broker_peak_rss_mib']} MiB
