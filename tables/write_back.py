@@ -17,16 +17,24 @@ the stages work around").
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from faust.types import TP
 
-from app.kafka.batch_sender import BatchSender
 from tables.kept_records import PartitionDB
 
 Write = tuple  # (faust Table, key bytes, value bytes or None to delete)
 
 
-async def write_back(sender: BatchSender, partition_writes: list[tuple[int, list[Write]]],
+class Sender(Protocol):
+    """What the write-back needs of the stage's sender (app.kafka.batch_sender.BatchSender)."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None: ...
+
+    async def acks(self) -> dict[tuple[str, int], int]: ...
+
+
+async def write_back(sender: Sender, partition_writes: list[tuple[int, list[Write]]],
                      before_each_send: Callable[[], None]) -> None:
     """Write every (table, key, value) of each (partition, writes), in order per table partition.
     `before_each_send` is called before each of the two sends (the frozen-worker check)."""
@@ -60,7 +68,7 @@ async def write_back(sender: BatchSender, partition_writes: list[tuple[int, list
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-async def _send(sender: BatchSender, partition: int, write: Write) -> None:
+async def _send(sender: Sender, partition: int, write: Write) -> None:
     table, key, value = write
     await sender.send(table.changelog_topic.get_topic_name(), key, value, partition)
 

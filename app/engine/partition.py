@@ -498,12 +498,14 @@ def _merge(first, second) -> list[str] | tuple[str, ...]:
 
 
 def run_ledger(
-    entries: Iterable[tuple], channels: frozenset[str] | Iterable[str], limits: EngineLimits = DEFAULT_LIMITS
+    entries: Iterable[tuple], channels: frozenset[str] | Iterable[str], limits: EngineLimits = DEFAULT_LIMITS,
+    as_records: bool = True,
 ) -> list[Output]:
     """The reference run: every (partition, position, event[, origin]) applied in the given order by one
     PartitionEngine per partition on fresh memory stores, the entries of one ledger record (consecutive entries of a
     partition at one offset) as a record, as the service applies them (app.wire.ledger.apply_ledger_record); the
-    concatenated outputs. End-to-end tests compare the service with this."""
+    concatenated outputs. End-to-end tests compare the service with this. `as_records=False` applies each entry on
+    its own (every change of a key is returned: what the rules decided with, entry by entry)."""
     channels = frozenset(channels)
     engines: dict[int, PartitionEngine] = {}
     outputs: list[Output] = []
@@ -511,14 +513,15 @@ def run_ledger(
     engine = None
     for partition, position, event, *origin in entries:
         offset, _ = split_position(position)
-        if record != (partition, offset):
+        if record != (partition, offset) or not as_records:
             if engine is not None:
                 outputs.extend(engine.end_record())
             record = (partition, offset)
             engine = engines.get(partition)
             if engine is None:
                 engine = engines[partition] = PartitionEngine(partition, MemoryStore(), channels, limits=limits)
-            engine.begin_record()
+            if as_records:
+                engine.begin_record()
         outputs.extend(engine.apply(event, position, origin[0] if origin else NO_ORIGIN))
     if engine is not None:
         outputs.extend(engine.end_record())

@@ -275,7 +275,7 @@ def check_against_engine(bootstrap_servers: str, settings: Settings, codec: Avro
         seconds=0.0,
     )
     try:
-        assert_no_channel_accepted_more_than_shown(Expected(outputs, {}, []))
+        assert_no_channel_accepted_more_than_shown(Expected(outputs, {}, [], oracle, frozenset(settings.channels)))
     except AssertionError as error:
         report.accepted_within_shown, report.accepted_problem = False, str(error)
     report.seconds = time.monotonic() - started
