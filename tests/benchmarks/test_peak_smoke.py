@@ -92,7 +92,11 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
     for window in ("steady", "burst", "after_burst"):
         cpu = live["cpu_seconds"][window]
         assert cpu["workers"] > 0 and cpu["broker"] > 0 and cpu["sender"] >= 0
-        assert cpu["machine_cores_busy"] >= cpu["cores_busy"] - 0.1  # the machine ran at least our processes
+        # the machine ran at least our processes; the two figures are read at slightly different instants (the
+        # machine's from /proc/stat, each process's from its own stat, a reaped child's CPU at once), which in a
+        # smoke window of 2-4.5 s is worth up to about half a CPU second
+        slack = 0.1 + 0.5 / cpu["wall_seconds"]
+        assert cpu["machine_cores_busy"] >= cpu["cores_busy"] - slack, (cpu, slack)
         assert (cpu["ingest_processes"] > 0) == (topology == "split")
     assert result["restart"]["warm"]["seconds_to_first_output"] > 0
     assert result["resources"]["sku_locations_held"] > 0 and result["resources"]["rocksdb_bytes"] > 0
