@@ -76,7 +76,8 @@ class IngestFailed(ServiceError):
 
 
 def ingest_group_id(settings: Settings) -> str:
-    """The ingest processes' consumer group: not the workers' (`app_id`), whose members own ledger partitions."""
+    """The ingest consumers' group (the workers' ingest threads in `all`, the ingest processes in `split`): not the
+    workers' Faust group (`app_id`), whose members own ledger partitions."""
     return f"{settings.app_id}{INGEST_GROUP_SUFFIX}"
 
 
