@@ -164,8 +164,9 @@ class Settings(BaseSettings):
     )
     stages: Stages = Field(
         default="all",
-        description="What a worker runs: `all` (ingest agents and the availability stage) or `availability` (no "
-        "ingest agents: the source topics are ingested by `availability ingest` processes, app.service.ingest_worker).",
+        description="What a worker runs: `all` (the ingest stage, on a thread of its own, and the availability stage) "
+        "or `availability` (no ingest: the source topics are ingested by `availability ingest` processes, "
+        "app.service.ingest_worker).",
     )
     recovery_stall_timeout_seconds: float = Field(
         default=120.0, gt=0,

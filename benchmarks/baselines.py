@@ -67,7 +67,7 @@ def run_confluent(bootstrap: str, topics: list[str], partitions: int, records: i
                   min_seconds: float = 0.0) -> None:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from app.service.ingest_worker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+    from app.service.ingest_process import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
     from app.wire.serialization import AvroCodec
     from benchmarks.baseline_job import SkuState, apply_event, source_events
     from benchmarks.cpu import cpu_seconds
@@ -76,7 +76,7 @@ def run_confluent(bootstrap: str, topics: list[str], partitions: int, records: i
     decoders = {topic: codec.serde(topic).decode for topic in topics}
     quiet = logging.getLogger("baseline.librdkafka")
     quiet.setLevel(logging.CRITICAL)
-    # the consumer and producer settings of the service's own librdkafka stage (app.service.ingest_worker)
+    # the consumer and producer settings of the service's own librdkafka stage (app.service.ingest_process)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"baseline-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "fetch.max.bytes": 16 * 1024 * 1024,
                          "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,

@@ -61,9 +61,11 @@ class ServiceWorker:
         self.process: subprocess.Popen | None = None
         self.started_ms: float | None = None
         self.peak_rss_mib: float | None = None
+        self._log_offset = 0  # where this run's lines start in a log that a previous run may have begun
 
     def start(self) -> ServiceWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.started_ms = time.time() * 1000
             self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO_ROOT,
@@ -85,6 +87,20 @@ class ServiceWorker:
             return self.log_path.read_text(errors="replace").count(text)
         except FileNotFoundError:
             return 0
+
+    def ingest_assigned(self) -> bool:
+        """Its ingest consumer (group `<app_id>-ingest`: the thread of an `all` worker, or an ingest process) holds
+        source partitions: since this start, its last assignment or revocation line is an assignment naming some."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return False
+        lines = [line for line in text.splitlines()
+                 if "ingest process: assigned " in line or "ingest process: revoked " in line]
+        return bool(lines) and "ingest process: assigned " in lines[-1] and not lines[-1].rstrip().endswith(
+            "no partitions")
 
     def read_peak_rss(self) -> float | None:
         """VmHWM (peak resident set) from /proc, in MiB; kept after the process ends."""
@@ -122,16 +138,6 @@ class IngestWorker(ServiceWorker):
         if settings.kafka_bootstrap_servers is None:
             raise ValueError("an ingest process needs kafka_bootstrap_servers: it starts no broker of its own")
         super().__init__(settings, log_name)
-
-    def assigned(self) -> bool:
-        """It holds source partitions: its last assignment or revocation line is an assignment that names some."""
-        try:
-            lines = [line for line in self.log_path.read_text(errors="replace").splitlines()
-                     if "ingest process: assigned " in line or "ingest process: revoked " in line]
-        except FileNotFoundError:
-            return False
-        return bool(lines) and "ingest process: assigned " in lines[-1] and not lines[-1].rstrip().endswith(
-            "no partitions")
 
 
 def stop_all(processes: Iterable[ServiceWorker], grace_seconds: float = 30.0) -> None:

@@ -118,7 +118,7 @@ BULK_TOPICS = (STOCK_MOVEMENTS.name,)
 MIX_TOPICS = SINGLE_TOPICS + BULK_TOPICS
 TOPOLOGIES = ("all", "split")  # docs/ARCHITECTURE.md, "Two topologies"
 RESTART_INGEST = {
-    "all": "the restarted worker ingests the probes itself (its ingest agents) before it applies them",
+    "all": "the restarted worker ingests the probes itself (its ingest thread) before it applies them",
     "split": "ingest processes kept running: only the availability worker restarts, the probes are on the ledger "
              "before it starts",
 }
@@ -364,13 +364,15 @@ class Scenario:
         self.wait_until_ingest_ready(max(1.0, deadline - time.monotonic()))
 
     def wait_until_ingest_ready(self, timeout: float = 120.0) -> None:
-        """Every ingest process holds source partitions (none in `all`): a backlog sent now is ingested at once,
-        not after the group's first join."""
+        """Every ingest consumer holds source partitions (group `<app_id>-ingest`: the ingest processes in `split`,
+        the workers' ingest threads in `all`): a backlog sent now is ingested at once, not after the group's first
+        join."""
         deadline = time.monotonic() + timeout
-        while not all(process.assigned() for process in self.ingest):
+        consumers = self.ingest if self.topology == "split" else self.workers
+        while not all(process.ingest_assigned() for process in consumers):
             self.alive()
             if time.monotonic() > deadline:
-                raise TimeoutError("ingest processes not assigned source partitions in time")
+                raise TimeoutError("ingest consumers not assigned source partitions in time")
             time.sleep(0.2)
 
     # -- sections -------------------------------------------------------------------------------------------
@@ -563,7 +565,7 @@ class PeakBenchmark:
             # whole-section rates, as the targets and the capacity line
             whole = "whole_section_events_per_second"
             service["scaling_efficiency"] = analysis.ratio(service[whole], count * one[whole] if one[whole] else None)
-            # the ingest stage's own scaling (ingest processes in `split`, the workers' ingest agents in `all`)
+            # the ingest stage's own scaling (ingest processes in `split`, the workers' ingest threads in `all`)
             one_ingest = one["ingest"].get(whole)
             service["ingest_scaling_efficiency"] = analysis.ratio(service["ingest"].get(whole),
                                                                   count * one_ingest if one_ingest else None)

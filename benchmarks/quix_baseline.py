@@ -45,7 +45,7 @@ def run_quix(bootstrap: str, topics: list[str], partitions: int, events: int, re
              state_dir: Path, settings) -> None:
     from quixstreams import Application, message_context
 
-    from app.service.ingest_worker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+    from app.service.ingest_process import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
     from app.wire.serialization import AvroCodec
     from benchmarks.baseline_job import apply_event, source_events
     from benchmarks.cpu import cpu_seconds

@@ -50,28 +50,6 @@ def holes(next_offset: int | None, offsets: list[int]) -> list[tuple[int, int]]:
     return found
 
 
-class ConsumedOffsets:
-    """Per topic partition, the offset after the last record a stage consumed: the next one it must see.
-
-    Kept across a rebalance for the partitions the worker keeps (nobody else consumed them in between: Faust's
-    rebalances revoke everything before assigning), dropped for the others; a newly assigned partition is checked
-    from its second batch on, as nothing here knows where the previous owner stopped."""
-
-    def __init__(self) -> None:
-        self._next: dict[tuple[str, int], int] = {}
-
-    def holes(self, topic: str, partition: int, offsets: list[int]) -> list[tuple[int, int]]:
-        return holes(self._next.get((topic, partition)), offsets)
-
-    def consumed(self, topic: str, partition: int, last_offset: int) -> None:
-        key = (topic, partition)
-        self._next[key] = max(last_offset + 1, self._next.get(key, 0))
-
-    def keep_only(self, assigned: set[tuple[str, int]]) -> None:
-        for key in [key for key in self._next if key not in assigned]:
-            del self._next[key]
-
-
 @dataclass(frozen=True, slots=True)
 class ReadMessage:
     """The fields of a Faust message that the availability stage reads, for a record read back here."""

@@ -18,19 +18,12 @@ from app.kafka.client_config import faust_broker_credentials
 from app.kafka.transport import WorkerApp
 from app.service.availability import register_availability_agent
 from app.service.drift_counter import register_drift_counter
-from app.service.ingest import register_clock_ticks, register_ingest_agents
+from app.service.ingest import register_clock_ticks
 from app.service.recovery_watchdog import register_recovery_watchdog
 from app.service.runtime import AvailabilityService, PipelineObserver, QuietMonitor, ServiceTopics
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
-from app.wire.topics import (
-    DEAD_LETTERS,
-    INVENTORY_EXCEPTIONS,
-    LEDGER,
-    RESERVATION_DECISIONS,
-    SOURCE_TOPICS,
-    availability_topic,
-)
+from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 from tables import declare_tables
 
 # Group membership on the embedded broker: Tansu holds a (re)join for about half the session timeout, so Faust's
@@ -97,7 +90,6 @@ def build_service(
     )
     tables = declare_tables(app, settings)
     topics = ServiceTopics(
-        sources={spec.name: _raw_topic(app, spec.name) for spec in SOURCE_TOPICS},
         ledger=_raw_topic(app, LEDGER.name),
         availability_topic_names={channel: availability_topic(channel).name for channel in settings.channels},
         reservation_decisions=RESERVATION_DECISIONS.name,
@@ -112,8 +104,6 @@ def build_service(
         observer=observer if observer is not None else PipelineObserver(),
         bootstrap_servers=servers,
     )
-    if settings.stages == "all":  # "availability": separate ingest processes feed the ledger (ingest_worker)
-        register_ingest_agents(service)
     register_clock_ticks(service)
     register_availability_agent(service)
     register_drift_counter(service, _raw_topic(app, INVENTORY_EXCEPTIONS.name))

@@ -1,8 +1,9 @@
 """Ingest stage: source topics -> validated, SKU-keyed `ledger`; everything else -> `dead-letters`.
 
-The logic of one source micro-batch is `ingest_micro_batch` (plain Python: no Faust, no I/O), run either by one
-Faust agent per source topic in the worker (`register_ingest_agents`, AVAILABILITY_STAGES=all), or by the separate
-confluent-kafka ingest process (app.service.ingest_worker, `availability ingest`). Per source record:
+The logic of one source micro-batch is `ingest_micro_batch` (plain Python: no Faust, no I/O), run by an
+IngestProcess on confluent-kafka (app.service.ingest_process): on a thread of the worker (AVAILABILITY_STAGES=all,
+app.service.ingest_thread) or in the separate ingest process (app.service.ingest_worker, `availability ingest`).
+Per source record:
 - decode with the codec, convert (`event_from_record`) and `validate`; a failure dead-letters the ORIGINAL key,
   bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`;
 - a stock movement or reservation command becomes an entry of ledger partition `ledger_partition(sku)`;
@@ -23,7 +24,6 @@ a replay reproduces.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -47,8 +47,7 @@ from app.engine import (
 )
 from app.engine.reservations import answerable
 from app.kafka.batch_sender import BatchSender
-from app.kafka.skipped_records import ConsumedOffsets, SkippedRecordReader
-from app.service.runtime import AvailabilityService, PipelineObserver, end_worker_on_unexpected_error
+from app.service.runtime import AvailabilityService, PipelineObserver
 from app.wire.dead_letters import MOVEMENT_INDEX_HEADER, dead_letter_headers, fit_dead_letter
 from app.wire.ledger import LedgerAppend, LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
@@ -180,8 +179,8 @@ def _now_ms() -> int:
 
 
 # ------------------------------------------------------------------------------------------- one source micro-batch
-# The per-micro-batch logic shared by the Faust agents below and the confluent-kafka ingest process
-# (app.service.ingest_worker): plain Python, no Faust, no I/O. The caller sends `records` in order, waits for their
+# The per-micro-batch logic of the confluent-kafka ingest stage (app.service.ingest_process): plain Python, no
+# Faust, no I/O. The caller sends `records` in order, waits for their
 # acknowledgements and only then acknowledges the source batch; it reports `ingested` and `dead_letters`.
 
 
@@ -319,74 +318,7 @@ def report_ingested(batch: IngestedBatch, observer: PipelineObserver) -> None:
         observer.dead_lettered("ingest", dead.source_topic, dead.reason)
 
 
-# ---------------------------------------------------------------------------------------------- the Faust agents
-def register_ingest_agents(service: AvailabilityService) -> None:
-    """One agent per source topic: a thin wrapper around `ingest_micro_batch` that sends with BatchSender."""
-    app, settings, observer = service.app, service.settings, service.observer
-    writer = LedgerWriter(service.codec, settings.partitions, settings.max_source_record_bytes,
-                          settings.engine_limits.max_event_time_skew_ms)
-    consumed = ConsumedOffsets()
-    reader = None if service.bootstrap_servers is None else SkippedRecordReader(settings, service.bootstrap_servers)
-
-    async def with_skipped_records(source_topic: str, messages: list[SourceMessage]) -> list[SourceMessage]:
-        """`messages` with any records the consumer skipped before or between them, read back (per partition in
-        offset order), and the consumed offsets moved on (app.kafka.skipped_records)."""
-        by_partition: dict[int, list[SourceMessage]] = {}
-        for message in messages:
-            by_partition.setdefault(message.partition, []).append(message)
-        read: list[SourceMessage] = []
-        for partition, in_partition in by_partition.items():
-            offsets = sorted(message.offset for message in in_partition)
-            missing = consumed.holes(source_topic, partition, offsets) if reader is not None else []
-            for start, end in missing:
-                found = await asyncio.get_running_loop().run_in_executor(
-                    None, reader.read, source_topic, partition, start, end)
-                logger.warning("%s[%d]: the consumer skipped offsets %d-%d; %d records read back and ingested",
-                               source_topic, partition, start, end - 1, len(found))
-                observer.skipped_records_read(source_topic, len(found))
-                read += [SourceMessage(source_topic, m.partition, m.offset, m.key, m.value, m.headers)
-                         for m in (event.message for event in found)]
-            consumed.consumed(source_topic, partition, offsets[-1])
-        if not read:
-            return messages
-        return sorted(messages + read, key=lambda message: (message.partition, message.offset))
-
-    async def keep_consumed_offsets_of_assigned(sender, assigned, **kwargs) -> None:
-        consumed.keep_only({(tp.topic, tp.partition) for tp in assigned})
-
-    app.on_partitions_assigned.connect(keep_consumed_offsets_of_assigned)
-
-    def make_agent(source_topic: str):
-        async def ingest_batch(events: list, sender: BatchSender, batcher: LedgerBatcher,
-                               feeds: FeedActivityReporter) -> None:
-            messages = [
-                SourceMessage(source_topic, message.partition, message.offset, message.key, message.value,
-                              message.headers)
-                for message in (event.message for event in events)
-            ]
-            messages = await with_skipped_records(source_topic, messages)
-            batch = ingest_micro_batch(messages, _now_ms(), writer, batcher, feeds)
-            report_ingested(batch, observer)
-            for record in batch.records:
-                await sender.send(record.topic, record.key, record.value, record.partition, record.headers)
-            await sender.acks()
-
-        async def ingest(stream) -> None:
-            sender = BatchSender(app)
-            batcher = LedgerBatcher(service.codec.serde(LEDGER), settings.ledger_batch_max_entries)
-            feeds = FeedActivityReporter()
-            async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
-                with end_worker_on_unexpected_error(ingest.__name__, events):
-                    await ingest_batch(events, sender, batcher, feeds)
-
-        ingest.__name__ = ingest.__qualname__ = f"ingest_{source_topic.replace('.', '_').replace('-', '_')}"
-        return ingest
-
-    for name, topic in service.topics.sources.items():
-        agent = make_agent(name)
-        app.agent(topic, name=agent.__name__)(agent)
-
-
+# ------------------------------------------------------------------------------------------------ clock ticks
 def register_clock_ticks(service: AvailabilityService) -> None:
     """The leader appends a ClockTick to every ledger partition every `tick_interval_seconds`, unless
     `clock_ticks` is off (a backfill). Registered whatever `stages` says: ticks belong to the ledger's order, and a

@@ -64,10 +64,10 @@ def channel_of_topic(topic: str) -> str | None:
     return topic[len(AVAILABILITY_TOPIC_PREFIX) :] if topic.startswith(AVAILABILITY_TOPIC_PREFIX) else None
 
 
-class ServiceMetrics(PipelineObserver):
-    """Counters fed by the stages' hooks; lag and recovery gauges filled by `refresh(service)` on each scrape.
-
-    Hooks are called on the event loop for every record, so each is a dictionary lookup and an increment."""
+class IngestMetrics(PipelineObserver):
+    """The ingest stage's counters: part of every worker's ServiceMetrics, and all that the separate ingest process
+    serves (`availability ingest --metrics-port`). Hooks may be called from the ingest thread (app.service.
+    ingest_thread): prometheus_client's counters are thread-safe."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -76,13 +76,29 @@ class ServiceMetrics(PipelineObserver):
             f"{p}_events_ingested", "Source events appended to the ledger, by source topic and event type",
             ["source_topic", "event_type"], registry=r,
         )
-        self.rejections = Counter(
-            f"{p}_rejections", "Ledger events the engine rejected (each is also dead-lettered), by reason code",
-            ["reason"], registry=r,
-        )
         self.dead_letters = Counter(
             f"{p}_dead_letters", "Records sent to the dead-letter topic, by stage, source topic and reason code",
             ["stage", "source_topic", "reason"], registry=r,
+        )
+
+    def ingested(self, source_topic: str, event_type: str, count: int = 1) -> None:
+        self.events_ingested.labels(source_topic, event_type).inc(count)
+
+    def dead_lettered(self, stage: str, source_topic: str, reason: str) -> None:
+        self.dead_letters.labels(stage, source_topic, reason).inc()
+
+
+class ServiceMetrics(IngestMetrics):
+    """Counters fed by the stages' hooks; lag and recovery gauges filled by `refresh(service)` on each scrape.
+
+    Hooks are called on the event loop for every record, so each is a dictionary lookup and an increment."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r, p = self.registry, METRIC_PREFIX
+        self.rejections = Counter(
+            f"{p}_rejections", "Ledger events the engine rejected (each is also dead-lettered), by reason code",
+            ["reason"], registry=r,
         )
         self.reservation_decisions = Counter(
             f"{p}_reservation_decisions",
@@ -163,12 +179,6 @@ class ServiceMetrics(PipelineObserver):
         )
 
     # -- PipelineObserver hooks -------------------------------------------------------------------------------
-
-    def ingested(self, source_topic: str, event_type: str, count: int = 1) -> None:
-        self.events_ingested.labels(source_topic, event_type).inc(count)
-
-    def dead_lettered(self, stage: str, source_topic: str, reason: str) -> None:
-        self.dead_letters.labels(stage, source_topic, reason).inc()
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
@@ -286,11 +296,21 @@ def read_oversell_exposure(service: AvailabilityService) -> int:
 
 
 def agent_topic_names(service: AvailabilityService) -> set[str]:
-    """Topics whose lag is reported: the ones the agents read (sources and ledger), not table changelogs."""
-    return set(service.topics.sources) | {service.topics.ledger.get_topic_name()}
+    """Topics of Faust's consumer whose lag is reported: the one the availability agent reads (the ledger), not
+    table changelogs. Source topics are read by the ingest stage's own consumer (`service.source_lag`)."""
+    return {service.topics.ledger.get_topic_name()}
 
 
 def read_consumer_lag(service: AvailabilityService) -> dict[tuple[str, int], int]:
+    """The ledger partitions of Faust's consumer, and the source partitions of the worker's ingest consumer where
+    this worker runs the ingest stage (`all`)."""
+    lag = read_agent_consumer_lag(service)
+    if service.source_lag is not None:
+        lag.update(service.source_lag())
+    return lag
+
+
+def read_agent_consumer_lag(service: AvailabilityService) -> dict[tuple[str, int], int]:
     consumer = service.app.consumer
     topics = agent_topic_names(service)
     assigned = [tp for tp in consumer.assignment() if tp.topic in topics]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -76,9 +76,9 @@ class QuietMonitor(Monitor):
 
 @dataclass(frozen=True)
 class ServiceTopics:
-    """Faust handles of the topics the agents read (raw bytes: the codec decodes, not Faust)."""
+    """Faust handles of the topics the agents read (raw bytes: the codec decodes, not Faust), and names of those
+    they write. The source topics are not here: the ingest stage reads them with a consumer of its own."""
 
-    sources: dict[str, faust.TopicT]
     ledger: faust.TopicT
     availability_topic_names: dict[str, str]  # channel -> availability.<channel>
     reservation_decisions: str
@@ -99,6 +99,9 @@ class AvailabilityService:
     # The availability stage's processor (app.service.availability.LedgerBatchProcessor) where this worker runs it:
     # lookups read its live states first, which may be ahead of the tables (deferred write-back), never behind.
     live_states: object | None = None
+    # Consumer lag per source partition of the ingest stage where this worker runs it (`all`: the ingest thread's
+    # IngestProcess.source_lag); None where it does not.
+    source_lag: Callable[[], Mapping[tuple[str, int], int]] | None = None
 
 
 def batch_positions(events: list) -> str:

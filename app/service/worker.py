@@ -3,9 +3,10 @@
 Settings come from the environment (app.settings). Without KAFKA_BOOTSTRAP_SERVERS the worker starts the embedded
 broker for its own lifetime. It waits for the broker to answer (failing at once, in one line, if it refuses the
 credentials), creates the topics from the registry (idempotent; with AVAILABILITY_CREATE_TOPICS=false it only checks
-that they exist and names the missing ones), then the Faust worker runs
-on uvloop until SIGTERM or SIGINT, which stop it cleanly: the current batch finishes, offsets are committed,
-RocksDB is closed.
+that they exist and names the missing ones), then the Faust worker runs on uvloop until SIGTERM or SIGINT, which stop
+it cleanly: the current batch finishes, offsets are committed, RocksDB is closed. With AVAILABILITY_STAGES=all (the
+default) the worker also runs the ingest stage, on a thread of its own (app.service.ingest_thread), which starts
+before the Faust app and stops after it.
 
 Several workers with the same app id share the partitions; each needs its own `data_dir` (RocksDB locks every
 table directory) and its own `web_port`.
@@ -32,6 +33,7 @@ from app.service.app import (
     faust_datadir,
 )
 from app.service.freeze_guard import start_process_freeze_guard
+from app.service.ingest_thread import IngestStage
 from app.service.metrics import ServiceMetrics
 from app.settings import Settings
 
@@ -70,7 +72,12 @@ def run_worker(settings: Settings) -> int:
         start_process_freeze_guard(FREEZE_BOUND_SECONDS)
         gc_pauses.install()  # full collections of a worker's many objects stopped the loop for 240-390 ms
         register_web(service)
-        worker = faust.Worker(service.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True)
+        stages = []
+        if settings.stages == "all":  # "availability": separate ingest processes feed the ledger (ingest_worker)
+            ingest = IngestStage(settings, bootstrap_servers, codec=service.codec, observer=service.observer, loop=loop)
+            service.source_lag = ingest.source_lag
+            stages.append(ingest)
+        worker = faust.Worker(service.app, *stages, loglevel=settings.log_level.lower(), loop=loop, quiet=True)
         logger.info("worker %s starting on %s (data dir %s)", settings.app_id, bootstrap_servers, settings.data_dir)
         try:
             worker.execute_from_commandline()

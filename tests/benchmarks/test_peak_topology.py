@@ -96,19 +96,19 @@ def test_all_markdown_keeps_its_file_name_and_sizes_workers_only() -> None:
     assert results_name(result) == "quick"
 
 
-def test_ingest_worker_is_assigned_only_while_it_holds_source_partitions(tmp_path: Path) -> None:
+def test_an_ingest_consumer_is_assigned_only_while_it_holds_source_partitions(tmp_path: Path) -> None:
     process = IngestWorker(Settings(kafka_bootstrap_servers="127.0.0.1:9", data_dir=tmp_path))
-    assert not process.assigned()  # no log yet
+    assert not process.ingest_assigned()  # no log yet
     lines = ["[t] [1] [INFO] ingest process: group g reading a; writing ledger (8 partitions)",
              "[t] [1] [INFO] ingest process: assigned source.a[0], source.a[1]"]
     process.log_path.write_text("\n".join(lines) + "\n")
-    assert process.assigned()
+    assert process.ingest_assigned()
     lines.append("[t] [1] [INFO] ingest process: revoked source.a[0], source.a[1]")
     process.log_path.write_text("\n".join(lines) + "\n")
-    assert not process.assigned()  # between a revocation and the next assignment
+    assert not process.ingest_assigned()  # between a revocation and the next assignment
     lines.append("[t] [1] [INFO] ingest process: assigned no partitions")
     process.log_path.write_text("\n".join(lines) + "\n")
-    assert not process.assigned()
+    assert not process.ingest_assigned()
 
 
 def test_ingest_worker_needs_a_broker_address(tmp_path: Path) -> None:

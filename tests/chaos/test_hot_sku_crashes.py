@@ -3,10 +3,10 @@ stage writes those batches to the ledger again after each crash (the same entrie
 and the availability stage must apply each event exactly once. Three kill -9 of a worker during such a backlog once
 left 7-15% phantom stock; the expected figures are 0 double counts and 0 losses.
 
-In the `all` topology the worker's Faust ingest agents commit their source offsets every few seconds, so a kill
-during the backlog makes it ingest the wave again. In `split`, the ingest process commits right after each batch's
-acknowledgements, a window a kill rarely hits: after killing it, the test sets its group's committed offset back to
-the start of the wave, which is what a kill just before that commit leaves, so the whole wave is written again.
+The ingest stage (the worker's ingest thread in `all`, the ingest process in `split`) commits right after each
+batch's acknowledgements, a window a kill rarely hits: after killing the process that ingests, the test sets the
+ingest group's committed offset back to the start of the wave, which is what a kill just before that commit leaves,
+so the whole wave is written again.
 
 Checked two ways: the published records against the engine run on the events as they were sent, each once
 (tests.chaos.checker), and the hot SKU's stock against plain arithmetic over what was sent."""
@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from app.engine import MemoryStore, PartitionEngine, event_to_record
-from app.service.ingest_worker import ingest_group_id
+from app.service.ingest_process import ingest_group_id
 from app.wire.topics import STOCK_MOVEMENTS, availability_topic
 from tests.chaos.checker import check_against_engine, read_ledger_entries
 from tests.chaos.results import record_figures
@@ -161,6 +161,7 @@ def run_hot_backlog(chaos_settings, source_for, start_workers, kill_during_backl
 def test_worker_killed_three_times_during_a_hot_sku_backlog(chaos_settings, source_for, workers, broker):
     def kill_worker(settings, worker, first):
         worker.kill()
+        rewind_ingest_group(broker.bootstrap_servers, settings, *first)  # its ingest thread died with it
         restarted = workers(settings)  # same data dir: RocksDB as the crash left it
         restarted.wait_for_log(WORKER_READY, timeout=120)
         return restarted

@@ -121,20 +121,15 @@ def test_reservations_and_explanations_end_to_end(service_settings, workers, top
                   ("RELEASED", released.json()["event_id"], released.json()["ledger_offset"])]
 
 
-# The worker entry point with the ingest agent of source.reservation-commands removed: commands are written and
-# acknowledged, but nothing decides them while this worker runs alone (its topic is not even subscribed).
+# The worker entry point with source.reservation-commands left out of its ingest stage: commands are written and
+# acknowledged, but nothing decides them while this worker runs alone (its ingest consumer does not subscribe to it).
 WORKER_WITHOUT_COMMAND_INGEST = """
 import sys
-import app.service.app as service_app
+import app.service.ingest_process as ingest_process
 
-build_service = service_app.build_service
-
-def build_without_command_ingest(settings, bootstrap_servers=None, **options):
-    service = build_service(settings, bootstrap_servers, **options)
-    service.app.agents.pop("ingest_source_reservation_commands")
-    return service
-
-service_app.build_service = build_without_command_ingest
+all_source_topics = ingest_process.source_topic_names
+ingest_process.source_topic_names = lambda: [
+    name for name in all_source_topics() if name != "source.reservation-commands"]
 from app.service.worker import main
 sys.exit(main())
 """

@@ -356,6 +356,12 @@ def test_worker_serves_lookups_and_metrics(worker_with_web, topics_for, bootstra
     assert metrics[("availability_ready", ())] == 1
     assert metrics[("availability_recovery_in_progress", ())] == 0
     assert any(name == "availability_consumer_lag_records" for name, _ in metrics)
+
+    def source_lag_reported(response) -> bool:  # the ingest thread's consumer, from librdkafka's statistics
+        return any(name == "availability_consumer_lag_records" and dict(labels)["topic"] == STORE_TRANSACTIONS.name
+                   for name, labels in samples(response))
+
+    poll(lambda: web.get("/metrics"), source_lag_reported, 30, "consumer lag of the source partitions")
     # The failed record is logged with its position: topic[partition]@offset.
     worker.wait_for_log(rf"dead-lettered {STORE_TRANSACTIONS.name}\[\d+\]@\d+: UNDECODABLE_RECORD", timeout=10)
     assert "could not reach the owner" not in worker.log_text()  # one worker: every lookup is answered locally

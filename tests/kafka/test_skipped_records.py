@@ -10,14 +10,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.engine.positions import ledger_position
-from app.kafka.skipped_records import (
-    ConsumedOffsets,
-    ReadEvent,
-    ReadMessage,
-    SkippedRecordReader,
-    SkippedRecordsError,
-    holes,
-)
+from app.kafka.skipped_records import ReadEvent, ReadMessage, SkippedRecordReader, SkippedRecordsError, holes
 from app.service.availability import LedgerBatchProcessor
 from app.settings import Settings
 
@@ -32,17 +25,6 @@ def test_redeliveries_and_an_unknown_start_are_not_holes():
     assert holes(12, [5, 6, 7, 12]) == []  # after a rebalance: records already applied come again
     assert holes(12, [5, 6, 13]) == [(12, 13)]
     assert holes(None, [3, 4, 6]) == [(5, 6)]  # first batch, nothing applied yet: only holes inside the batch
-
-
-def test_consumed_offsets_survive_a_rebalance_only_for_the_partitions_kept():
-    consumed = ConsumedOffsets()
-    consumed.consumed("source.a", 0, 7)
-    consumed.consumed("source.a", 1, 3)
-    consumed.consumed("source.a", 0, 5)  # a redelivered batch never moves it back
-    assert consumed.holes("source.a", 0, [10]) == [(8, 10)]
-    consumed.keep_only({("source.a", 0)})
-    assert consumed.holes("source.a", 0, [8, 9]) == []
-    assert consumed.holes("source.a", 1, [40]) == []  # no longer ours meanwhile: unknown, not a hole
 
 
 class FakeReader:

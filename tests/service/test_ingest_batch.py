@@ -202,15 +202,18 @@ def test_stages_setting_accepts_all_and_availability_only(settings_factory, monk
 
 
 @pytest.mark.parametrize("stages", ["all", "availability"])
-def test_an_availability_only_worker_registers_no_ingest_agent_but_keeps_ticks(settings_factory, stages):
+def test_the_faust_app_has_no_ingest_agent_in_either_topology_and_keeps_ticks(settings_factory, stages):
+    """The ingest stage is a confluent-kafka consumer of its own (app.service.ingest_thread in `all`, the ingest
+    process in `split`): the Faust app neither subscribes to a source topic nor runs an agent for one."""
     from app.service.app import build_service
+    from app.wire.topics import SOURCE_TOPICS
 
     service = build_service(settings_factory(stages=stages, partitions=PARTITIONS), "127.0.0.1:9")
     agents = set(service.app.agents)
-    ingest_agents = {name for name in agents if name.startswith("ingest_")}
-    assert len(ingest_agents) == (4 if stages == "all" else 0), agents
-    assert agents - ingest_agents == {"apply_ledger", "reconciliation-drift-counter"}, \
+    assert agents == {"apply_ledger", "reconciliation-drift-counter"}, \
         "the availability agent and the count of reconciliation drifts run in both topologies"
+    subscribed = {name for agent in service.app.agents.values() for name in agent.channel.topics}
+    assert not subscribed & {spec.name for spec in SOURCE_TOPICS}, subscribed
     timers = [getattr(task, "__name__", None) for task in service.app._app_tasks]
     assert "append_clock_ticks" in timers, "the leader's clock ticks run in both topologies"
 

@@ -14,7 +14,7 @@ import pytest
 from app.engine import event_to_record
 from app.errors import EXIT_CONFIGURATION_ERROR
 from app.kafka.broker import EmbeddedBroker
-from app.service.ingest_worker import ingest_group_id
+from app.service.ingest_process import ingest_group_id
 from app.settings import Settings
 from app.wire.topics import LEDGER, POLICY_CHANGES, SOURCE_TOPICS, STORE_TRANSACTIONS, availability_topic
 from tests.engine.factories import receipt, sale

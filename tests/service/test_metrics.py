@@ -186,3 +186,13 @@ def test_silent_feeds_and_oversell_exposure_come_from_the_live_states():
     metrics = ServiceMetrics()
     metrics.set_silent_feeds(read_silent_feeds(service))
     assert value(metrics, "availability_silent_feeds", feed="POS", location="S1") == 1
+
+
+def test_the_workers_consumer_lag_adds_the_source_partitions_of_its_ingest_consumer(idle_service, monkeypatch):
+    from app.service import metrics as service_metrics
+
+    service, _ = idle_service
+    monkeypatch.setattr(service_metrics, "read_agent_consumer_lag", lambda service: {("ledger", 0): 4})
+    assert service_metrics.read_consumer_lag(service) == {("ledger", 0): 4}  # `availability`: no ingest here
+    service.source_lag = lambda: {("source.store-transactions", 1): 9}  # `all`: the ingest thread's consumer
+    assert service_metrics.read_consumer_lag(service) == {("ledger", 0): 4, ("source.store-transactions", 1): 9}
