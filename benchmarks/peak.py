@@ -66,6 +66,9 @@ from app.service.ingest import LedgerWriter
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
 from app.wire.topics import (
+    DEAD_LETTER_ERROR_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTER_SOURCE_TOPIC_HEADER,
     DEAD_LETTERS,
     LEDGER,
     RESERVATION_COMMANDS,
@@ -521,10 +524,11 @@ class PeakBenchmark:
             if live is not None:
                 self.result["live"] = self.live_figures(scenario, live, outputs)
             self.result["restart"] = self.restart_figures(scenario, outputs)
-            dead_letters = self.count(scenario, DEAD_LETTERS.name)
+            dead_letters, dead_letter_reasons = self.dead_letters(scenario)
             decisions = self.count(scenario, RESERVATION_DECISIONS.name)
             self.result["validity"] = {
-                "dead_letters": dead_letters, "reservation_decisions": decisions,
+                "dead_letters": dead_letters, "dead_letter_reasons": dead_letter_reasons,
+                "reservation_decisions": decisions,
                 "ledger_repeated_events": scenario.ledger_tail.map.repeated_events,
                 "ledger_repeated_examples": scenario.ledger_tail.map.repeated_examples,
                 "harness_ledger_decode_seconds": round(scenario.ledger_tail.decode_seconds, 2),
@@ -873,6 +877,21 @@ class PeakBenchmark:
     @staticmethod
     def count(scenario: Scenario, topic: str) -> int:
         return sum(1 for _ in read_records(scenario.bootstrap, [topic], PARTITIONS, idle_seconds=1.0))
+
+    @staticmethod
+    def dead_letters(scenario: Scenario) -> tuple[int, list[dict]]:
+        """How many dead letters the scenario produced, and their count per (reason, source topic) with the first
+        error text of each, so that a run's dead letters can be told apart without its scratch directory."""
+        tally: Counter = Counter()
+        first_error: dict[tuple[str, str], str] = {}
+        for message in read_records(scenario.bootstrap, [DEAD_LETTERS.name], PARTITIONS, idle_seconds=1.0):
+            headers = {name: (value or b"").decode("utf-8", "replace") for name, value in message.headers() or ()}
+            kind = (headers.get(DEAD_LETTER_REASON_HEADER, "?"), headers.get(DEAD_LETTER_SOURCE_TOPIC_HEADER, "?"))
+            tally[kind] += 1
+            first_error.setdefault(kind, headers.get(DEAD_LETTER_ERROR_HEADER, "")[:300])
+        reasons = [{"reason": reason, "source_topic": topic, "count": count, "first_error": first_error[reason, topic]}
+                   for (reason, topic), count in sorted(tally.items())]
+        return sum(tally.values()), reasons
 
     @staticmethod
     def applied_positions(scenario: Scenario, outputs):

@@ -144,6 +144,9 @@ def markdown(result: dict) -> str:
     dead_letters = {entry.get("dead_letters") for entry in result["throughput"].values()} - {None}
     if dead_letters:
         lines += ["", f"Dead letters of the scenario: {', '.join(_n(value) for value in sorted(dead_letters))}."]
+        for reason in (result.get("validity") or {}).get("dead_letter_reasons") or ():
+            lines.append(f"- {_n(reason['count'])} `{reason['reason']}` from {reason['source_topic']}: "
+                         f"{reason['first_error']}")
     scaled = [entry["service"] for name, entry in result["throughput"].items()
               if name.startswith("mix_") and entry["service"]["workers"] > 1]
     for service in scaled:

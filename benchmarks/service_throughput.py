@@ -32,9 +32,10 @@ from app.engine import ChannelAvailability, MemoryStore, PartitionEngine, event_
 from app.engine.positions import ledger_position
 from app.kafka.admin import create_topics
 from app.kafka.broker import EmbeddedBroker, free_loopback_port
+from app.replay.applying import LedgerApplier
 from app.service.ingest import LedgerWriter, SourceMessage, ingest_micro_batch
 from app.settings import Settings
-from app.wire.ledger import LedgerBatcher, apply_ledger_record, read_ledger_record
+from app.wire.ledger import LedgerBatcher, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
 from benchmarks.cpu import cpu_seconds
@@ -80,25 +81,27 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
     """The availability records the engine publishes for `ledger` (no worker): (as written, one record per key per
     ledger record; had each entry been a record of its own), which shows what coalescing per record saves."""
     serde = codec.serde(LEDGER)
-    counts = []
-    for as_records in (True, False):
-        engines: dict[int, PartitionEngine] = {}
-        offsets: dict[int, int] = {}
-        published = 0
-        for partition, _, value in ledger:
-            engine = engines.get(partition) or engines.setdefault(
-                partition, PartitionEngine(partition, MemoryStore(), frozenset(settings.channels)))
-            offset = offsets[partition] = offsets.get(partition, -1) + 1
-            items = read_ledger_record(serde, value)
-            if as_records:
-                results = apply_ledger_record(engine, items, offset)
-            else:  # each entry alone, at the same position
-                results = [(item, None, engine.apply(event_from_record(item.record_name, item.record),
-                                                     ledger_position(offset, item.index), item.origin))
-                           for item in items]
-            published += sum(type(output) is ChannelAvailability for _, _, outputs in results for output in outputs)
-        counts.append(published)
-    return counts[0], counts[1]
+    channels = frozenset(settings.channels)
+    offsets: dict[int, int] = {}
+    as_written = LedgerApplier(serde, channels, settings.engine_limits)  # the loop replay and the stage share
+    as_entries: dict[int, PartitionEngine] = {}
+    published = entry_by_entry = 0
+    for partition, _, value in ledger:
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        published += sum(type(output) is ChannelAvailability for _, output in as_written.apply(partition, offset, value))
+        engine = as_entries.get(partition) or as_entries.setdefault(
+            partition, PartitionEngine(partition, MemoryStore(), channels, limits=settings.engine_limits))
+        for item in read_ledger_record(serde, value):  # each entry alone, at the same position
+            outputs = engine.apply(event_from_record(item.record_name, item.record),
+                                   ledger_position(offset, item.index), item.origin)
+            entry_by_entry += sum(type(output) is ChannelAvailability for output in outputs)
+    return published, entry_by_entry
+
+
+def peak_rss(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return round(int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024, 1)
 
 
 def applied(web_port: int) -> int:
@@ -148,6 +151,7 @@ def main() -> None:
                 time.sleep(0.5)  # a scrape reads every state held (the oversell exposure): not too often
                 done = applied(web_port)
             elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
+            peak_rss_mib = peak_rss(worker.process.pid)
         finally:
             if profiler is not None:
                 profiler.send_signal(2)
@@ -157,7 +161,8 @@ def main() -> None:
                   "batch_size": settings.batch_size, "ledger_batch_max_entries": settings.ledger_batch_max_entries,
                   "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
                   "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu),
-                  "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced}
+                  "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced,
+                  "worker_peak_rss_mib": peak_rss_mib}
         print(json.dumps(result))
         out = Path(os.environ.get("BENCHMARK_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
         out.mkdir(parents=True, exist_ok=True)

@@ -39,30 +39,32 @@ class BatchSender:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self._records += 1
         if partition is None and key is None:
+            self._records += 1
             self._pending.append((await self._app.producer.send(topic, key, value, partition, None, headers), 1))
             return
         if partition is None:
             partition = await self._default_partition(topic, key)
         where = (topic, partition)
-        batch = self._open.get(where)
-        if batch is None:
-            batch = self._open[where] = self._aiokafka_producer().create_batch()
-        if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
-            await self._submit(where, batch)  # full: send it, start the next one
-            batch = self._open[where] = self._aiokafka_producer().create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
-                raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
+        if self._append_to_open_batch(where, key, value, headers):
+            return
+        if where in self._open:  # full: send it, start the next one
+            await self._submit(where, self._open[where])
+        self._open[where] = self._aiokafka_producer().create_batch()
+        if not self._append_to_open_batch(where, key, value, headers):
+            raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
 
     def send_nowait(self, topic: str, key: bytes, value: bytes | None) -> bool:
         """`send` of a keyed record without awaiting, when its topic's partition count is known and its partition's
         open batch has room (the common case: no coroutine per record); False when the caller must await `send`."""
         count = self._partition_counts.get(topic)
-        if count is None:
-            return False
-        batch = self._open.get((topic, default_partition(key, count)))
-        if batch is None or batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
+        return count is not None and self._append_to_open_batch((topic, default_partition(key, count)), key, value)
+
+    def _append_to_open_batch(self, where: tuple[str, int], key: bytes | None, value: bytes | None,
+                              headers: list[tuple[str, bytes]] | None = None) -> bool:
+        """Append to the open batch of `where`; False when there is none or it is full."""
+        batch = self._open.get(where)
+        if batch is None or batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
             return False
         self._records += 1
         return True

@@ -55,6 +55,9 @@ HEARTBEAT_INTERVAL_MS = 500
 # How long a record may wait for its acknowledgement (retries included) before the batch fails and the process
 # exits for its supervisor to restart it. Below max.poll.interval.ms (300 s), so the group keeps the process.
 DELIVERY_TIMEOUT_MS = 120_000
+# Source records fetched ahead of the loop, and the largest fetch response (both bound the consumer's memory).
+PREFETCH_KBYTES = 16 * 1024
+FETCH_MAX_BYTES = 8 * 1024 * 1024
 # How often librdkafka reports the consumer's lag per source partition (its statistics; `source_lag()`).
 LAG_STATISTICS_INTERVAL_MS = 5_000
 
@@ -144,6 +147,10 @@ class IngestProcess:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            # librdkafka prefetches up to 64 MiB by default, and a fetch response may add 50 MB more: a worker's
+            # memory during a source backlog. A few batches ahead is all the loop can use.
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "fetch.max.bytes": FETCH_MAX_BYTES,
             "statistics.interval.ms": LAG_STATISTICS_INTERVAL_MS,
             "stats_cb": self._on_statistics,
             "error_cb": self._on_client_error,

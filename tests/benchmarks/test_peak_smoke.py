@@ -84,6 +84,8 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
     assert ratios["per_core"] == pytest.approx(
         service["events_per_second_per_core"] / quix["events_per_second_per_core"], rel=0.01)
     assert mix["dead_letters"] <= 2  # the generated workload is valid
+    reasons = result["validity"]["dead_letter_reasons"]  # each dead letter is told by its reason and origin
+    assert sum(reason["count"] for reason in reasons) == mix["dead_letters"]
 
     live = result["live"]
     assert live["events_sent"] > 0 and live["latency"]["steady"]["count"] > 0

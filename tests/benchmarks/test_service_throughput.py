@@ -27,3 +27,4 @@ def test_the_availability_stage_benchmark_runs_and_reports_coherent_figures(tmp_
     assert result["ledger_records"] < result["ledger_entries"]  # batch records
     # a key changed several times by one ledger record is published once
     assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
+    assert result["worker_peak_rss_mib"] > 50
