@@ -18,7 +18,7 @@ test: $(INSTALLED)
 # The fault-injection suite (worker kills, broker pauses, zombies, poison input, a million-event backlog...), about
 # 25-30 minutes; figures go to benchmarks/results/chaos.json, see docs/RELIABILITY.md.
 chaos: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -ra -m 'chaos or integration' tests/chaos $(PYTEST_ARGS)
+	CHAOS_RESULTS_FILE=benchmarks/results/chaos.json $(VENV_PYTHON) -m pytest -ra -m 'chaos or integration' tests/chaos $(PYTEST_ARGS)
 
 venv: $(INSTALLED)
 

@@ -55,6 +55,9 @@ HEARTBEAT_INTERVAL_MS = 500
 # How long a record may wait for its acknowledgement (retries included) before the batch fails and the process
 # exits for its supervisor to restart it. Below max.poll.interval.ms (300 s), so the group keeps the process.
 DELIVERY_TIMEOUT_MS = 120_000
+# Longest a closing consumer waits for a rebalance it is part of to end (IngestProcess._finish_rebalance): a
+# join takes about half the session timeout on the embedded broker.
+REBALANCE_FINISH_SECONDS = 2 * SESSION_TIMEOUT_MS / 1000
 # Source records fetched ahead of the loop, and the largest fetch response (both bound the consumer's memory).
 PREFETCH_KBYTES = 16 * 1024
 FETCH_MAX_BYTES = 8 * 1024 * 1024
@@ -136,6 +139,7 @@ class IngestProcess:
         self._failed_deliveries = 0
         self._last_warning: dict[int, float] = {}
         self._assigned: frozenset[tuple[str, int]] = frozenset()
+        self._rebalancing = False
         self._source_lag: dict[tuple[str, int], int] = {}
         librdkafka_log = _quiet_librdkafka_logger()
         self.consumer = Consumer(client_config(settings, bootstrap_servers, **{
@@ -226,11 +230,26 @@ class IngestProcess:
 
     def close(self) -> None:
         try:
+            self._finish_rebalance()
             self.consumer.close()  # leaves the group: the others take its partitions at once
         finally:
             remaining = self.producer.flush(30)
             if remaining:
                 logger.warning("ingest process: %d records still undelivered at close", remaining)
+
+    def _finish_rebalance(self) -> None:
+        """Wait (at most REBALANCE_FINISH_SECONDS) for a rebalance this consumer is part of to end before it
+        leaves. On the embedded broker a consumer closed while its JoinGroup was pending stays in the group as a
+        member that never syncs, and no later consumer is assigned anything, for minutes (found by the zombie-worker
+        chaos test; the rebalance timeout does not end it). Records read meanwhile are not ingested: nothing of
+        them is committed, and the next owner reads them."""
+        self.consumer.consume(num_messages=1, timeout=0)  # serves a revocation already queued
+        deadline = time.monotonic() + REBALANCE_FINISH_SECONDS
+        while self._rebalancing and time.monotonic() < deadline:
+            self.consumer.consume(num_messages=1, timeout=0.1)
+        if self._rebalancing:
+            logger.warning("ingest process: leaving the group in the middle of a rebalance (it did not end "
+                           "within %.0fs)", REBALANCE_FINISH_SECONDS)
 
     # -- delivery and commit ----------------------------------------------------------------------------------
 
@@ -307,10 +326,12 @@ class IngestProcess:
         self._source_lag = lag
 
     def _on_assign(self, consumer, partitions: list) -> None:
+        self._rebalancing = False
         self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
         logger.info("ingest process: assigned %s", _partition_list(partitions) or "no partitions")
 
     def _on_revoke(self, consumer, partitions: list) -> None:
+        self._rebalancing = True  # until the next assignment: the eager protocol revokes everything first
         self._assigned = self._assigned - {(tp.topic, tp.partition) for tp in partitions}
         self._source_lag = {key: records for key, records in self._source_lag.items() if key in self._assigned}
         logger.info("ingest process: revoked %s", _partition_list(partitions) or "no partitions")

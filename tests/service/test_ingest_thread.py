@@ -5,6 +5,7 @@ thread ends the worker."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -137,3 +138,45 @@ def test_source_lag_is_librdkafkas_statistic_for_the_assigned_partitions_only(se
     finally:
         process.close()
 
+
+
+class RunningIngest:
+    """An IngestProcess running on a thread, as a worker's ingest stage runs it (without the worker)."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
+        self.process = IngestProcess(settings, bootstrap_servers)
+        self.stop_requested = threading.Event()
+        self.thread = threading.Thread(target=self.process.run, args=(self.stop_requested.is_set,), daemon=True)
+        self.thread.start()
+
+    def assigned(self) -> bool:
+        return bool(self.process._assigned)
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+        self.thread.join(timeout=30)
+        self.process.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_a_consumer_stopped_during_a_rebalance_does_not_lock_the_group_out(service_settings, topics_for,
+                                                                            bootstrap_servers):
+    """Two ingest consumers; the first leaves, and the second is stopped while it rejoins (the embedded broker holds
+    a join for about half the session timeout). A third must then be assigned the partitions within seconds: a
+    consumer closed with its join pending used to stay in the group for good, and nothing was ingested again."""
+    settings = service_settings(channels=CHANNELS)
+    topics_for(settings)
+    first, second = RunningIngest(settings, bootstrap_servers), RunningIngest(settings, bootstrap_servers)
+    third = None
+    try:
+        poll(lambda: first.assigned() and second.assigned(), bool, 60, "both ingest consumers assigned")
+        first.stop()
+        poll(lambda: second.process._rebalancing, bool, 30, "the second consumer rejoining after the first left")
+        second.stop()
+        third = RunningIngest(settings, bootstrap_servers)
+        poll(third.assigned, bool, 30, "the third consumer assigned the source partitions")
+    finally:
+        for running in (first, second, third):
+            if running is not None and running.thread.is_alive():
+                running.stop()
