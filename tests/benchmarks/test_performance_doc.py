@@ -84,6 +84,14 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
     assert completed.returncode == 0, completed.stderr[-3000:]
     [written] = tmp_path.glob("*.json")
     result = json.loads(written.read_text())
+    if written.name == "service_throughput.json":  # the availability stage alone (about 25 s)
+        assert result["ledger_entries"] > result["events"]  # policy and stock loads too
+        assert result["ledger_records"] < result["ledger_entries"]  # batch records, as the ingest stage writes them
+        assert result["entries_per_second"] > 0 and result["entries_per_cpu_second"] > 0
+        # a key changed several times by one ledger record is published once
+        assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
+        assert result["worker_peak_rss_mib"] > 50
+        return
     if result["benchmark"] == "fetch_hop":
         waits = {figure["fetch_max_wait_ms"]: figure for figure in result["by_fetch_max_wait"]}
         assert waits[50]["p50_ms"] < waits[1500]["p50_ms"]  # what the service's transport is for
