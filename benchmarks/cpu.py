@@ -1,4 +1,5 @@
-"""CPU seconds of processes, from /proc/<pid>/stat (Linux), for the per-core figures of the peak benchmark.
+"""CPU seconds of processes, from /proc/<pid>/stat (Linux), for the per-core figures of the peak benchmark, and
+their peak resident set (`peak_rss_mib`).
 
 `cpu_seconds(pid)` is utime + stime of the process (all its threads: librdkafka's and aiokafka's included) plus
 cutime + cstime (its children that have ended) plus the same of its live descendants; with `descendants=False`,
@@ -48,6 +49,17 @@ def cpu_seconds(pid: int | str = "self", descendants: bool = True) -> float | No
         for child in _children(os.getpid() if pid == "self" else int(pid)):
             total += cpu_seconds(child) or 0.0
     return total
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM of /proc/<pid>/status), in MiB; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
 
 
 def machine_cpu_seconds() -> float | None:

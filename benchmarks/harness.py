@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from app.kafka.producing import produce_or_wait
 from app.settings import Settings
 from benchmarks.analysis import LedgerMap
+from benchmarks.cpu import peak_rss_mib
 from benchmarks.ledger_projection import LedgerEventIds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,13 +105,9 @@ class ServiceWorker:
 
     def read_peak_rss(self) -> float | None:
         """VmHWM (peak resident set) from /proc, in MiB; kept after the process ends."""
-        if self.pid is not None:
-            try:
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_rss_mib = round(int(line.split()[1]) / 1024, 1)
-            except OSError:
-                pass
+        measured = peak_rss_mib(self.pid) if self.pid is not None else None
+        if measured is not None:
+            self.peak_rss_mib = measured
         return self.peak_rss_mib
 
     def stop(self, grace_seconds: float = 30.0) -> None:

@@ -32,6 +32,7 @@ from app.kafka.producing import produce_or_wait
 from app.wire.ledger import LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
 from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
+from benchmarks.cpu import peak_rss_mib
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -130,18 +131,6 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
     }))
 
 
-def broker_peak_rss_mib(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 def run(events: int, partitions: int) -> dict:
     from contextlib import ExitStack
 
@@ -174,7 +163,7 @@ def run(events: int, partitions: int) -> dict:
             "ledger_records": records, "ledger_write_seconds": round(write_seconds, 1),
             "ledger_write_entries_per_second": round(written / write_seconds),
             "replay": replay,
-            "broker_peak_rss_mib": broker_peak_rss_mib(broker.pid if broker else None),
+            "broker_peak_rss_mib": peak_rss_mib(broker.pid) if broker else None,
         }
 
 

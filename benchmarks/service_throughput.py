@@ -38,7 +38,7 @@ from app.settings import Settings
 from app.wire.ledger import LedgerBatcher, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
-from benchmarks.cpu import cpu_seconds
+from benchmarks.cpu import cpu_seconds, peak_rss_mib
 from benchmarks.generator import Workload, WorkloadConfig
 from tests.service.harness import WORKER_READY, WorkerProcess
 
@@ -98,12 +98,6 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
     return published, entry_by_entry
 
 
-def peak_rss(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return round(int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024, 1)
-
-
 def applied(web_port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -151,7 +145,7 @@ def main() -> None:
                 time.sleep(0.5)  # a scrape reads every state held (the oversell exposure): not too often
                 done = applied(web_port)
             elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
-            peak_rss_mib = peak_rss(worker.process.pid)
+            peak_rss = peak_rss_mib(worker.process.pid)
         finally:
             if profiler is not None:
                 profiler.send_signal(2)
@@ -162,7 +156,7 @@ def main() -> None:
                   "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
                   "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu),
                   "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced,
-                  "worker_peak_rss_mib": peak_rss_mib}
+                  "worker_peak_rss_mib": peak_rss}
         print(json.dumps(result))
         out = Path(os.environ.get("BENCHMARK_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
         out.mkdir(parents=True, exist_ok=True)
