@@ -100,9 +100,8 @@ from benchmarks.harness import (
 )
 from benchmarks.live_sender import LiveSender
 from benchmarks.quix_baseline import SOURCE_KEY_TOPIC
+from benchmarks.report import RESULTS_DIR_VARIABLE, results_dir
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-RESULTS_DIR_VARIABLE = "BENCHMARK_RESULTS_DIR"  # another default for --results-dir (the doc-command tests use it)
 PARTITIONS = 8
 BURST_FACTOR = 4.0
 FAUST_MINIMUM_RECORDS = 300
@@ -880,16 +879,18 @@ class PeakBenchmark:
 
     @staticmethod
     def dead_letters(scenario: Scenario) -> tuple[int, list[dict]]:
-        """How many dead letters the scenario produced, and their count per (reason, source topic) with the first
-        error text of each, so that a run's dead letters can be told apart without its scratch directory."""
+        """How many dead letters the scenario produced, and their count per (reason, source topic) with the counts
+        of their commonest error texts (cut to 300 characters), so that a run's dead letters can be told apart
+        without its scratch directory."""
         tally: Counter = Counter()
-        first_error: dict[tuple[str, str], str] = {}
+        errors: dict[tuple[str, str], Counter] = {}
         for message in read_records(scenario.bootstrap, [DEAD_LETTERS.name], PARTITIONS, idle_seconds=1.0):
             headers = {name: (value or b"").decode("utf-8", "replace") for name, value in message.headers() or ()}
             kind = (headers.get(DEAD_LETTER_REASON_HEADER, "?"), headers.get(DEAD_LETTER_SOURCE_TOPIC_HEADER, "?"))
             tally[kind] += 1
-            first_error.setdefault(kind, headers.get(DEAD_LETTER_ERROR_HEADER, "")[:300])
-        reasons = [{"reason": reason, "source_topic": topic, "count": count, "first_error": first_error[reason, topic]}
+            errors.setdefault(kind, Counter())[headers.get(DEAD_LETTER_ERROR_HEADER, "")[:300]] += 1
+        reasons = [{"reason": reason, "source_topic": topic, "count": count,
+                    "errors": [{"error": error, "count": n} for error, n in errors[reason, topic].most_common(5)]}
                    for (reason, topic), count in sorted(tally.items())]
         return sum(tally.values()), reasons
 
@@ -1118,7 +1119,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=WorkloadConfig().seed)
     parser.add_argument("--target-rate", type=float, default=50_000.0,
                         help="peak events/s to size the capacity line for (default 50,000)")
-    parser.add_argument("--results-dir", type=Path, default=Path(os.environ.get(RESULTS_DIR_VARIABLE, RESULTS_DIR)),
+    parser.add_argument("--results-dir", type=Path, default=results_dir(),
                         help=f"default benchmarks/results, or ${RESULTS_DIR_VARIABLE} where it is set")
     parser.add_argument("--topology", choices=TOPOLOGIES, default="all",
                         help="all: each worker runs both stages (default); split: workers run the availability "

@@ -5,7 +5,16 @@ of the `split` topology writes <profile>-split.*, so that it never replaces the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR_VARIABLE = "BENCHMARK_RESULTS_DIR"  # another directory for a run's results (the tests use it)
+
+
+def results_dir() -> Path:
+    """Where a benchmark writes its results: benchmarks/results, or $BENCHMARK_RESULTS_DIR where it is set."""
+    return Path(os.environ.get(RESULTS_DIR_VARIABLE, RESULTS_DIR))
 
 
 def results_name(result: dict) -> str:
@@ -145,8 +154,9 @@ def markdown(result: dict) -> str:
     if dead_letters:
         lines += ["", f"Dead letters of the scenario: {', '.join(_n(value) for value in sorted(dead_letters))}."]
         for reason in (result.get("validity") or {}).get("dead_letter_reasons") or ():
+            errors = reason.get("errors") or [{"error": reason.get("first_error", ""), "count": reason["count"]}]
             lines.append(f"- {_n(reason['count'])} `{reason['reason']}` from {reason['source_topic']}: "
-                         f"{reason['first_error']}")
+                         + "; ".join(f"{_n(error['count'])} {error['error']}" for error in errors))
     scaled = [entry["service"] for name, entry in result["throughput"].items()
               if name.startswith("mix_") and entry["service"]["workers"] > 1]
     for service in scaled:

@@ -84,12 +84,24 @@ def _decision(
     )
 
 
-def _refuse(state: SkuState, command: ReservationCommand, reason: str, cause: Cause, out: list) -> None:
+def _refuse(
+    state: SkuState, command: ReservationCommand, reason: str, cause: Cause, out: list, detail: str = ""
+) -> None:
+    """A REJECTED decision, and for a command that does not fit the state a Rejection (a dead letter) whose error
+    text is the action, then `detail` if any."""
     out.append(
         _decision(state.sku, command.reservation_id, command.channel, REJECTED, reason, command.quantity, (), cause)
     )
     if reason in _BAD_EVENT_REASONS:
-        out.append(Rejection(reason, command.command.value, command.event_id, state.sku, cause.partition, cause.position))
+        error = f"{command.command.value}: {detail}" if detail else command.command.value
+        out.append(Rejection(reason, error, command.event_id, state.sku, cause.partition, cause.position))
+
+
+def _how_it_ended(finished: FinishedReservation) -> str:
+    """Why a finished reservation is not active, in words without ids (dead letters are tallied by this text)."""
+    if finished.final_outcome is None:
+        return f"its RESERVE was refused ({finished.reserve_reason})"
+    return f"it ended {finished.final_outcome}"
 
 
 def apply_command(
@@ -282,8 +294,10 @@ def _finish(
                 )
             )  # repeated release/fulfil: the same answer
             return NO_LOCATIONS
-        reason = reasons.UNKNOWN_RESERVATION if finished is None else reasons.RESERVATION_NOT_ACTIVE
-        _refuse(state, command, reason, cause, out)
+        if finished is None:
+            _refuse(state, command, reasons.UNKNOWN_RESERVATION, cause, out)
+        else:
+            _refuse(state, command, reasons.RESERVATION_NOT_ACTIVE, cause, out, _how_it_ended(finished))
         return NO_LOCATIONS
     if reservation.channel != command.channel:
         _refuse(state, command, reasons.CHANNEL_MISMATCH, cause, out)

@@ -86,6 +86,8 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
     assert mix["dead_letters"] <= 2  # the generated workload is valid
     reasons = result["validity"]["dead_letter_reasons"]  # each dead letter is told by its reason and origin
     assert sum(reason["count"] for reason in reasons) == mix["dead_letters"]
+    for reason in reasons:  # and by its error texts, which count every dead letter when there are few kinds
+        assert 0 < sum(error["count"] for error in reason["errors"]) <= reason["count"]
 
     live = result["live"]
     assert live["events_sent"] > 0 and live["latency"]["steady"]["count"] > 0

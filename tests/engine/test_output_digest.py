@@ -25,14 +25,16 @@ from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_p
 # 476 transfers received without a shipment on record, refused INSUFFICIENT_IN_TRANSIT before, are applied (in-transit
 # below zero, 492 NEGATIVE_IN_TRANSIT exceptions) and publish 905 more availability records; nothing else differs.
 # Both changed again with the `fallbacks` field of ChannelAvailability (empty here: no feed rule) and partition state
-# format 2 (feeds seen); with that field left out, the outputs give the digests pinned before.
+# format 2 (feeds seen); with that field left out, the outputs give the digests pinned before. The output digests
+# changed when a RESERVATION_NOT_ACTIVE dead letter began to say how its reservation ended ("RELEASE: it ended
+# EXPIRED" for "RELEASE"; 180 and 7 such records here); with that text cut at the colon, they give the digests before.
 PINNED = {
     (20_000, 20, 300, 300): (
-        "e082870e93f0a699a606c800ba0966e1d142ee3061d7e428f38dc8b615514c5f",
+        "998de5f81707029a57b88cdacbd91c42d16df4986d624875ae26897ebfa37365",
         "cb3da62509f2ec843eefa5d5a0db6ee5e6760c73fcdffe16615779ccb5a45f11",
     ),
     (5_000, 305, 20, 300): (  # every location stocked: sourcing walks the policy's order
-        "ba3ecd3ba57d61ff5bf7fc10b6c002d3cd7ed6d19c4b66ef3b79bd66b0fc43f5",
+        "fa3c45450ffaa97df76a8e1cdc33517323dec1d57ab19f83d0f08b7d74a40b73",
         "a89d74f2d67ca492f4b64f56d18714dadc62ba40586dcacd53a3116b15c732f8",
     ),
 }

@@ -177,7 +177,17 @@ def test_expiry_when_partition_clock_reaches_expires_at():
     expired = decisions(out)[0]
     assert (expired.outcome, expired.reserved_quantity, expired.event_id) == (ReservationOutcome.EXPIRED, 2, "tick-0-8")
     assert ledger.shown("ecommerce") == 53
-    assert decisions(ledger.feed(release("r1")))[0].reason == reasons.RESERVATION_NOT_ACTIVE
+    out = ledger.feed(release("r1"))
+    assert decisions(out)[0].reason == reasons.RESERVATION_NOT_ACTIVE
+    assert rejections(out)[0].detail == "RELEASE: it ended EXPIRED"  # the dead letter says how it ended
+
+
+def test_a_command_for_a_refused_reservation_says_it_was_refused():
+    ledger = worked_ledger()
+    assert decisions(ledger.feed(reserve("r1", 10_000)))[0].outcome is ReservationOutcome.REJECTED
+    out = ledger.feed(fulfil("r1"))
+    assert decisions(out)[0].reason == reasons.RESERVATION_NOT_ACTIVE
+    assert rejections(out)[0].detail == "FULFIL: its RESERVE was refused (INSUFFICIENT_STOCK)"
 
 
 def test_expiry_caused_by_any_entry_that_moves_the_clock():
