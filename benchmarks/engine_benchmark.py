@@ -5,20 +5,24 @@ channels over the whole network and the DCs, one LOCATION channel over the store
 in-transit), about 20% reservation commands, a clock tick every 1,000 entries. Also the cost per event when each
 SKU is stocked at 5, 50 or 500 locations (NETWORK aggregates should keep it flat).
 
+The garbage collector runs as in a worker (app.service.gc_pauses: the survivors of each full collection frozen),
+and each run starts from a collected heap: a run that inherits the previous run's million objects pays for scanning
+them (the 5-location run, measured after the realistic one, did 49,000-56,000 events/s instead of 83,000-88,000).
+
 Run: python -m benchmarks.engine_benchmark [--events N] [--quick]
-Writes benchmarks/results/engine.json and benchmarks/results/engine.md.
+Writes benchmarks/results/engine.json and engine.md ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import itertools
 import json
 import platform
 import random
 import time
-from pathlib import Path
 
 from app.engine import (
     ChannelGranularity,
@@ -38,8 +42,9 @@ from app.engine import (
     StockMovement,
     encode_sku_state,
 )
+from app.service import gc_pauses
+from benchmarks.report import results_dir
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CHANNELS = frozenset({"ecommerce", "marketplace", "store-pickup", "wholesale"})
 SEED = 20240601
 
@@ -162,6 +167,8 @@ class StreamGenerator:
 
 
 def run(events_count: int, locations_per_sku: int, sku_count: int, store_count: int, dc_count: int = 5) -> dict:
+    gc.collect()  # what the previous run left is not this run's to scan
+    gc.unfreeze()
     generator = StreamGenerator(SEED, sku_count, store_count, dc_count, locations_per_sku)
     store = MemoryStore()
     engine = PartitionEngine(0, store, CHANNELS)
@@ -204,6 +211,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer events, for a smoke run")
     args = parser.parse_args()
     events = 30_000 if args.quick else args.events
+    gc_pauses.install()
     realistic = run(events, locations_per_sku=20, sku_count=20_000, store_count=300)
     scaling = [
         run(events // 2, locations_per_sku=n, sku_count=max(200, 20_000 // n), store_count=max(300, n))
@@ -221,8 +229,9 @@ def main() -> None:
         "scaling": scaling,
         "target_events_per_second": 100_000,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Engine benchmark",
         "",
@@ -246,7 +255,7 @@ def main() -> None:
             f"{row['microseconds_per_event']} | {row['cost_relative_to_5_locations']} | "
             f"{row['hot_sku_state_bytes']:,} | {row['hot_sku_encode_microseconds']} |"
         )
-    (RESULTS_DIR / "engine.md").write_text("\n".join(lines) + "\n")
+    (out / "engine.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

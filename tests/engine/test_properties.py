@@ -33,7 +33,7 @@ from app.engine import (
     encode_sku_state,
     reasons,
 )
-from app.engine.availability import location_quantity, network_quantity
+from app.engine.availability import location_quantity, network_quantity, status_of
 from tests.engine.factories import CHANNELS, Ledger, channel, policy, safety
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -393,7 +393,8 @@ def _assert_fits_what_was_shown(ledger: Ledger, decision: ReservationDecision, s
 @SETTINGS
 @given(scenarios)
 def test_channel_values_match_a_full_recomputation(events):
-    """The incremental NETWORK aggregates equal a from-scratch sum after every event."""
+    """The incremental NETWORK aggregates equal a from-scratch sum after every event, and each published status is
+    status_of() its quantity."""
     ledger = Ledger()
     for event in events:
         ledger.apply(event)
@@ -413,6 +414,10 @@ def test_channel_values_match_a_full_recomputation(events):
                 for location in state.positions:
                     if location in plan.feeds:
                         assert ledger.shown(plan.name, sku, location) == location_quantity(state, plan, location)
+            for (name, location), published in state.published.items():
+                plan = policy_now.channel_by_name.get(name)
+                if plan is not None and published.version:
+                    assert published.status == status_of(plan, published.quantity)
 
 
 @SETTINGS
