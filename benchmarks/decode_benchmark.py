@@ -1,13 +1,14 @@
 """CPU per ledger entry of decoding the availability stage's ledger: fastavro against the compiled decoder.
 
-    python -m benchmarks.decode_benchmark [--events 100000] [--repeats 3] [--json FILE]
+    python -m benchmarks.decode_benchmark [--events 100000] [--repeats 3]
 
 The ledger is the one `benchmarks.service_throughput` produces for the peak workload's mix (`ledger_of_workload`,
 8 partitions), built in this process. Each way decodes every record of it, best of `--repeats`, in the same run:
 - fastavro: what `RecordSerde.decode` did before the compiled decoder, `fastavro.schemaless_reader` on a BytesIO
   with `return_record_name=True, return_record_name_override=True`;
 - compiled: `RecordSerde.decode` itself, whose records of its own schema id go through app/wire/avro_decoder.py.
-Both must give the same values (checked) and the figures are process CPU time per ledger entry.
+Both must give the same values (checked) and the figures are process CPU time per ledger entry. Result in
+benchmarks/results/decode.json ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import io
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import fastavro
 
@@ -25,6 +25,7 @@ from app.settings import Settings
 from app.wire.ledger import ledger_items
 from app.wire.serialization import HEADER_SIZE, AvroCodec
 from app.wire.topics import LEDGER
+from benchmarks.report import results_dir
 from benchmarks.service_throughput import ledger_of_workload
 
 INGEST_TIME = 1_767_225_600_000  # 2026-01-01, ms: a six-byte varint like a live ingest time
@@ -85,14 +86,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the result to this file")
     args = parser.parse_args()
     result = measure(args.events, args.repeats)
     print(f"{result['ledger_entries']} ledger entries in {result['ledger_records']} records "
           f"({result['megabytes']} MB), best of {result['repeats']}: fastavro {result['fastavro_us_per_entry']} us, "
           f"compiled {result['compiled_us_per_entry']} us per entry ({result['speedup']}x)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode.json").write_text(json.dumps({"benchmark": "decode", **result}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import sys
@@ -24,8 +23,8 @@ import time
 from pathlib import Path
 
 from benchmarks.analysis import latency_summary
+from benchmarks.report import results_dir
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FETCH_WAITS_MS = (1500, 500, 50)
 TOPIC = "benchmark.fetch-hop"
 
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fetch_hop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=60, help="hops measured per fetch wait (default 60)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--results-dir", type=Path, default=Path(os.environ.get("BENCHMARK_RESULTS_DIR", RESULTS_DIR)))
+    parser.add_argument("--results-dir", type=Path, default=results_dir())
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="fetch-hop-"))
     with EmbeddedBroker(scratch / "tansu.log") as broker:

@@ -49,10 +49,9 @@ from app.wire.ledger import LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
 from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, STOCK_MOVEMENTS, ledger_partition
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
+from benchmarks.report import results_dir
 from tables.declarations import PARTITION_STATE_TABLE, SKU_STATE_TABLE, partition_state_key
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-RESULTS_DIR_VARIABLE = "BENCHMARK_RESULTS_DIR"  # another directory for the results (tests use it)
 BENCH_CHANNELS = tuple(sorted(CHANNELS))
 PARTITIONS = 8
 LOCATIONS_PER_SKU = 8
@@ -315,10 +314,6 @@ def run_preview(sku_count: int) -> dict:
                                for name, channel in document["channels"].items()},
         "command": "availability preview --policy candidate.json --json preview.json",
     }
-
-
-def results_dir() -> Path:
-    return Path(os.environ.get(RESULTS_DIR_VARIABLE, RESULTS_DIR))
 
 
 def load_results() -> dict:

@@ -7,7 +7,7 @@
    commands, a clock tick every 1,000 events), the policy and the ticks on every partition like the ingest stage.
 2. The replay runs in a child process (so its peak RSS is its own, not the generator's): from the earliest offset,
    into the namespace `replay-bench`, outputs produced to the broker.
-Results: benchmarks/results/replay.json and replay.md.
+Results: benchmarks/results/replay.json and replay.md ($BENCHMARK_RESULTS_DIR where it is set).
 
     python -m benchmarks.replay_benchmark               # full size
     python -m benchmarks.replay_benchmark --events 200000
@@ -34,8 +34,8 @@ from app.wire.serialization import AVRO_NAMESPACE, AvroCodec
 from app.wire.topics import LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
 from benchmarks.cpu import peak_rss_mib
 from benchmarks.engine_benchmark import CHANNELS, SEED, StreamGenerator, build_policy
+from benchmarks.report import results_dir
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_CHANNELS = tuple(sorted(CHANNELS))
 CHUNK = 50_000
 
@@ -168,11 +168,12 @@ def run(events: int, partitions: int) -> dict:
 
 
 def write_results(result: dict) -> None:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
     replay = result["replay"]
     outputs = "\n".join(f"| `{topic}` | {count:,} |" for topic, count in replay["records"].items())
-    (RESULTS_DIR / "replay.md").write_text(f"""# Replay (backfill) benchmark
+    (out / "replay.md").write_text(f"""# Replay (backfill) benchmark
 
 Python {result['python']} on {result['machine']}; broker: {result['broker']}; {result['partitions']} ledger
 partitions; channels {', '.join(result['channels'])}. Command: `python -m benchmarks.replay_benchmark

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
 from benchmarks.cpu import cpu_seconds, peak_rss_mib
 from benchmarks.generator import Workload, WorkloadConfig
+from benchmarks.report import results_dir
 from tests.service.harness import WORKER_READY, WorkerProcess
 
 APPLIED_METRIC = "availability_ledger_events_applied_total"
@@ -158,7 +158,7 @@ def main() -> None:
                   "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced,
                   "worker_peak_rss_mib": peak_rss}
         print(json.dumps(result))
-        out = Path(os.environ.get("BENCHMARK_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
+        out = results_dir()
         out.mkdir(parents=True, exist_ok=True)
         (out / "service_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
 

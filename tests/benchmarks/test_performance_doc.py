@@ -1,8 +1,8 @@
 """Every command line docs/PERFORMANCE.md gives a user runs exactly as written, from the project root with the
 project's virtualenv first on PATH, writing its results to a temporary directory through BENCHMARK_RESULTS_DIR
-(never over benchmarks/results/). The peak benchmark's commands take minutes (`quick`) to half an hour (`peak`):
-they run with `-m slow`, and the default suite checks that each parses with the real command's parser; the
-others run in the default suite."""
+(never over benchmarks/results/). The peak benchmark's commands take minutes (`quick`) to half an hour (`peak`), and
+the availability stage's million-event run about four: these run with `-m slow` (the default suite checks that each
+peak command parses with the real command's parser); the others run in the default suite."""
 
 from __future__ import annotations
 
@@ -41,9 +41,13 @@ def is_peak_benchmark(command: str) -> bool:
     return command.startswith(("python -m benchmarks.peak", "availability benchmark"))
 
 
+def takes_minutes(command: str) -> bool:
+    return is_peak_benchmark(command) or "--events 1000000" in command
+
+
 def as_run(command: str):
-    """The command as a test parameter: `slow` when it is a peak benchmark run."""
-    return pytest.param(command, marks=pytest.mark.slow) if is_peak_benchmark(command) else command
+    """The command as a test parameter: `slow` when it takes minutes (a peak run, a million events)."""
+    return pytest.param(command, marks=pytest.mark.slow) if takes_minutes(command) else command
 
 
 def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -91,6 +95,20 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         # a key changed several times by one ledger record is published once
         assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
         assert result["worker_peak_rss_mib"] > 50
+        return
+    if written.name == "engine.json":  # the engine alone (about 30 s)
+        assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
+        assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
+        assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
+        assert (tmp_path / "engine.md").exists()
+        return
+    if written.name == "decode.json":  # both decoders over the same ledger, checked equal (about 20 s)
+        assert result["ledger_entries"] > result["ledger_records"] > 0
+        assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
+        return
+    if written.name == "replay.json":  # a replay of a generated ledger (about a minute)
+        assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]
+        assert result["replay"]["events_per_second"] > 0 and (tmp_path / "replay.md").exists()
         return
     if result["benchmark"] == "fetch_hop":
         waits = {figure["fetch_max_wait_ms"]: figure for figure in result["by_fetch_max_wait"]}
