@@ -133,8 +133,9 @@ class Settings(BaseSettings):
         description="RocksDB memtable size of each sku-state database (one per table partition held); two per database.",
     )
     rocksdb_block_cache_mib: int = Field(
-        default=16, ge=1, le=65_536,
-        description="RocksDB read cache of each sku-state database (one per table partition held).",
+        default=2, ge=1, le=65_536,
+        description="RocksDB read cache of each sku-state database (one per table partition held). Small: hot SKUs"
+        " are read from the worker's decoded states (state_cache_skus) and the rest from the OS page cache.",
     )
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     topic_retention_ms: int = Field(default=SEVEN_DAYS_MS, description="retention.ms of delete topics; -1: forever.")

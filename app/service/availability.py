@@ -36,6 +36,7 @@ from app.engine.positions import split_position
 from app.kafka.batch_sender import BatchSender
 from app.kafka.skipped_records import SkippedRecordReader, holes
 from app.service.freeze_guard import check_not_frozen
+from app.service.heap_trim import HeapTrimmer
 from app.service.runtime import AvailabilityService, end_worker_on_unexpected_error
 from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
@@ -113,6 +114,7 @@ class LedgerBatchProcessor:
         self._unwritten: dict[int, tuple[object, PartitionStateStore]] = {}
         self._unwritten_since: float | None = None
         self._assignment = 0  # counts rebalances: a chunk that straddles one writes nothing back
+        self._trim_heap = HeapTrimmer()
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -301,6 +303,7 @@ class LedgerBatchProcessor:
                          check_not_frozen)
         for _, store in stores:
             store.written()
+        self._trim_heap()  # what the written chunks freed goes back to the system
 
 
 def register_availability_agent(service: AvailabilityService) -> None:
