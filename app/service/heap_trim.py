@@ -3,8 +3,9 @@
 A worker's memory is mostly what it frees again: decoded ledger records, event objects, output records, encoded
 state values on their way to RocksDB. glibc's allocator keeps freed chunks in its arenas for reuse, and under the
 availability stage's churn it held 115-170 MiB of them (`mallinfo2` in the worker, availability-stage benchmark with
-1,000,000 events), counted in the worker's RSS. `malloc_trim(0)` returns the free pages of every arena. It runs
-after a write-back, at most once per `min_interval_seconds`, when the freed memory of the chunks before is largest.
+1,000,000 events), counted in the worker's RSS. `malloc_trim(0)` returns the free pages of every arena. The
+availability stage trims after a write-back and the ingest stage after each committed micro-batch (its decoded
+source records are garbage then), each at most once per `min_interval_seconds`.
 Where the C library has no `malloc_trim` (not glibc), the trimmer does nothing.
 """
 

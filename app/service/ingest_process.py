@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from app.errors import ServiceError
 from app.kafka.client_config import client_config
 from app.kafka.producing import produce_or_wait
+from app.service.heap_trim import HeapTrimmer
 from app.service.ingest import (
     FeedActivityReporter,
     IngestedBatch,
@@ -133,6 +134,7 @@ class IngestProcess:
                                    settings.engine_limits.max_event_time_skew_ms)
         self.batcher = LedgerBatcher(self.codec.serde(LEDGER), settings.ledger_batch_max_entries)
         self.feeds = FeedActivityReporter()
+        self._trim_heap = HeapTrimmer()
         self.group_id = ingest_group_id(settings)
         self._fatal: str | None = None
         self._delivery_errors: list[str] = []
@@ -194,6 +196,7 @@ class IngestProcess:
             self._raise_if_fatal()
             if messages:
                 self.ingest(messages)
+                self._trim_heap()  # the batch's decoded records are garbage now
             now = time.monotonic()
             if now >= report_at:
                 reported = self._report_progress(reported, now)
