@@ -871,11 +871,11 @@ class PeakBenchmark:
 
     def read_outputs(self, scenario: Scenario):
         topics = [availability_topic(channel).name for channel in CHANNELS]
-        return read_outputs(scenario.bootstrap, scenario.codec, topics, PARTITIONS)
+        return read_outputs(scenario.bootstrap, scenario.codec, topics)
 
     @staticmethod
     def count(scenario: Scenario, topic: str) -> int:
-        return sum(1 for _ in read_records(scenario.bootstrap, [topic], PARTITIONS, idle_seconds=1.0))
+        return sum(1 for _ in read_records(scenario.bootstrap, [topic]))
 
     @staticmethod
     def dead_letters(scenario: Scenario) -> tuple[int, list[dict]]:
@@ -884,7 +884,7 @@ class PeakBenchmark:
         without its scratch directory."""
         tally: Counter = Counter()
         errors: dict[tuple[str, str], Counter] = {}
-        for message in read_records(scenario.bootstrap, [DEAD_LETTERS.name], PARTITIONS, idle_seconds=1.0):
+        for message in read_records(scenario.bootstrap, [DEAD_LETTERS.name]):
             headers = {name: (value or b"").decode("utf-8", "replace") for name, value in message.headers() or ()}
             kind = (headers.get(DEAD_LETTER_REASON_HEADER, "?"), headers.get(DEAD_LETTER_SOURCE_TOPIC_HEADER, "?"))
             tally[kind] += 1
