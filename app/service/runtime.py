@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import monotonic
 
 import faust
 from faust.sensors import Monitor
@@ -55,11 +56,14 @@ class QuietMonitor(Monitor):
     """Faust's Monitor keeps statistics per message, stream event, table access and send (timestamps, deques,
     counters) that nothing here reads: the service's metrics come from PipelineObserver. Those per-record hooks
     cost more than the rules themselves at peak rates, so they do nothing; commits, rebalances and assignment are
-    still recorded."""
+    still recorded, and so is when each partition's stream last took an event, which Faust's liveness check reads."""
 
     def on_message_in(self, tp, offset, message) -> None: ...
 
-    def on_stream_event_in(self, tp, offset, stream, event) -> None: ...
+    def on_stream_event_in(self, tp, offset, stream, event) -> None:
+        # Faust's consumer logs "Stream has not started processing <tp>" as an ERROR, every few seconds, for a
+        # partition with records to read and no time here once `stream_processing_timeout` (300 s) has passed.
+        self.stream_inbound_time[tp] = monotonic()
 
     def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None: ...
 
