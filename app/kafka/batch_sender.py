@@ -18,8 +18,8 @@ class BatchSender:
 
     Faust's `producer.send` costs tens of microseconds of Python per record (signals, partitioner, one future per
     record); the service sends several records per event, so per-record sends were its largest cost. Here records
-    are appended to aiokafka `BatchBuilder`s (one open per partition, submitted when full and at `acks()`), and
-    only the batch has a future. Order per partition is the order of `send` calls, as with per-record sends.
+    are appended to aiokafka `BatchBuilder`s (one open per partition, submitted when full, at `submit()` and at
+    `acks()`), and only the batch has a future. Order per partition is the order of `send` calls, as with per-record sends.
     Keyed records go to Kafka's default partition (murmur2 of the key, as every Kafka client computes it), so
     where records land does not change. Keyless records take the per-record path. `acks()` raises the first send error, which crashes the agent before its batch is
     acknowledged: the batch is then redelivered, never half lost."""
@@ -74,12 +74,17 @@ class BatchSender:
         """Records sent since the last `acks()`."""
         return self._records
 
-    async def acks(self) -> dict[tuple[str, int], int]:
-        """Await every record sent since the last call; the offset of the last one of each (topic, partition)."""
+    async def submit(self) -> None:
+        """Hand every open batch to the producer without awaiting its acknowledgement, so the caller can go on
+        while the broker answers; `acks()` awaits them later, in the order they were sent."""
         check_not_frozen()  # a worker frozen past its session submits nothing more (app.service.freeze_guard)
         for where, batch in list(self._open.items()):
             await self._submit(where, batch)
         self._open.clear()
+
+    async def acks(self) -> dict[tuple[str, int], int]:
+        """Await every record sent since the last call; the offset of the last one of each (topic, partition)."""
+        await self.submit()
         pending, self._pending, self._records = self._pending, [], 0
         last_offsets: dict[tuple[str, int], int] = {}
         if pending:

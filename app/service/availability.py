@@ -5,9 +5,9 @@ One agent on the ledger reads micro-batches (`take_events`) and applies them in 
 APPLY_CHUNK_BYTES of ledger records. Per chunk: each ledger partition's records are first checked to follow on from
 the last position applied (records the consumer skipped, or a hole left by a deferred write-back, are read back,
 app/kafka/skipped_records.py); each partition's PartitionEngine runs over its PartitionStateStore (a write-back
-cache of the tables) with an event of that partition current; every output is sent and all acknowledgements are
-awaited; only then are the changed table values written, at once or together with later chunks' within
-`write_back_interval_seconds`. Entry i of the ledger record at offset o is applied at position (o, i).
+cache of the tables) with an event of that partition current; every output is handed to the producer, and the
+next chunk is applied while the broker acknowledges them; all acknowledgements are awaited before the changed
+table values are written, at once or together with later chunks' within `write_back_interval_seconds`. Entry i of the ledger record at offset o is applied at position (o, i).
 
 Why this order is effectively-once after any crash, when values are written at once, and how the last value of
 every changelog partition is sent alone so the embedded broker's high watermark stays exact: docs/ARCHITECTURE.md
@@ -135,7 +135,9 @@ class LedgerBatchProcessor:
                 self._next_offsets[partition] = max(in_order[-1].message.offset + 1,
                                                     self._next_offsets.get(partition, 0))
                 stores.append((partition_events[-1], store))
-            await self._sender.acks()  # every record is on the broker before any state changes
+            # The chunk's records go to the producer; the next chunk is applied while the broker acknowledges
+            # them. Every acknowledgement is awaited before any state is written back (_write_back_when_due).
+            await self._sender.submit()
             if assignment == self._assignment:
                 await self._write_back_when_due(stores)  # at once when a decision below is waited for
                 if self._decided:  # decided, published and stored: answer the HTTP requests waiting for them
@@ -178,6 +180,7 @@ class LedgerBatchProcessor:
             if store.is_dirty:
                 unwritten[store.partition] = (current, store)
         if not unwritten:
+            await self._sender.acks()  # nothing to write: the chunk's records are still on the broker before it ends
             return
         now = time.monotonic()
         if self._unwritten_since is None:
@@ -192,6 +195,7 @@ class LedgerBatchProcessor:
             pending = list(unwritten.values())
             unwritten.clear()
             self._unwritten_since = None
+            await self._sender.acks()  # every record published is on the broker before any state changes
             await self._write_back(pending)
 
     async def _with_skipped_records(self, partition: int, engine: PartitionEngine, events: list) -> list:

@@ -146,7 +146,7 @@ class ServiceMetrics(IngestMetrics):
         )
         self.end_to_end_latency = Histogram(
             f"{p}_end_to_end_latency_seconds",
-            "Wall time from ledger append (the entry's ingest_time) to the acknowledged publish of its batch",
+            "Wall time from ledger append (the entry's ingest_time) to its batch's records handed to the producer",
             buckets=LATENCY_BUCKETS_SECONDS, registry=r,
         )
         self.consumer_lag = Gauge(

@@ -131,3 +131,20 @@ def test_a_record_larger_than_a_batch_is_refused():
             await sender.send("ledger", b"k", b"x", partition=0)
 
     asyncio.run(scenario())
+
+
+def test_submit_hands_open_batches_over_and_acks_awaits_them_all_in_order():
+    async def scenario():
+        sender, producer = _sender(capacity=10)
+        await sender.send("availability.ecommerce", b"sku-1", b"a", partition=1)
+        await sender.submit()
+        assert producer.submitted == [("availability.ecommerce", 1, [(b"sku-1", b"a", [])])]
+        assert sender.pending == 1  # handed over, not yet acknowledged
+        assert not sender.send_nowait("availability.ecommerce", b"sku-1", b"b")  # submit() closed the open batch
+        await sender.send("availability.ecommerce", b"sku-1", b"b", partition=1)
+        last = await sender.acks()
+        assert [records for _, _, records in producer.submitted] == [[(b"sku-1", b"a", [])], [(b"sku-1", b"b", [])]]
+        assert last == {("availability.ecommerce", 1): 1}  # the later batch's record, whatever order futures end
+        assert sender.pending == 0
+
+    asyncio.run(scenario())

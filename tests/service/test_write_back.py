@@ -1,5 +1,6 @@
 """When the availability stage writes changed states back to the tables (app.service.availability): every chunk,
-or once per write-back interval, and at once where waiting would be unsafe or unbounded."""
+or once per write-back interval, and at once where waiting would be unsafe or unbounded; and never before every
+record published so far is acknowledged."""
 
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ def clock(monkeypatch) -> Clock:
     return clock
 
 
+class FakeSender:
+    def __init__(self, steps: list[str]) -> None:
+        self.steps = steps
+
+    async def acks(self) -> dict:
+        self.steps.append("acks")
+        return {}
+
+
 def processor(interval: float, cache_limit: int = 100) -> LedgerBatchProcessor:
     processor = LedgerBatchProcessor.__new__(LedgerBatchProcessor)
     processor._write_back_interval = interval
@@ -49,8 +59,11 @@ def processor(interval: float, cache_limit: int = 100) -> LedgerBatchProcessor:
     processor._next_offsets = {}
     processor._assignment = 0
     processor.written = []
+    processor.steps = []
+    processor._sender = FakeSender(processor.steps)
 
     async def write_back(stores):
+        processor.steps.append("write-back")
         processor.written.append(sorted(store.partition for _, store in stores))
 
     processor._write_back = write_back
@@ -115,3 +128,14 @@ def test_a_rebalance_drops_the_changes_not_written_back(clock):
     clock.now += 60
     chunk(writer, FakeStore(2))
     assert writer.written == [[2]]  # partition 1's change is applied again from the ledger by its next owner
+
+
+def test_every_write_back_follows_the_acknowledgement_of_what_was_published(clock):
+    writer = processor(interval=1.0)
+    chunk(writer, FakeStore(1))  # not due: its records may still be on their way while the next chunk is applied
+    assert writer.steps == []
+    clock.now += 1.0
+    chunk(writer, FakeStore(2))
+    assert writer.steps == ["acks", "write-back"]
+    chunk(writer, FakeStore(3, dirty_skus=0))  # nothing to write back: the chunk still ends acknowledged
+    assert writer.steps == ["acks", "write-back", "acks"]
