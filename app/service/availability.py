@@ -6,8 +6,9 @@ APPLY_CHUNK_BYTES of ledger records. Per chunk: each ledger partition's records 
 the last position applied (records the consumer skipped, or a hole left by a deferred write-back, are read back,
 app/kafka/skipped_records.py); each partition's PartitionEngine runs over its PartitionStateStore (a write-back
 cache of the tables) with an event of that partition current; every output is handed to the producer, and the
-next chunk is applied while the broker acknowledges them; all acknowledgements are awaited before the changed
-table values are written, at once or together with later chunks' within `write_back_interval_seconds`. Entry i of the ledger record at offset o is applied at position (o, i).
+next chunk of the micro-batch is applied while the broker acknowledges them; all acknowledgements are awaited before
+the changed table values are written (at once or together with later chunks' within `write_back_interval_seconds`)
+and at the end of the micro-batch, before Faust commits its offsets. Entry i of the ledger record at offset o is applied at position (o, i).
 
 Why this order is effectively-once after any crash, when values are written at once, and how the last value of
 every changelog partition is sent alone so the embedded broker's high watermark stays exact: docs/ARCHITECTURE.md
@@ -156,6 +157,10 @@ class LedgerBatchProcessor:
         published_at = int(time.time() * 1000)
         for partition, count in applied.items():
             self._observer.batch_applied(partition, count, ingest_times[partition], published_at)
+
+    async def acknowledged(self) -> None:
+        """Await the acknowledgement of every record published so far (the end of a micro-batch)."""
+        await self._sender.acks()
 
     def forget_state(self) -> None:
         """Drop every partition's cached states and engine, written back or not: on a rebalance, since another
@@ -320,6 +325,8 @@ def register_availability_agent(service: AvailabilityService) -> None:
             with end_worker_on_unexpected_error("apply_ledger", events):
                 for chunk in chunks_by_size(events, APPLY_CHUNK_BYTES):
                     await processor.process(chunk)
+                # Faust commits the micro-batch's offsets once this body returns: its records are on the broker first
+                await processor.acknowledged()
 
     async def forget_state_on_rebalance(*args, **kwargs) -> None:
         processor.forget_state()

@@ -139,3 +139,10 @@ def test_every_write_back_follows_the_acknowledgement_of_what_was_published(cloc
     assert writer.steps == ["acks", "write-back"]
     chunk(writer, FakeStore(3, dirty_skus=0))  # nothing to write back: the chunk still ends acknowledged
     assert writer.steps == ["acks", "write-back", "acks"]
+
+
+def test_the_end_of_a_micro_batch_awaits_every_acknowledgement(clock):
+    writer = processor(interval=60)
+    chunk(writer, FakeStore(1))  # not due
+    asyncio.run(writer.acknowledged())  # before Faust commits the micro-batch's offsets
+    assert writer.steps == ["acks"] and writer.written == []
