@@ -19,7 +19,8 @@ class BatchSender:
     Faust's `producer.send` costs tens of microseconds of Python per record (signals, partitioner, one future per
     record); the service sends several records per event, so per-record sends were its largest cost. Here records
     are appended to aiokafka `BatchBuilder`s (one open per partition, submitted when full, at `submit()` and at
-    `acks()`), and only the batch has a future. Order per partition is the order of `send` calls, as with per-record sends.
+    `acks()`), and only the batch has a future. Order per partition is the order of `send` calls, as with
+    per-record sends.
     Keyed records go to Kafka's default partition (murmur2 of the key, as every Kafka client computes it), so
     where records land does not change. Keyless records take the per-record path. `acks()` raises the first send error, which crashes the agent before its batch is
     acknowledged: the batch is then redelivered, never half lost."""

@@ -8,7 +8,8 @@ app/kafka/skipped_records.py); each partition's PartitionEngine runs over its Pa
 cache of the tables) with an event of that partition current; every output is handed to the producer, and the
 next chunk of the micro-batch is applied while the broker acknowledges them; all acknowledgements are awaited before
 the changed table values are written (at once or together with later chunks' within `write_back_interval_seconds`)
-and at the end of the micro-batch, before Faust commits its offsets. Entry i of the ledger record at offset o is applied at position (o, i).
+and at the end of the micro-batch, before Faust commits its offsets. Entry i of the ledger record at offset o is
+applied at position (o, i).
 
 Why this order is effectively-once after any crash, when values are written at once, and how the last value of
 every changelog partition is sent alone so the embedded broker's high watermark stays exact: docs/ARCHITECTURE.md
@@ -185,7 +186,8 @@ class LedgerBatchProcessor:
             if store.is_dirty:
                 unwritten[store.partition] = (current, store)
         if not unwritten:
-            await self._sender.acks()  # nothing to write: the chunk's records are still on the broker before it ends
+            # nothing to write back, but a decision may change no state: on the broker before it is answered below
+            await self._sender.acks()
             return
         now = time.monotonic()
         if self._unwritten_since is None:
