@@ -163,6 +163,21 @@ class LedgerBatchProcessor:
         """Await the acknowledgement of every record published so far (the end of a micro-batch)."""
         await self._sender.acks()
 
+    async def write_back_if_due(self) -> None:
+        """Write back the states changed more than a write-back interval ago when no chunk came since: without
+        this, a stream that goes quiet would keep its last changes out of the tables and changelogs until its
+        next record. The caller holds the agent's lock (no chunk is being applied)."""
+        since = self._unwritten_since
+        if since is None or time.monotonic() - since < self._write_back_interval:
+            return
+        assignment = self._assignment
+        pending = list(self._unwritten.values())
+        self._unwritten.clear()
+        self._unwritten_since = None
+        await self._sender.acks()  # every record published is on the broker before any state changes
+        if assignment == self._assignment:  # else the partitions may be another worker's now: write nothing
+            await self._write_back(pending)
+
     def forget_state(self) -> None:
         """Drop every partition's cached states and engine, written back or not: on a rebalance, since another
         worker may change a partition while this one does not own it. Changes not written back are applied again
@@ -322,13 +337,26 @@ def register_availability_agent(service: AvailabilityService) -> None:
     processor = LedgerBatchProcessor(service)
     service.live_states = processor
 
+    applying = asyncio.Lock()  # a micro-batch and a quiet stream's write-back never interleave
+
     async def apply_ledger(stream) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_timeout_seconds):
             with end_worker_on_unexpected_error("apply_ledger", events):
-                for chunk in chunks_by_size(events, APPLY_CHUNK_BYTES):
-                    await processor.process(chunk)
-                # Faust commits the micro-batch's offsets once this body returns: its records are on the broker first
-                await processor.acknowledged()
+                async with applying:
+                    for chunk in chunks_by_size(events, APPLY_CHUNK_BYTES):
+                        await processor.process(chunk)
+                    # Faust commits the micro-batch's offsets once this body returns: its records are on the broker
+                    # first
+                    await processor.acknowledged()
+
+    async def write_back_quiet_partitions() -> None:
+        with end_worker_on_unexpected_error("write_back_quiet_partitions", []):
+            async with applying:
+                await processor.write_back_if_due()
+
+    if settings.write_back_interval_seconds > 0:
+        service.app.timer(settings.write_back_interval_seconds, name="write_back_quiet_partitions")(
+            write_back_quiet_partitions)
 
     async def forget_state_on_rebalance(*args, **kwargs) -> None:
         processor.forget_state()
