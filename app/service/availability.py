@@ -168,15 +168,8 @@ class LedgerBatchProcessor:
         this, a stream that goes quiet would keep its last changes out of the tables and changelogs until its
         next record. The caller holds the agent's lock (no chunk is being applied)."""
         since = self._unwritten_since
-        if since is None or time.monotonic() - since < self._write_back_interval:
-            return
-        assignment = self._assignment
-        pending = list(self._unwritten.values())
-        self._unwritten.clear()
-        self._unwritten_since = None
-        await self._sender.acks()  # every record published is on the broker before any state changes
-        if assignment == self._assignment:  # else the partitions may be another worker's now: write nothing
-            await self._write_back(pending)
+        if since is not None and time.monotonic() - since >= self._write_back_interval:
+            await self._write_back_unwritten()
 
     def forget_state(self) -> None:
         """Drop every partition's cached states and engine, written back or not: on a rebalance, since another
@@ -214,10 +207,16 @@ class LedgerBatchProcessor:
             or any(store.dirty_skus > self._cache_limit for _, store in unwritten.values())
         )
         if due:
-            pending = list(unwritten.values())
-            unwritten.clear()
-            self._unwritten_since = None
-            await self._sender.acks()  # every record published is on the broker before any state changes
+            await self._write_back_unwritten()
+
+    async def _write_back_unwritten(self) -> None:
+        """Write back every store with changes not written back yet, once all that was published is acknowledged."""
+        assignment = self._assignment
+        pending = list(self._unwritten.values())
+        self._unwritten.clear()
+        self._unwritten_since = None
+        await self._sender.acks()  # every record published is on the broker before any state changes
+        if assignment == self._assignment:  # else the partitions may be another worker's now: write nothing
             await self._write_back(pending)
 
     async def _with_skipped_records(self, partition: int, engine: PartitionEngine, events: list) -> list:

@@ -146,3 +146,32 @@ def test_the_end_of_a_micro_batch_awaits_every_acknowledgement(clock):
     chunk(writer, FakeStore(1))  # not due
     asyncio.run(writer.acknowledged())  # before Faust commits the micro-batch's offsets
     assert writer.steps == ["acks"] and writer.written == []
+
+
+def test_a_stream_that_goes_quiet_is_written_back_by_the_timer_once_the_interval_has_passed(clock):
+    writer = processor(interval=1.0)
+    chunk(writer, FakeStore(1), FakeStore(2))  # the last chunk before the stream goes quiet: not due yet
+    asyncio.run(writer.write_back_if_due())  # the timer, before the interval has passed
+    assert writer.written == []
+    clock.now += 1.0
+    asyncio.run(writer.write_back_if_due())
+    assert writer.written == [[1, 2]] and writer.steps == ["acks", "write-back"]
+    assert writer._unwritten == {} and writer._unwritten_since is None
+    clock.now += 5.0
+    asyncio.run(writer.write_back_if_due())  # nothing changed since: nothing to do, not even an acknowledgement
+    assert writer.written == [[1, 2]] and writer.steps == ["acks", "write-back"]
+
+
+def test_the_timer_writes_nothing_back_when_a_rebalance_comes_while_it_awaits_the_acknowledgements(clock):
+    writer = processor(interval=1.0)
+    chunk(writer, FakeStore(1))
+    clock.now += 1.0
+
+    async def acks_during_which_the_partitions_are_revoked() -> dict:
+        writer.steps.append("acks")
+        writer.forget_state()
+        return {}
+
+    writer._sender.acks = acks_during_which_the_partitions_are_revoked
+    asyncio.run(writer.write_back_if_due())
+    assert writer.steps == ["acks"] and writer.written == []  # the next owner applies them again from the ledger
