@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 run: $(INSTALLED)
 	$(VENV)/bin/availability demo
 
+# --durations: every run names its slowest tests, to keep the default suite within its 15 minutes.
 test: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -ra $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest -ra --durations=25 $(PYTEST_ARGS)
 
 # The fault-injection suite (worker kills, broker pauses, zombies, poison input, a million-event backlog...), about
 # 25-30 minutes; figures go to benchmarks/results/chaos.json, see docs/RELIABILITY.md.

@@ -1,5 +1,5 @@
 """The peak benchmark runs end to end (its `smoke` profile: the mix scenario at toy size, with every baseline, Quix
-Streams included) in both topologies and writes its results.
+Streams included) in both topologies (`all` with `-m slow`) and writes its results.
 
 It checks that the harness works and that its figures hold together (the whole section is never faster than its
 own middle, per core is events over the CPU seconds it reports, the headline ratio is the lower one), not the
@@ -43,7 +43,9 @@ def embedded_broker_starts(tmp_path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("topology", ["all", "split"])
+# `split` in the default suite: it runs all of `all`'s harness plus the ingest processes; `all` with `-m slow` (the
+# topology itself runs in most of the service's integration tests).
+@pytest.mark.parametrize("topology", [pytest.param("all", marks=pytest.mark.slow), "split"])
 def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_broker_starts):
     running_before = _running_children()  # a broker of another test's fixture, say
     try:
