@@ -1,4 +1,5 @@
-"""CPU per ledger entry of decoding the availability stage's ledger: fastavro against the compiled decoder.
+"""CPU per ledger entry of decoding the availability stage's ledger, and per record of encoding its availability
+records: fastavro against the compiled decoder and encoders.
 
     python -m benchmarks.decode_benchmark [--events 100000] [--repeats 3]
 
@@ -7,7 +8,11 @@ The ledger is the one `benchmarks.service_throughput` produces for the peak work
 - fastavro: what `RecordSerde.decode` did before the compiled decoder, `fastavro.schemaless_reader` on a BytesIO
   with `return_record_name=True, return_record_name_override=True`;
 - compiled: `RecordSerde.decode` itself, whose records of its own schema id go through app/wire/avro_decoder.py.
-Both must give the same values (checked) and the figures are process CPU time per ledger entry. Result in
+Both must give the same values (checked) and the figures are process CPU time per ledger entry.
+
+Encoding: the availability records the engine publishes for that ledger (`LedgerApplier`, the stage's own loop),
+each encoded by `fastavro.schemaless_writer` (what the codec falls back to) and by `RecordSerde.encode` (the
+compiled encoders of app/wire/avro_encoder.py), best of `--repeats`; the bytes must be equal (checked). Result in
 benchmarks/results/decode.json ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
@@ -18,13 +23,16 @@ import io
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import fastavro
 
+from app.engine import ChannelAvailability
+from app.replay.applying import LedgerApplier
 from app.settings import Settings
 from app.wire.ledger import ledger_items
 from app.wire.serialization import HEADER_SIZE, AvroCodec
-from app.wire.topics import LEDGER
+from app.wire.topics import LEDGER, availability_topic
 from benchmarks.report import results_dir
 from benchmarks.service_throughput import ledger_of_workload
 
@@ -46,7 +54,7 @@ def fastavro_decode(schema: dict) -> Callable[[bytes], dict]:
     return decode
 
 
-def best_cpu(decode: Callable[[bytes], object], values: list[bytes], repeats: int) -> float:
+def best_cpu(decode: Callable[[Any], object], values: list, repeats: int) -> float:
     """Each value is dropped once decoded, as the stage does: keeping them all would time the garbage collector
     walking them."""
     best = float("inf")
@@ -56,6 +64,42 @@ def best_cpu(decode: Callable[[bytes], object], values: list[bytes], repeats: in
             decode(value)
         best = min(best, time.process_time() - started)
     return best
+
+
+def availability_records(settings: Settings, serde, ledger: list) -> list[tuple[str, dict]]:
+    """(channel, record) of every availability record the engine publishes for `ledger`, in order."""
+    applier = LedgerApplier(serde, frozenset(settings.channels), settings.engine_limits)
+    offsets: dict[int, int] = {}
+    records = []
+    for partition, _, value in ledger:
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        records += [(output.channel, output.to_record()) for _, output in applier.apply(partition, offset, value)
+                    if type(output) is ChannelAvailability]
+    return records
+
+
+def measure_encoding(settings: Settings, codec: AvroCodec, ledger: list, repeats: int) -> dict:
+    records = availability_records(settings, codec.serde(LEDGER), ledger)
+    serdes = {channel: codec.serde(availability_topic(channel)) for channel in settings.channels}
+    schema = codec.schemas.parsed(availability_topic(settings.channels[0]).value_record)
+
+    def by_fastavro(channel_record: tuple[str, dict]) -> bytes:
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, schema, channel_record[1])
+        return buffer.getvalue()
+
+    def compiled(channel_record: tuple[str, dict]) -> bytes:
+        return serdes[channel_record[0]].encode(channel_record[1])
+
+    for channel_record in records:
+        if compiled(channel_record)[HEADER_SIZE:] != by_fastavro(channel_record):
+            raise RuntimeError("the compiled encoder and fastavro disagree on an availability record")
+    fastavro_seconds = best_cpu(by_fastavro, records, repeats)
+    compiled_seconds = best_cpu(compiled, records, repeats)
+    return {"availability_records": len(records),
+            "fastavro_us_per_record": round(fastavro_seconds / len(records) * 1e6, 3),
+            "compiled_us_per_record": round(compiled_seconds / len(records) * 1e6, 3),
+            "speedup": round(fastavro_seconds / compiled_seconds, 2)}
 
 
 def measure(events: int, repeats: int) -> dict:
@@ -79,7 +123,8 @@ def measure(events: int, repeats: int) -> dict:
             "megabytes": round(sum(map(len, values)) / 1e6, 2), "repeats": repeats,
             "fastavro_us_per_entry": round(fastavro_seconds / entries * 1e6, 3),
             "compiled_us_per_entry": round(compiled_seconds / entries * 1e6, 3),
-            "speedup": round(fastavro_seconds / compiled_seconds, 2)}
+            "speedup": round(fastavro_seconds / compiled_seconds, 2),
+            "encoding": measure_encoding(settings, codec, ledger, repeats)}
 
 
 def main() -> None:
@@ -91,6 +136,10 @@ def main() -> None:
     print(f"{result['ledger_entries']} ledger entries in {result['ledger_records']} records "
           f"({result['megabytes']} MB), best of {result['repeats']}: fastavro {result['fastavro_us_per_entry']} us, "
           f"compiled {result['compiled_us_per_entry']} us per entry ({result['speedup']}x)")
+    encoding = result["encoding"]
+    print(f"{encoding['availability_records']} availability records, best of {result['repeats']}: fastavro "
+          f"{encoding['fastavro_us_per_record']} us, compiled {encoding['compiled_us_per_record']} us per record "
+          f"({encoding['speedup']}x)")
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode.json").write_text(json.dumps({"benchmark": "decode", **result}, indent=2) + "\n")

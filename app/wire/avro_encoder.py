@@ -2,8 +2,9 @@
 
 fastavro's `schemaless_writer` costs about 7 us per output record here, mostly its per-call dispatch on the schema;
 an output record is written for every published change (two per event on average), so that is a large share of the
-availability stage. `compile_encoder` walks the schema once and returns a function of closures that writes the same
-bytes (tests/wire/test_avro_encoder.py checks them against fastavro for generated records) in about half the time.
+availability stage. `compile_encoder` walks the schema once and returns a function that writes the same bytes
+(tests/wire/test_avro_encoder.py checks them against fastavro for generated records) in under half the time:
+each record type's encoder is the source of one function written from its fields, the other types closures.
 
 It covers the types the project's records use: records, null, boolean, int, long, string, enum, arrays, unions of
 null and one type, and unions of named records given in tuple notation. `compile_encoder` raises UnsupportedSchema
@@ -30,11 +31,29 @@ class UnsupportedSchema(ServiceError):
     pass
 
 
+def _zigzag_varint(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Quantities, versions, ledger indexes and partitions are mostly below this: their bytes are looked up, not computed
+_SMALL_LONGS = 8192
+_SMALL_LONG_BYTES = [_zigzag_varint(value) for value in range(_SMALL_LONGS)]
+
+
 def _long(value: int, out: bytearray) -> None:
     """Zig-zag variable-length long (the Avro spec, section "Binary encoding")."""
-    if type(value) is not int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{value!r} is not an Avro long")
+    if type(value) is int:
+        if 0 <= value < _SMALL_LONGS:
+            out += _SMALL_LONG_BYTES[value]
+            return
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an Avro long")
     if not _LONG_MIN <= value <= _LONG_MAX:
         raise ValueError(f"{value} does not fit an Avro long")
     value = (value << 1) ^ (value >> 63)
@@ -93,25 +112,52 @@ def compile_encoder(schema: Any, named: dict[str, Encoder] | None = None) -> Enc
 
 
 def _record(schema: dict, named: dict[str, Encoder]) -> Encoder:
-    fields = []
-    for field in schema["fields"]:
+    """The record's encoder as the source of one function, written once per schema: each field's code in line
+    (strings, longs and nullable ones; a call of the field type's encoder otherwise), without a loop over the fields
+    or a call per field: 2.9 us for an availability record against 4.6 us with a closure per field (fastavro 6.2)."""
+    names = frozenset(field["name"] for field in schema["fields"])
+    namespace: dict[str, Any] = {"_long": _long, "_SMALL_LONGS": _SMALL_LONGS, "_SMALL_LONG_BYTES": _SMALL_LONG_BYTES,
+                                 "_zigzag_varint": _zigzag_varint, "ValueError": ValueError, "sorted": sorted,
+                                 "names": names, "record_name": schema["name"]}
+    lines = [
+        "def encode(value, out):",
+        f"    if len(value) != {len(names)}:  # a field the schema does not have is refused, as fastavro's strict mode",
+        "        extra = value.keys() - names",
+        "        if extra:",
+        "            raise ValueError(f'{record_name}: no field {sorted(extra)}')",
+    ]
+    for position, field in enumerate(schema["fields"]):
         default = field.get("default", _NO_DEFAULT)
-        fields.append((field["name"], compile_encoder(field["type"], named), default))
-    names = frozenset(name for name, _, _ in fields)
-    count = len(fields)
+        if default is _NO_DEFAULT:
+            lines.append(f"    field = value[{field['name']!r}]")
+        else:
+            namespace[f"default_{position}"] = default
+            lines.append(f"    field = value.get({field['name']!r}, default_{position})")
+        lines.extend("    " + line for line in _field_code(field["type"], f"encode_{position}", named, namespace))
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from the schema's field names only
+    return namespace["encode"]
 
-    def encode(value: dict, out: bytearray) -> None:
-        if len(value) != count:  # a field the schema does not have is refused, as fastavro's strict mode does
-            extra = value.keys() - names
-            if extra:
-                raise ValueError(f"{schema['name']}: no field {sorted(extra)}")
-        for name, encode_field, default in fields:
-            if default is _NO_DEFAULT:
-                encode_field(value[name], out)
-            else:
-                encode_field(value.get(name, default), out)
 
-    return encode
+def _field_code(schema: Any, slot: str, named: dict[str, Encoder], namespace: dict[str, Any]) -> list[str]:
+    """Lines that append the encoding of the value in `field` to `out`."""
+    if schema == "long":
+        return ["if type(field) is int and 0 <= field < _SMALL_LONGS:",
+                "    out += _SMALL_LONG_BYTES[field]",
+                "else:",
+                "    _long(field, out)"]
+    if schema == "string":
+        return ["data = field.encode()  # AttributeError for a non-string, as fastavro",
+                "size = len(data)",
+                "out += _SMALL_LONG_BYTES[size] if size < _SMALL_LONGS else _zigzag_varint(size)",
+                "out += data"]
+    if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null" and schema[1] in ("long", "string"):
+        return ["if field is None:",
+                "    out.append(0)",
+                "else:",
+                "    out.append(2)  # branch 1, zig-zag",
+                *("    " + line for line in _field_code(schema[1], slot, named, namespace))]
+    namespace[slot] = compile_encoder(schema, named)  # in field order: a named type is defined at its first use
+    return [f"{slot}(field, out)"]
 
 
 def _enum(schema: dict) -> Encoder:

@@ -102,9 +102,11 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
         assert (tmp_path / "engine.md").exists()
         return
-    if written.name == "decode.json":  # both decoders over the same ledger, checked equal (about 20 s)
+    if written.name == "decode.json":  # both decoders over the same ledger, checked equal (about 30 s)
         assert result["ledger_entries"] > result["ledger_records"] > 0
         assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
+        encoding = result["encoding"]  # the availability records of that ledger, both encoders, checked equal
+        assert encoding["availability_records"] > 0 and encoding["compiled_us_per_record"] > 0
         return
     if written.name == "replay.json":  # a replay of a generated ledger (about a minute)
         assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]

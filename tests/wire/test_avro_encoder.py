@@ -86,3 +86,18 @@ def test_a_record_the_schema_refuses_raises(good):
                 {key: value for key, value in good.items() if key != "sku"}):
         with pytest.raises((ValueError, TypeError, KeyError, AttributeError)):
             encoder(bad, bytearray())
+
+
+def test_longs_around_the_looked_up_range_are_fastavros_bytes():
+    encoder = compile_encoder("long")
+    edges = [0, 1, 63, 64, 127, 128, 8191, 8192, 8193, (1 << 63) - 1, -(1 << 63)]
+    for value in [*range(-300, 300), *range(8000, 8400), *edges, *(-edge for edge in edges[1:-1])]:
+        out = bytearray()
+        encoder(value, out)
+        assert bytes(out) == fastavro_bytes("long", value), value
+    for refused in (True, 1.0, "1", None):
+        with pytest.raises(TypeError):
+            encoder(refused, bytearray())
+    for too_large in (1 << 63, -(1 << 63) - 1):
+        with pytest.raises(ValueError):
+            encoder(too_large, bytearray())
