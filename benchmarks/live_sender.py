@@ -7,7 +7,7 @@ this process only hands them to a confluent-kafka Producer when they are due, ev
 and librdkafka does the rest in C. Its CPU seconds are its own process's, read by the benchmark from /proc.
 
 `LiveSender(directory, bootstrap, records, due).start()` writes the records to a file and starts
-`python -m benchmarks.live_sender DIR BOOTSTRAP`, which connects, says `ready`, and starts the schedule when told
+`python -m benchmarks.live_sender DIR BOOTSTRAP [LINGER_MS]`, which connects, says `ready`, and starts the schedule when told
 `go` on its standard input; `sent()` reads how many records are out so far (a counter the sender keeps in a
 memory-mapped file); `stop()` tells it `stop` (or finds it done), and returns each sent record's send time
 (wall-clock ms, the CreateTime librdkafka stamps at `produce()`).
@@ -26,11 +26,12 @@ import time
 from array import array
 from pathlib import Path
 
-TICK_SECONDS = 0.005  # the producer's linger: sending sooner would not reach the broker sooner
+TICK_SECONDS = 0.005  # librdkafka's default linger: sending sooner would not reach the broker sooner
+DEFAULT_LINGER_MS = 5  # librdkafka's default, as a retailer's producers would have it
 _COUNTER = struct.Struct("<q")
 
 
-def send_schedule(directory: Path, bootstrap: str) -> None:
+def send_schedule(directory: Path, bootstrap: str, linger_ms: int = DEFAULT_LINGER_MS) -> None:
     """The sender process: records and send times from `directory`, progress to its counter file."""
     from confluent_kafka import Producer
 
@@ -43,7 +44,7 @@ def send_schedule(directory: Path, bootstrap: str) -> None:
     def delivered(error, _message) -> None:
         failures.append(str(error))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10_000,
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "batch.num.messages": 10_000,
                          "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 2 * 1024 * 1024,
                          # a callback for failed records only: one per record would cost more than the send
                          "delivery.report.only.error": True, "on_delivery": delivered})
@@ -91,8 +92,9 @@ class LiveSender:
     seconds from the start, ascending. Its files live in `directory`."""
 
     def __init__(self, directory: Path, bootstrap: str, records: list[tuple[str, bytes, bytes, int]],
-                 due: list[float]) -> None:
+                 due: list[float], linger_ms: int = DEFAULT_LINGER_MS) -> None:
         self.directory = directory
+        self.linger_ms = linger_ms
         self._bootstrap = bootstrap
         self._records = records
         self._due = due
@@ -111,7 +113,8 @@ class LiveSender:
         (self.directory / "sent.counter").write_bytes(bytes(_COUNTER.size))
         with open(self.directory / "sender.log", "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.live_sender", str(self.directory), self._bootstrap],
+                [sys.executable, "-m", "benchmarks.live_sender", str(self.directory), self._bootstrap,
+                 str(self.linger_ms)],
                 cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 text=True)
         if self.process.stdout.readline().strip() != "ready":  # blocks until it is connected, or has exited
@@ -167,4 +170,4 @@ class LiveSender:
 
 
 if __name__ == "__main__":
-    send_schedule(Path(sys.argv[1]), sys.argv[2])
+    send_schedule(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_LINGER_MS)

@@ -98,7 +98,7 @@ from benchmarks.harness import (
     stop_all,
     wait_for_events_applied,
 )
-from benchmarks.live_sender import LiveSender
+from benchmarks.live_sender import DEFAULT_LINGER_MS, LiveSender
 from benchmarks.quix_baseline import SOURCE_KEY_TOPIC
 from benchmarks.report import RESULTS_DIR_VARIABLE, results_dir
 
@@ -424,8 +424,10 @@ class Scenario:
 # ----------------------------------------------------------------------------------------------------- the run
 class PeakBenchmark:
     def __init__(self, profile: Profile, seed: int, target_rate: float, scratch: Path, reporter: Reporter,
-                 py_spy: Path | None = None, topology: str = "all", ingest_per_worker: int = 1) -> None:
+                 py_spy: Path | None = None, topology: str = "all", ingest_per_worker: int = 1,
+                 sender_linger_ms: int = DEFAULT_LINGER_MS) -> None:
         self.profile = profile
+        self.sender_linger_ms = sender_linger_ms
         self.topology = topology
         self.ingest_per_worker = ingest_per_worker if topology == "split" else 0
         self.config = WorkloadConfig(seed=seed, partitions=PARTITIONS)
@@ -605,7 +607,8 @@ class PeakBenchmark:
             cumulative.append(total)  # events in the first n records
             due.append(schedule.time_of(total))
         burst_end = profile.steady_seconds + profile.burst_seconds
-        sender = LiveSender(scenario.directory / "live-sender", scenario.bootstrap, encoded, due)
+        sender = LiveSender(scenario.directory / "live-sender", scenario.bootstrap, encoded, due,
+                            self.sender_linger_ms)
         caught_up_at = None
         try:
             sender.start()
@@ -710,6 +713,7 @@ class PeakBenchmark:
                         ("after_burst", (burst_end, applied[-1][0] if applied else burst_end)))}
         return {
             "steady_events_per_second": round(live["steady_rate"], 1),
+            "sender_linger_ms": self.sender_linger_ms,
             "burst_events_per_second": round(live["burst_rate"], 1),
             "sustained_max_events_per_second": sustained,
             "sustained_max_measure": "the mix backlog's whole-section rate (first record sent to last event applied)",
@@ -1129,11 +1133,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
                         help="record the mix drain's worker with py-spy (speedscope JSON) into FILE; in split also "
                         "the first ingest process, into FILE with -ingest before its suffix")
+    parser.add_argument("--sender-linger-ms", type=int, default=DEFAULT_LINGER_MS, metavar="MS",
+                        help=f"linger of the live run's source producer (default {DEFAULT_LINGER_MS}, librdkafka's): "
+                        "on the embedded broker, fewer and larger source batches cost a consumer less "
+                        "(python -m benchmarks.broker_fetch_cost)")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the brokers' logs and data dirs")
     args = parser.parse_args(argv)
     if args.ingest_per_worker is not None and args.topology != "split":
         parser.error("--ingest-per-worker needs --topology split")
+    if args.sender_linger_ms < 0:
+        parser.error("--sender-linger-ms must be at least 0")
     if args.ingest_per_worker is not None and args.ingest_per_worker < 1:
         parser.error("--ingest-per-worker must be at least 1")
     return args
@@ -1151,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with reporter.progress:
             benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy,
-                                      args.topology, ingest_per_worker)
+                                      args.topology, ingest_per_worker, args.sender_linger_ms)
             result = benchmark.run()
         result = {"benchmark": "peak", "profile": profile.name, "topology": args.topology,
                   "ingest_processes_per_worker": ingest_per_worker, "profile_settings": asdict(profile),

@@ -175,8 +175,8 @@ def markdown(result: dict) -> str:
                   f"{_n(live.get('sustained_max_events_per_second'))} events/s), "
                   f"a {live['burst_seconds']:g} s burst at {_n(live['burst_events_per_second'])} events/s; "
                   f"{_n(live['events_sent'])} events sent in {live['seconds_sent']} s, all applied "
-                  f"{live.get('seconds_until_all_applied', 'n/a')} s after the start. "
-                  f"Latency: {live['latency_measure']}.",
+                  f"{live.get('seconds_until_all_applied', 'n/a')} s after the start; the source producer's "
+                  f"linger {live.get('sender_linger_ms', 5)} ms. Latency: {live['latency_measure']}.",
                   "", "| window | outputs | p50 ms | p99 ms | p99.9 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
         for window, figures in live["latency"].items():
             lines.append(f"| {window} | {_n(figures['count'])} | {_n(figures['p50_ms'])} | {_n(figures['p99_ms'])} | "
