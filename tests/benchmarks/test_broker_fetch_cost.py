@@ -5,18 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.kafka.broker import EmbeddedBroker, EmbeddedBrokerError
 from benchmarks.broker_fetch_cost import run
-
-
-@pytest.fixture
-def embedded_broker_starts(tmp_path) -> None:
-    """The benchmark always runs its own embedded brokers (even where KAFKA_BOOTSTRAP_SERVERS points elsewhere)."""
-    try:
-        with EmbeddedBroker(tmp_path / "probe-broker.log"):
-            pass
-    except (EmbeddedBrokerError, OSError) as error:
-        pytest.skip(f"the broker fetch cost benchmark needs the embedded Tansu broker, which did not start: {error}")
 
 
 @pytest.mark.integration

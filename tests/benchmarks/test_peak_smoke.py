@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from app.kafka.broker import EmbeddedBroker, EmbeddedBrokerError
 from benchmarks.peak import main
 
 
@@ -29,16 +28,6 @@ def _running_children() -> dict[int, str]:
         if int(fields[1]) == os.getpid() and fields[0] != "Z":
             children[int(stat.parent.name)] = cmdline
     return children
-
-
-@pytest.fixture
-def embedded_broker_starts(tmp_path) -> None:
-    """The benchmark always runs its own embedded brokers (even where KAFKA_BOOTSTRAP_SERVERS points elsewhere)."""
-    try:
-        with EmbeddedBroker(tmp_path / "probe-broker.log"):
-            pass
-    except (EmbeddedBrokerError, OSError) as error:
-        pytest.skip(f"the peak benchmark needs the embedded Tansu broker, which did not start: {error}")
 
 
 @pytest.mark.integration
