@@ -2,7 +2,8 @@
 project's virtualenv first on PATH, writing its results to a temporary directory through BENCHMARK_RESULTS_DIR
 (never over benchmarks/results/). The peak benchmark's commands take minutes (`quick`) to half an hour (`peak`), and
 the availability stage's million-event run about four: these run with `-m slow` (the default suite checks that each
-peak command parses with the real command's parser); the others run in the default suite."""
+peak command parses with the real command's parser), as do a few of half a minute to a minute (OUT_OF_BUDGET, run at
+toy size in the default suite); the others run in the default suite."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def is_peak_benchmark(command: str) -> bool:
     return command.startswith(("python -m benchmarks.peak", "availability benchmark"))
 
 
-# Runs of a minute or so that the default suite leaves to `-m slow`, to stay within its 15 minutes; the default suite
-# runs each of them at toy size (tests/benchmarks/test_broker_fetch_cost.py).
-OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost",)
+# Runs of half a minute to a minute that the default suite leaves to `-m slow`, to stay within its 15 minutes; it runs
+# each of them at toy size instead (tests/benchmarks/test_benchmarks_at_toy_size.py).
+OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost", "python -m benchmarks.decode_benchmark",
+                 "python -m benchmarks.replay_benchmark")
 
 
 def takes_minutes(command: str) -> bool:

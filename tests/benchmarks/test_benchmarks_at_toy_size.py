@@ -1,0 +1,34 @@
+"""The benchmarks whose documented runs take the default suite's budget (about half a minute to a minute each: they
+run as written with -m slow, tests/benchmarks/test_performance_doc.py) run here at toy size, with the same checks of
+what they compare."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import broker_fetch_cost, decode_benchmark, replay_benchmark
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("consumer", [False, True])
+def test_a_run_reports_the_brokers_cpu_by_window_and_its_consumer_reads_everything(consumer, embedded_broker_starts):
+    result = broker_fetch_cost.run(rate=500, seconds=2.5, window=1.0, linger_ms=5, consumer=consumer)
+    assert 1_200 <= result["messages"] <= 1_250  # 500 a second for 2.5 s
+    assert len(result["broker_cores_by_window"]) == 2
+    assert all(cores >= 0 for cores in result["broker_cores_by_window"])
+    assert result["received"] == (result["messages"] if consumer else None)
+
+
+def test_both_decoders_and_both_encoders_agree_on_a_small_ledger():
+    result = decode_benchmark.measure(events=2_000, repeats=1)  # raises where the compiled and fastavro disagree
+    assert result["ledger_entries"] > result["ledger_records"] > 0
+    assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
+    encoding = result["encoding"]
+    assert encoding["availability_records"] > 0 and encoding["compiled_us_per_record"] > 0
+
+
+@pytest.mark.integration
+def test_a_small_replay_applies_every_ledger_entry(embedded_broker_starts):
+    result = replay_benchmark.run(events=5_000, partitions=4)
+    assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]
+    assert result["replay"]["events_per_second"] > 0 and result["ledger_records"] > 0
