@@ -31,13 +31,17 @@ class UnsupportedSchema(ServiceError):
     pass
 
 
-def _zigzag_varint(value: int) -> bytes:
+def _append_zigzag_varint(value: int, out: bytearray) -> None:
     value = (value << 1) ^ (value >> 63)
-    out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _zigzag_varint(value: int) -> bytes:
+    out = bytearray()
+    _append_zigzag_varint(value, out)
     return bytes(out)
 
 
@@ -56,11 +60,7 @@ def _long(value: int, out: bytearray) -> None:
         raise TypeError(f"{value!r} is not an Avro long")
     if not _LONG_MIN <= value <= _LONG_MAX:
         raise ValueError(f"{value} does not fit an Avro long")
-    value = (value << 1) ^ (value >> 63)
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+    _append_zigzag_varint(value, out)
 
 
 def _int(value: int, out: bytearray) -> None:
@@ -117,7 +117,7 @@ def _record(schema: dict, named: dict[str, Encoder]) -> Encoder:
     or a call per field: 2.9 us for an availability record against 4.6 us with a closure per field (fastavro 6.2)."""
     names = frozenset(field["name"] for field in schema["fields"])
     namespace: dict[str, Any] = {"_long": _long, "_SMALL_LONGS": _SMALL_LONGS, "_SMALL_LONG_BYTES": _SMALL_LONG_BYTES,
-                                 "_zigzag_varint": _zigzag_varint, "ValueError": ValueError, "sorted": sorted,
+                                 "ValueError": ValueError, "sorted": sorted,
                                  "names": names, "record_name": schema["name"]}
     lines = [
         "def encode(value, out):",
@@ -148,7 +148,10 @@ def _field_code(schema: Any, slot: str, named: dict[str, Encoder], namespace: di
     if schema == "string":
         return ["data = field.encode()  # AttributeError for a non-string, as fastavro",
                 "size = len(data)",
-                "out += _SMALL_LONG_BYTES[size] if size < _SMALL_LONGS else _zigzag_varint(size)",
+                "if size < _SMALL_LONGS:",
+                "    out += _SMALL_LONG_BYTES[size]",
+                "else:",
+                "    _long(size, out)",
                 "out += data"]
     if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null" and schema[1] in ("long", "string"):
         return ["if field is None:",
