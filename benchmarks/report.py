@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from benchmarks.live_sender import DEFAULT_LINGER_MS
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_DIR_VARIABLE = "BENCHMARK_RESULTS_DIR"  # another directory for a run's results (the tests use it)
 
@@ -176,7 +178,7 @@ def markdown(result: dict) -> str:
                   f"a {live['burst_seconds']:g} s burst at {_n(live['burst_events_per_second'])} events/s; "
                   f"{_n(live['events_sent'])} events sent in {live['seconds_sent']} s, all applied "
                   f"{live.get('seconds_until_all_applied', 'n/a')} s after the start; the source producer's "
-                  f"linger {live.get('sender_linger_ms', 5)} ms. Latency: {live['latency_measure']}.",
+                  f"linger {live.get('sender_linger_ms', DEFAULT_LINGER_MS)} ms. Latency: {live['latency_measure']}.",
                   "", "| window | outputs | p50 ms | p99 ms | p99.9 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
         for window, figures in live["latency"].items():
             lines.append(f"| {window} | {_n(figures['count'])} | {_n(figures['p50_ms'])} | {_n(figures['p99_ms'])} | "
