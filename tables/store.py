@@ -34,6 +34,7 @@ from app.engine import (
     encode_sku_state,
 )
 from app.engine.positions import split_position
+from app.engine.state import units_reserved_beyond_sellable
 from app.wire.topics import ledger_partition
 from tables.declarations import AvailabilityTables, partition_state_key
 from tables.kept_records import KeptRecords, PartitionDB, is_kept_record_key
@@ -61,6 +62,11 @@ class PartitionStateStore:
         self._partition_state_loaded = False
         self._partition_state_dirty = False
         self._position_stored = False  # the tables hold a ledger position of this partition
+        # Oversell exposure over the cached states, kept up to date at each read of it: only the SKUs put or loaded
+        # since the last read are walked again, so a scrape costs what changed, not what is cached.
+        self._exposure_by_sku: dict[str, int] = {}  # non-zero ones only
+        self._exposure_total = 0
+        self._exposure_unread: set[str] = set()
 
     # -- StateStore -------------------------------------------------------------------------------------------
 
@@ -74,11 +80,14 @@ class PartitionStateStore:
             value = self._tables.sku_state.get(sku.encode())
             state = None if value is None else decode_sku_state(value)
             self._sku_states[sku] = state
+            if state is not None:
+                self._exposure_unread.add(sku)
             return state
 
     def put_sku_state(self, state: SkuState) -> None:
         self._sku_states[state.sku] = state
         self._dirty_skus.add(state.sku)
+        self._exposure_unread.add(state.sku)
 
     def get_partition_state(self) -> PartitionState | None:
         if not self._partition_state_loaded:
@@ -124,9 +133,21 @@ class PartitionStateStore:
             return True, states[sku]
         return False, None
 
-    def cached_states(self) -> list[SkuState]:
-        """The SKU states held in memory (for gauges over them)."""
-        return [state for state in list(self._sku_states.values()) if state is not None]
+    def oversell_exposure(self) -> int:
+        """Units reserved beyond the sellable units at their location, summed over the SKU states held in memory
+        (app.engine.state.units_reserved_beyond_sellable). Walks only the SKUs put or loaded since the last call."""
+        by_sku = self._exposure_by_sku
+        states = self._sku_states
+        total = self._exposure_total
+        for sku in self._exposure_unread:
+            state = states.get(sku)
+            exposure = 0 if state is None else units_reserved_beyond_sellable(state)
+            total += exposure - by_sku.pop(sku, 0)
+            if exposure:
+                by_sku[sku] = exposure
+        self._exposure_unread.clear()
+        self._exposure_total = total
+        return total
 
     def cached_partition_state(self) -> tuple[bool, PartitionState | None]:
         return self._partition_state_loaded, self._partition_state
@@ -181,6 +202,8 @@ class PartitionStateStore:
         if excess > 0:
             for sku in [sku for sku, _ in zip(states, range(excess))]:
                 del states[sku]
+                self._exposure_total -= self._exposure_by_sku.pop(sku, 0)
+                self._exposure_unread.discard(sku)
 
     def _stored_skus(self) -> Iterator[str]:
         data = self._tables.sku_state.data

@@ -218,6 +218,17 @@ class SkuState:
             del history[0]
 
 
+def units_reserved_beyond_sellable(state: SkuState) -> int:
+    """Units held by reservations beyond the sellable units at their location: the oversell exposure of one SKU.
+    Only facts reported after a reservation (a walk-in sale, shrink) can make it non-zero."""
+    exposure = 0
+    for position in state.positions.values():
+        beyond = position.reserved - max(0, position.sellable)
+        if beyond > 0:
+            exposure += beyond
+    return exposure
+
+
 class PartitionState:
     """State shared by every SKU of one ledger partition.
 

@@ -278,20 +278,16 @@ def read_silent_feeds(service: AvailabilityService) -> set[tuple[str, str]]:
 
 
 def read_oversell_exposure(service: AvailabilityService) -> int:
-    """Units reserved beyond the sellable units at their location, over the SKU states held in memory."""
+    """Units reserved beyond the sellable units at their location, over the SKU states held in memory. Each store
+    keeps its sum up to date, walking only the SKUs changed since the last scrape (tables.store)."""
     processor = service.live_states
     if processor is None:
         return 0
     exposure = 0
     for partition in range(service.settings.partitions):
         store = processor.live_store(partition)
-        if store is None:
-            continue
-        for state in store.cached_states():
-            for position in state.positions.values():
-                beyond = position.reserved - max(0, position.sellable)
-                if beyond > 0:
-                    exposure += beyond
+        if store is not None:
+            exposure += store.oversell_exposure()
     return exposure
 
 

@@ -170,7 +170,7 @@ def test_silent_feeds_and_oversell_exposure_come_from_the_live_states():
     from types import SimpleNamespace
 
     from app.engine import PartitionState, SkuState
-    from app.engine.state import Position
+    from app.engine.state import Position, units_reserved_beyond_sellable
     from app.service.metrics import read_oversell_exposure, read_silent_feeds
 
     partition_state = PartitionState(0)
@@ -178,7 +178,7 @@ def test_silent_feeds_and_oversell_exposure_come_from_the_live_states():
     walked_in = SkuState("A")  # 3 reserved, then a walk-in sale left 1 on the shelf: 2 units beyond
     walked_in.positions = {"S1": Position(sellable=1, reserved=3), "S2": Position(sellable=-2, reserved=1)}
     store = SimpleNamespace(cached_partition_state=lambda: (True, partition_state),
-                            cached_states=lambda: [walked_in])
+                            oversell_exposure=lambda: units_reserved_beyond_sellable(walked_in))
     service = SimpleNamespace(settings=SimpleNamespace(partitions=2),
                               live_states=SimpleNamespace(live_store=lambda p: store if p == 0 else None))
     assert read_silent_feeds(service) == {("POS", "S1")}

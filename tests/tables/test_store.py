@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from app.engine import PartitionState, SkuState, encode_partition_state, encode_sku_state
 from app.engine.positions import ledger_position
+from app.engine.state import Position, units_reserved_beyond_sellable
 from tables.declarations import AvailabilityTables, partition_state_key
 from tables.store import PartitionStateStore
 
@@ -94,3 +98,65 @@ def test_lookups_see_the_live_state_before_it_is_written_back():
     assert store.cached_sku_state("unknown") == (False, None)
     store.get_sku_state("unknown")
     assert store.cached_sku_state("unknown") == (True, None)
+
+
+def exposed_state(sku: str, shelves: list[tuple[int, int]]) -> SkuState:
+    state = SkuState(sku)
+    state.positions = {f"L{i}": Position(sellable=sellable, reserved=reserved)
+                       for i, (sellable, reserved) in enumerate(shelves)}
+    return state
+
+
+def exposure_of_cached(store: PartitionStateStore, skus: list[str]) -> int:
+    cached = (store.cached_sku_state(sku) for sku in skus)
+    return sum(units_reserved_beyond_sellable(state) for found, state in cached if found and state is not None)
+
+
+SKUS = ["A", "B", "C", "D"]
+shelves = st.lists(st.tuples(st.integers(-3, 5), st.integers(0, 5)), max_size=3)
+store_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("load"), st.sampled_from(SKUS)),
+        st.tuples(st.just("put"), st.sampled_from(SKUS), shelves),
+        st.tuples(st.just("mutate"), st.sampled_from(SKUS), shelves),  # the engine's way: change, then put back
+        st.tuples(st.just("written")),
+        st.tuples(st.just("read")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored=st.lists(shelves, min_size=len(SKUS), max_size=len(SKUS)), steps=store_steps,
+       cache_limit=st.integers(1, 4))
+def test_the_oversell_exposure_kept_by_the_store_equals_a_walk_over_its_cached_states(stored, steps, cache_limit):
+    table = CountingTable()
+    for sku, sku_shelves in zip(SKUS[:2], stored):  # two stored SKUs, two created by puts
+        table[sku.encode()] = encode_sku_state(exposed_state(sku, sku_shelves))
+    store = PartitionStateStore(0, AvailabilityTables(sku_state=table, partition_state=CountingTable(), partitions=1),
+                                cache_limit)
+    for step in steps:
+        if step[0] == "load":
+            store.get_sku_state(step[1])
+        elif step[0] == "put":
+            store.put_sku_state(exposed_state(step[1], step[2]))
+        elif step[0] == "mutate":
+            state = store.get_sku_state(step[1]) or SkuState(step[1])
+            state.positions = exposed_state(step[1], step[2]).positions
+            store.put_sku_state(state)
+        elif step[0] == "written":
+            store.written()
+        else:  # a scrape: between two of them, any number of changes and evictions
+            assert store.oversell_exposure() == exposure_of_cached(store, SKUS)
+    assert store.oversell_exposure() == exposure_of_cached(store, SKUS)
+
+
+def test_the_oversell_exposure_counts_a_walk_in_sale_after_a_reservation_once():
+    store, _ = store_with([])
+    state = exposed_state("A", [(1, 3), (-2, 1), (4, 4)])  # 2 beyond at L0, 1 at L1 (nothing sellable), 0 at L2
+    store.put_sku_state(state)
+    assert store.oversell_exposure() == 3
+    assert store.oversell_exposure() == 3  # read again: nothing changed, nothing counted twice
+    state.positions["L0"].sellable = 3
+    store.put_sku_state(state)
+    assert store.oversell_exposure() == 1
