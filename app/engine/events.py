@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, Union
 
 from app.engine import reasons
+from app.engine.constructors import trusted_constructor
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """SKU, location, channel, reservation and event ids (use fullmatch: `$` would accept a trailing newline)."""
@@ -205,6 +206,20 @@ def _enum(kind: type[Enum], value: Any) -> Any:
     return None if value is None else kind(value)
 
 
+def _member_of(kind: type[Enum]):
+    """kind(value) as a dict lookup (an Enum call costs a microsecond, twice per ledger entry); anything not a value
+    goes through kind(value), which raises its own ValueError."""
+    members = {member.value: member for member in kind}
+
+    def member(value: Any) -> Any:
+        try:
+            return members[value]
+        except (KeyError, TypeError):
+            return kind(value)
+
+    return member
+
+
 def _feed_rule_from_record(item: dict) -> FeedRule:
     return FeedRule(
         feed=FeedType(item["feed"]),
@@ -262,37 +277,46 @@ def _policy_from_record(record: dict) -> PolicyChange:
     )
 
 
+_new_movement = trusted_constructor(StockMovement)
+_new_command = trusted_constructor(ReservationCommand)
+_movement_type = _member_of(MovementType)
+_reservation_action = _member_of(ReservationAction)
+
+
 def _movement_from_record(record: dict) -> StockMovement:
-    return StockMovement(
-        event_id=record["event_id"],
-        sku=record["sku"],
-        location=record["location"],
-        event_time=record["event_time"],
-        source=record["source"],
-        type=MovementType(record["type"]),
-        quantity=record.get("quantity"),
-        delta=record.get("delta"),
-        reason=record.get("reason"),
-        disposition=_enum(ReturnDisposition, record.get("disposition")),
-        counterparty_location=record.get("counterparty_location"),
-        from_bucket=_enum(StockBucket, record.get("from_bucket")),
-        to_bucket=_enum(StockBucket, record.get("to_bucket")),
+    get = record.get
+    disposition, from_bucket, to_bucket = get("disposition"), get("from_bucket"), get("to_bucket")
+    return _new_movement(
+        record["event_id"],
+        record["sku"],
+        record["location"],
+        record["event_time"],
+        record["source"],
+        _movement_type(record["type"]),
+        get("quantity"),
+        get("delta"),
+        get("reason"),
+        None if disposition is None else ReturnDisposition(disposition),
+        get("counterparty_location"),
+        None if from_bucket is None else StockBucket(from_bucket),
+        None if to_bucket is None else StockBucket(to_bucket),
     )
 
 
 def _command_from_record(record: dict) -> ReservationCommand:
-    return ReservationCommand(
-        event_id=record["event_id"],
-        command=ReservationAction(record["command"]),
-        reservation_id=record["reservation_id"],
-        sku=record["sku"],
-        channel=record["channel"],
-        quantity=record["quantity"],
-        location=record.get("location"),
-        allow_partial=bool(record.get("allow_partial", False)),
-        expires_at=record.get("expires_at"),
-        event_time=record["event_time"],
-        source=record["source"],
+    get = record.get
+    return _new_command(
+        record["event_id"],
+        _reservation_action(record["command"]),
+        record["reservation_id"],
+        record["sku"],
+        record["channel"],
+        record["quantity"],
+        get("location"),
+        bool(get("allow_partial", False)),
+        get("expires_at"),
+        record["event_time"],
+        record["source"],
     )
 
 

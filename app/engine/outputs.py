@@ -9,10 +9,11 @@ ChannelAvailability to `availability.<channel>`, ReservationDecision to `reserva
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import Union
 
+from app.engine.constructors import trusted_constructor
 from app.engine.positions import POSITION_STRIDE
 
 POSITION_SHIFT = POSITION_STRIDE.bit_length() - 1  # split_position() as shifts: two per published record
@@ -213,27 +214,6 @@ POSITION_FIELDS = ("sellable", "damaged", "quarantine", "in_transit", "reserved"
 Output = Union[ChannelAvailability, ReservationDecision, Rejection, InventoryException]
 
 
-def _trusted_constructor(cls: type):
-    """A positional constructor for a frozen slotted dataclass, about four times cheaper than its __init__ (an
-    output is built for every published change). The generated __init__ sets each field through
-    object.__setattr__ to get around the frozen __setattr__; instead, a mutable twin with the same slots assigns
-    the fields directly and then becomes a `cls` (same layout, so CPython allows the __class__ change). Every slot
-    is filled, fields with defaults taking them as trailing optional arguments, so the result equals what
-    cls(...) builds. The engine uses it only with values it computed itself (no validation happens in either)."""
-    field_list = fields(cls)
-    names = [field.name for field in field_list]
-    if tuple(names) != cls.__slots__:
-        raise TypeError(f"{cls.__name__}: fields and slots differ")
-    parameters = [
-        field.name if field.default is MISSING else f"{field.name}={field.default!r}" for field in field_list
-    ]
-    body = "".join(f"    self.{name} = {name}\n" for name in names)
-    source = f"def __init__(self, {', '.join(parameters)}):\n{body}    self.__class__ = _cls\n"
-    namespace = {"_cls": cls}
-    exec(source, namespace)  # noqa: S102 - generated from the dataclass's own field names
-    return type(f"_New{cls.__name__}", (), {"__slots__": cls.__slots__, "__init__": namespace["__init__"]})
-
-
-new_channel_availability = _trusted_constructor(ChannelAvailability)
-new_reservation_decision = _trusted_constructor(ReservationDecision)
-new_reservation_line = _trusted_constructor(ReservationLine)
+new_channel_availability = trusted_constructor(ChannelAvailability)
+new_reservation_decision = trusted_constructor(ReservationDecision)
+new_reservation_line = trusted_constructor(ReservationLine)

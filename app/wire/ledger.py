@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
+from app.engine.constructors import trusted_constructor
 from app.engine.positions import EntryOrigin, ledger_position
 from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError
 from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
@@ -55,18 +56,22 @@ class LedgerItem:
                            ledger_position(self.source_offset, self.source_index), self.ingest_time)
 
 
+_new_item = trusted_constructor(LedgerItem)
+
+
 def ledger_items(value: dict) -> list[LedgerItem]:
     """The events of a decoded LedgerEntry, in ledger order."""
     entry_name, entry = value["entry"]
     ingest_time = value["ingest_time"]
     if entry_name == LEDGER_BATCH_RECORD:
+        new_item = _new_item
         return [
-            LedgerItem(index, *item["entry"], item["source_topic"], item["source_partition"], item["source_offset"],
-                       ingest_time, True, item.get("source_index"))
+            new_item(index, *item["entry"], item["source_topic"], item["source_partition"], item["source_offset"],
+                     ingest_time, True, item.get("source_index"))
             for index, item in enumerate(entry["entries"])
         ]
-    return [LedgerItem(0, entry_name, entry, value["source_topic"], value["source_partition"], value["source_offset"],
-                       ingest_time, False, value.get("source_index"))]
+    return [_new_item(0, entry_name, entry, value["source_topic"], value["source_partition"], value["source_offset"],
+                      ingest_time, False, value.get("source_index"))]
 
 
 def ledger_events(value: dict, offset: int) -> list[tuple[int, object, EntryOrigin]]:
