@@ -34,7 +34,7 @@ from app.wire.ledger import ledger_items
 from app.wire.serialization import HEADER_SIZE, AvroCodec
 from app.wire.topics import LEDGER, availability_topic
 from benchmarks.report import results_dir
-from benchmarks.service_throughput import ledger_of_workload
+from benchmarks.service_throughput import ledger_of_workload, with_offsets
 
 INGEST_TIME = 1_767_225_600_000  # 2026-01-01, ms: a six-byte varint like a live ingest time
 
@@ -69,10 +69,8 @@ def best_cpu(decode: Callable[[Any], object], values: list, repeats: int) -> flo
 def availability_records(settings: Settings, serde, ledger: list) -> list[tuple[str, dict]]:
     """(channel, record) of every availability record the engine publishes for `ledger`, in order."""
     applier = LedgerApplier(serde, frozenset(settings.channels), settings.engine_limits)
-    offsets: dict[int, int] = {}
     records = []
-    for partition, _, value in ledger:
-        offset = offsets[partition] = offsets.get(partition, -1) + 1
+    for partition, offset, value in with_offsets(ledger):
         records += [(output.channel, output.to_record()) for _, output in applier.apply(partition, offset, value)
                     if type(output) is ChannelAvailability]
     return records

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -77,17 +78,24 @@ def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest
     return ledger, entries
 
 
+def with_offsets(ledger: list) -> Iterator[tuple[int, int, bytes]]:
+    """(partition, offset, value) of each record of `ledger` as the broker numbers them when it is produced in order
+    into empty partitions (how the benchmarks apply a ledger without a broker)."""
+    offsets: dict[int, int] = {}
+    for partition, _, value in ledger:
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        yield partition, offset, value
+
+
 def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> tuple[int, int]:
     """The availability records the engine publishes for `ledger` (no worker): (as written, one record per key per
     ledger record; had each entry been a record of its own), which shows what coalescing per record saves."""
     serde = codec.serde(LEDGER)
     channels = frozenset(settings.channels)
-    offsets: dict[int, int] = {}
     as_written = LedgerApplier(serde, channels, settings.engine_limits)  # the loop replay and the stage share
     as_entries: dict[int, PartitionEngine] = {}
     published = entry_by_entry = 0
-    for partition, _, value in ledger:
-        offset = offsets[partition] = offsets.get(partition, -1) + 1
+    for partition, offset, value in with_offsets(ledger):
         published += sum(type(output) is ChannelAvailability for _, output in as_written.apply(partition, offset, value))
         engine = as_entries.get(partition) or as_entries.setdefault(
             partition, PartitionEngine(partition, MemoryStore(), channels, limits=settings.engine_limits))
