@@ -207,7 +207,7 @@ def _enum(kind: type[Enum], value: Any) -> Any:
 
 
 def _member_of(kind: type[Enum]):
-    """kind(value) as a dict lookup (an Enum call costs a microsecond, twice per ledger entry); anything not a value
+    """kind(value) as a dict lookup (an Enum call costs about a microsecond, once per ledger entry); anything not a value
     goes through kind(value), which raises its own ValueError."""
     members = {member.value: member for member in kind}
 
