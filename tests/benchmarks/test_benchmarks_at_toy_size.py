@@ -4,6 +4,12 @@ what they compare."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from benchmarks import broker_fetch_cost, decode_benchmark, replay_benchmark
@@ -32,3 +38,16 @@ def test_a_small_replay_applies_every_ledger_entry(embedded_broker_starts):
     result = replay_benchmark.run(events=5_000, partitions=4)
     assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]
     assert result["replay"]["events_per_second"] > 0 and result["ledger_records"] > 0
+
+
+def test_a_small_engine_run_measures_the_realistic_stream_and_every_location_count(tmp_path: Path):
+    environment = {**os.environ, "BENCHMARK_RESULTS_DIR": str(tmp_path)}
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.engine_benchmark", "--events", "3000"],
+                               cwd=Path(__file__).resolve().parents[2], env=environment, capture_output=True,
+                               text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "engine.json").read_text())
+    assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
+    assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
+    assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
+    assert (tmp_path / "engine.md").exists()

@@ -45,7 +45,7 @@ def is_peak_benchmark(command: str) -> bool:
 # Runs of half a minute to a minute that the default suite leaves to `-m slow`, to stay within its 15 minutes; it runs
 # each of them at toy size instead (tests/benchmarks/test_benchmarks_at_toy_size.py).
 OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost", "python -m benchmarks.decode_benchmark",
-                 "python -m benchmarks.replay_benchmark")
+                 "python -m benchmarks.replay_benchmark", "python -m benchmarks.engine_benchmark")
 
 
 def takes_minutes(command: str) -> bool:
@@ -103,7 +103,7 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
         assert result["worker_peak_rss_mib"] > 50
         return
-    if written.name == "engine.json":  # the engine alone (about 30 s)
+    if written.name == "engine.json":  # the engine alone (30-45 s)
         assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
         assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
         assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
