@@ -285,7 +285,6 @@ _reservation_action = _member_of(ReservationAction)
 
 def _movement_from_record(record: dict) -> StockMovement:
     get = record.get
-    disposition, from_bucket, to_bucket = get("disposition"), get("from_bucket"), get("to_bucket")
     return _new_movement(
         record["event_id"],
         record["sku"],
@@ -296,10 +295,10 @@ def _movement_from_record(record: dict) -> StockMovement:
         get("quantity"),
         get("delta"),
         get("reason"),
-        None if disposition is None else ReturnDisposition(disposition),
+        _enum(ReturnDisposition, get("disposition")),
         get("counterparty_location"),
-        None if from_bucket is None else StockBucket(from_bucket),
-        None if to_bucket is None else StockBucket(to_bucket),
+        _enum(StockBucket, get("from_bucket")),
+        _enum(StockBucket, get("to_bucket")),
     )
 
 
