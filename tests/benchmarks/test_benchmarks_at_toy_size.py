@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import broker_fetch_cost, decode_benchmark, replay_benchmark
+from tests.benchmarks.test_performance_doc import check_engine_result
 
 
 @pytest.mark.integration
@@ -46,8 +47,4 @@ def test_a_small_engine_run_measures_the_realistic_stream_and_every_location_cou
                                cwd=Path(__file__).resolve().parents[2], env=environment, capture_output=True,
                                text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads((tmp_path / "engine.json").read_text())
-    assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
-    assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
-    assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
-    assert (tmp_path / "engine.md").exists()
+    check_engine_result(json.loads((tmp_path / "engine.json").read_text()), tmp_path)

@@ -57,6 +57,14 @@ def as_run(command: str):
     return pytest.param(command, marks=pytest.mark.slow) if takes_minutes(command) else command
 
 
+def check_engine_result(result: dict, results_dir: Path) -> None:
+    """What an engine benchmark run must report, documented or at toy size."""
+    assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
+    assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
+    assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
+    assert (results_dir / "engine.md").exists()
+
+
 def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The arguments `python -m benchmarks.peak` receives from a documented command line."""
     words = shlex.split(command)
@@ -104,10 +112,7 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert result["worker_peak_rss_mib"] > 50
         return
     if written.name == "engine.json":  # the engine alone (30-45 s)
-        assert result["realistic"]["events_per_second"] > 0 and result["realistic"]["outputs"] > 0
-        assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
-        assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
-        assert (tmp_path / "engine.md").exists()
+        check_engine_result(result, tmp_path)
         return
     if written.name == "decode.json":  # both decoders over the same ledger, checked equal (about 30 s)
         assert result["ledger_entries"] > result["ledger_records"] > 0
