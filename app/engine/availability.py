@@ -171,7 +171,8 @@ def _emit(state: SkuState, key, last: Published | None, quantity: int, status, c
             version = last.version  # changed again within the record: the same published record
     last.quantity = quantity
     last.status = status
-    labels = state.policy.fallback_labels  # silent feeds whose fallbacks shape this key (usually none)
+    policy = state.policy  # the one publish_changes evaluates under
+    labels = policy.fallback_labels if policy is not None else None  # silent feeds shaping this key (usually none)
     output = new_channel_availability(
         key[0],
         state.sku,

@@ -7,6 +7,7 @@ fields as None; arrays as lists (they become tuples here so events stay hashable
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Union
@@ -319,7 +320,7 @@ def _command_from_record(record: dict) -> ReservationCommand:
     )
 
 
-_FROM_RECORD = {
+_FROM_RECORD: dict[str, Callable[[dict], Event]] = {
     "StockMovement": _movement_from_record,
     "ReservationCommand": _command_from_record,
     "PolicyChange": _policy_from_record,
@@ -505,53 +506,53 @@ def _validate_policy(event: PolicyChange) -> str | None:
         if _bad_id(item.location) or item.location in known or not isinstance(item.location_type, LocationType):
             return reasons.INVALID_POLICY
         known.add(item.location)
-    for rule in event.safety_stock:
-        if _bad_int(rule.quantity, 0):
+    for safety_rule in event.safety_stock:
+        if _bad_int(safety_rule.quantity, 0):
             return reasons.INVALID_POLICY
-        scope = rule.scope
+        scope = safety_rule.scope
         if scope is SafetyStockScope.SKU_LOCATION:
-            if _bad_id(rule.sku) or rule.location not in known:
+            if _bad_id(safety_rule.sku) or safety_rule.location not in known:
                 return reasons.INVALID_POLICY
         elif scope is SafetyStockScope.SKU:
-            if _bad_id(rule.sku):
+            if _bad_id(safety_rule.sku):
                 return reasons.INVALID_POLICY
         elif scope is SafetyStockScope.LOCATION_TYPE:
-            if not isinstance(rule.location_type, LocationType):
+            if not isinstance(safety_rule.location_type, LocationType):
                 return reasons.INVALID_POLICY
         else:
             return reasons.INVALID_POLICY
     names: set[str] = set()
-    for rule in event.channels:
-        if _bad_id(rule.channel) or rule.channel in names:
+    for channel_rule in event.channels:
+        if _bad_id(channel_rule.channel) or channel_rule.channel in names:
             return reasons.INVALID_POLICY
-        names.add(rule.channel)
+        names.add(channel_rule.channel)
         if (
-            not isinstance(rule.granularity, ChannelGranularity)
-            or _bad_int(rule.priority, 0)
-            or _bad_int(rule.share_bp, 0)
-            or rule.share_bp > 10_000
-            or _bad_int(rule.protected_quantity, 0)
-            or _bad_int(rule.buffer, 0)
-            or _bad_int(rule.low_stock_threshold, 0)
-            or (rule.max_advertised is not None and _bad_int(rule.max_advertised, 0))
-            or any(not isinstance(t, LocationType) for t in rule.location_types)
+            not isinstance(channel_rule.granularity, ChannelGranularity)
+            or _bad_int(channel_rule.priority, 0)
+            or _bad_int(channel_rule.share_bp, 0)
+            or channel_rule.share_bp > 10_000
+            or _bad_int(channel_rule.protected_quantity, 0)
+            or _bad_int(channel_rule.buffer, 0)
+            or _bad_int(channel_rule.low_stock_threshold, 0)
+            or (channel_rule.max_advertised is not None and _bad_int(channel_rule.max_advertised, 0))
+            or any(not isinstance(t, LocationType) for t in channel_rule.location_types)
         ):
             return reasons.INVALID_POLICY
-        if any(location not in known for location in rule.locations):
+        if any(location not in known for location in channel_rule.locations):
             return reasons.UNKNOWN_LOCATION
     feeds: set[FeedType] = set()
-    for rule in event.feeds:
+    for feed_rule in event.feeds:
         if (
-            not isinstance(rule.feed, FeedType)
-            or rule.feed in feeds
-            or not isinstance(rule.fallback, FallbackKind)
-            or _bad_int(rule.max_silence_seconds, MIN_FEED_SILENCE_SECONDS)
-            or _bad_int(rule.amount, 0)
-            or (rule.fallback is FallbackKind.BUFFER_PERCENT and rule.amount > 100)
-            or any(not isinstance(t, LocationType) for t in rule.location_types)
+            not isinstance(feed_rule.feed, FeedType)
+            or feed_rule.feed in feeds
+            or not isinstance(feed_rule.fallback, FallbackKind)
+            or _bad_int(feed_rule.max_silence_seconds, MIN_FEED_SILENCE_SECONDS)
+            or _bad_int(feed_rule.amount, 0)
+            or (feed_rule.fallback is FallbackKind.BUFFER_PERCENT and feed_rule.amount > 100)
+            or any(not isinstance(t, LocationType) for t in feed_rule.location_types)
         ):
             return reasons.INVALID_POLICY
-        feeds.add(rule.feed)
+        feeds.add(feed_rule.feed)
     return None
 
 

@@ -104,26 +104,27 @@ class Policy:
         self.effective_position = effective_position
         self.location_types = {item.location: item.location_type for item in change.locations}
 
-        self._safety_by_sku_location: dict[tuple[str, str], int] = {}
-        self._safety_by_sku: dict[str, int] = {}
-        self._safety_by_type: dict[LocationType, int] = {}
-        for rule in change.safety_stock:  # a later rule with the same scope and target replaces an earlier one
-            if rule.scope is SafetyStockScope.SKU_LOCATION:
-                self._safety_by_sku_location[(rule.sku, rule.location)] = rule.quantity
-            elif rule.scope is SafetyStockScope.SKU:
-                self._safety_by_sku[rule.sku] = rule.quantity
+        # keyed as the rules name their targets: a valid policy's rules name every target their scope needs
+        self._safety_by_sku_location: dict[tuple[str | None, str | None], int] = {}
+        self._safety_by_sku: dict[str | None, int] = {}
+        self._safety_by_type: dict[LocationType | None, int] = {}
+        for safety_rule in change.safety_stock:  # a later rule with the same scope and target replaces an earlier one
+            if safety_rule.scope is SafetyStockScope.SKU_LOCATION:
+                self._safety_by_sku_location[(safety_rule.sku, safety_rule.location)] = safety_rule.quantity
+            elif safety_rule.scope is SafetyStockScope.SKU:
+                self._safety_by_sku[safety_rule.sku] = safety_rule.quantity
             else:
-                self._safety_by_type[rule.location_type] = rule.quantity
+                self._safety_by_type[safety_rule.location_type] = safety_rule.quantity
 
         held_units: dict[str, int] = {}
         self.held_percent: dict[str, int] = {}  # location -> percent of its sellable units held back
         excluded = set()
         for location, rules in degraded.items():
-            for rule in rules:
-                if rule.fallback is FallbackKind.BUFFER_UNITS:
-                    held_units[location] = held_units.get(location, 0) + rule.amount
-                elif rule.fallback is FallbackKind.BUFFER_PERCENT:
-                    self.held_percent[location] = min(100, self.held_percent.get(location, 0) + rule.amount)
+            for feed_rule in rules:
+                if feed_rule.fallback is FallbackKind.BUFFER_UNITS:
+                    held_units[location] = held_units.get(location, 0) + feed_rule.amount
+                elif feed_rule.fallback is FallbackKind.BUFFER_PERCENT:
+                    self.held_percent[location] = min(100, self.held_percent.get(location, 0) + feed_rule.amount)
                 else:
                     excluded.add(location)
         self._held_units = held_units
@@ -133,9 +134,9 @@ class Policy:
 
         channels: list[ChannelPlan] = []
         protected_above = 0
-        for rank, rule in enumerate(sorted(change.channels, key=lambda rule: (rule.priority, rule.channel))):
-            channels.append(ChannelPlan(rank, rule, self.location_types, protected_above, frozenset(excluded)))
-            protected_above += rule.protected_quantity
+        for rank, channel_rule in enumerate(sorted(change.channels, key=lambda rule: (rule.priority, rule.channel))):
+            channels.append(ChannelPlan(rank, channel_rule, self.location_types, protected_above, frozenset(excluded)))
+            protected_above += channel_rule.protected_quantity
         self.channels = tuple(channels)
         self.channel_by_name = {plan.name: plan for plan in channels}
         self.network_channels = tuple(plan for plan in channels if plan.is_network)

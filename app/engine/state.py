@@ -8,8 +8,12 @@ persistent ones under one policy; they are rebuilt after decoding or when the po
 from __future__ import annotations
 
 import heapq
+from typing import TYPE_CHECKING
 
 from app.engine.events import PolicyChange
+
+if TYPE_CHECKING:
+    from app.engine.policy import Policy
 
 JOURNAL_LIMIT = 16
 """Sellable deltas remembered per location for cycle counts (see docs/RULES.md, "Cycle counts")."""
@@ -201,7 +205,7 @@ class SkuState:
         # (finished reservations, event ids) of a state decoded from a format that kept them inside it; the engine
         # moves them into the store on first use (PartitionEngine._migrate). Never encoded.
         self.legacy: tuple[list[FinishedReservation], list[str]] | None = None
-        self.policy = None
+        self.policy: Policy | None = None
         self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
         self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
         self.location_own_reserved: dict[tuple[str, str], int] = {}  # (channel, location) -> its reserved units
