@@ -45,6 +45,7 @@ from app.engine import (
     reasons,
     validate,
 )
+from app.engine.constructors import trusted_constructor
 from app.engine.reservations import answerable
 from app.kafka.batch_sender import BatchSender
 from app.service.runtime import AvailabilityService, PipelineObserver
@@ -71,6 +72,9 @@ class LedgerEntryDraft:
     record_name: str
     record: dict
     source_index: int  # the event's index inside its source record (0 unless a StockMovementBatch)
+
+
+_new_draft = trusted_constructor(LedgerEntryDraft)  # one per event: a quarter of the dataclass's __init__
 
 
 @dataclass
@@ -159,7 +163,7 @@ class LedgerWriter:
             # the decoded record is the event's Avro form already (read with the schema the ledger writes):
             # no conversion back (tests/service/test_ingest_records.py)
             result.entries.append(
-                LedgerEntryDraft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0)
+                _new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0)
             )
 
 
@@ -194,6 +198,10 @@ class SourceMessage:
     key: bytes | None
     value: bytes | None
     headers: list | tuple | None = None
+
+
+new_source_message = trusted_constructor(SourceMessage)
+"""SourceMessage(topic, partition, offset, key, value, headers) for a consumer's hot loop (one per source record)."""
 
 
 @dataclass(frozen=True, slots=True)
