@@ -101,3 +101,20 @@ def test_longs_around_the_looked_up_range_are_fastavros_bytes():
     for too_large in (1 << 63, -(1 << 63) - 1):
         with pytest.raises(ValueError):
             encoder(too_large, bytearray())
+
+
+def test_longs_written_in_line_by_a_record_are_fastavros_bytes():
+    schema = fastavro.parse_schema({"type": "record", "name": "Times", "fields": [
+        {"name": "at", "type": "long"}, {"name": "until", "type": ["null", "long"]}, {"name": "count", "type": "int"},
+    ]}, named_schemas={})
+    encoder = compile_encoder(schema)
+    edges = [0, 1, 8191, 8192, 1_800_000_000_000, (1 << 62), (1 << 63) - 1, -1, -8192, -(1 << 63)]
+    for value in edges:
+        record = {"at": value, "until": value, "count": max(-(1 << 31), min(value, (1 << 31) - 1))}
+        out = bytearray()
+        encoder(record, out)
+        assert bytes(out) == fastavro_bytes(schema, record), value
+    for refused in ({"at": True, "until": None, "count": 0}, {"at": 1 << 63, "until": None, "count": 0},
+                    {"at": 0, "until": None, "count": 1 << 31}):
+        with pytest.raises((TypeError, ValueError)):
+            encoder(refused, bytearray())
