@@ -159,6 +159,11 @@ class PartitionStateStore:
         return bool(self._dirty_skus) or self._partition_state_dirty or self._kept.is_dirty
 
     @property
+    def cached_sku_states(self) -> int:
+        """SKUs whose decoded state is held in memory (a SKU read and found absent counts too: its entry is None)."""
+        return len(self._sku_states)
+
+    @property
     def dirty_skus(self) -> int:
         return len(self._dirty_skus)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from app.service.memory import memory_parts, open_databases
 from app.service.readiness import worker_readiness
 from app.service.runtime import PipelineObserver
 from app.wire.topics import AVAILABILITY_TOPIC_PREFIX
@@ -115,6 +116,19 @@ class ServiceMetrics(IngestMetrics):
             "holds in memory. The service never reserves beyond what it shows; only facts reported after a "
             "reservation (a walk-in sale, shrink) can make this non-zero, and a fulfilment there is refused "
             "INSUFFICIENT_ON_HAND", registry=r,
+        )
+        self.memory = Gauge(
+            f"{p}_memory_bytes",
+            "Where the worker's memory is, by part: resident (the whole resident set), malloc_in_use and malloc_free "
+            "(the C allocator's heap, handed out and held free), rocksdb_memtables, rocksdb_block_cache and "
+            "rocksdb_table_readers (parts of malloc_in_use, summed over the tables' databases). Python's small "
+            "objects, the decoded SKU states among them, are in the resident set beyond the allocator's heap",
+            ["part"], registry=r,
+        )
+        self.cached_sku_states = Gauge(
+            f"{p}_cached_sku_states",
+            "SKUs whose decoded state the availability stage keeps in memory (at most AVAILABILITY_STATE_CACHE_SKUS "
+            "per ledger partition after a write-back)", registry=r,
         )
         self.inventory_exceptions = Counter(
             f"{p}_inventory_exceptions",
@@ -240,6 +254,10 @@ class ServiceMetrics(IngestMetrics):
             pass
         self.set_silent_feeds(read_silent_feeds(service))
         self.oversell_exposure.set(read_oversell_exposure(service))
+        databases = open_databases((service.tables.sku_state, service.tables.partition_state))
+        for part, value in memory_parts(databases).items():
+            self.memory.labels(part).set(value)
+        self.cached_sku_states.set(read_cached_sku_states(service))
 
     def set_silent_feeds(self, silent: set[tuple[str, str]]) -> None:
         self.silent_feeds.clear()
@@ -289,6 +307,15 @@ def read_oversell_exposure(service: AvailabilityService) -> int:
         if store is not None:
             exposure += store.oversell_exposure()
     return exposure
+
+
+def read_cached_sku_states(service: AvailabilityService) -> int:
+    """Decoded SKU states held by the availability stage's stores, over the partitions this worker holds."""
+    processor = service.live_states
+    if processor is None:
+        return 0
+    return sum(store.cached_sku_states for store in map(processor.live_store, range(service.settings.partitions))
+               if store is not None)
 
 
 def agent_topic_names(service: AvailabilityService) -> set[str]:

@@ -147,6 +147,9 @@ def test_refresh_on_a_worker_that_has_not_started_reports_not_ready(idle_service
     metrics.refresh(service)  # must not raise: the consumer does not exist yet
     assert value(metrics, "availability_ready") == 0
     assert value(metrics, "availability_assigned_table_partitions", role="active") == 0
+    assert value(metrics, "availability_memory_bytes", part="resident") > 10 * 2**20  # this process, at least
+    assert value(metrics, "availability_memory_bytes", part="rocksdb_memtables") == 0  # no database open yet
+    assert value(metrics, "availability_cached_sku_states") == 0
 
 
 def test_recovery_progress_reads_the_apps_recovery_state(idle_service):
