@@ -8,8 +8,10 @@ micro-batches of the settings' `batch_size`, and the ledger records it writes ar
 with the policy and the stock loads first. Then one worker starts with AVAILABILITY_STAGES=availability and the
 clock runs from its "Worker ready" to the moment its `ledger_events_applied` metric counts every entry written (read every 0.5 s);
 its CPU seconds over that time give the per-core figure. It also counts, without a worker, the availability records
-the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own. `--py-spy FILE` records the worker meanwhile (speedscope
-format). Result in benchmarks/results/service_throughput.json ($BENCHMARK_RESULTS_DIR where it is set).
+the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own, and
+reports the worker's memory by part at the scrape with its largest resident set (`availability_memory_bytes`).
+`--py-spy FILE` records the worker meanwhile (speedscope format). Result in
+benchmarks/results/service_throughput.json ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from benchmarks.report import results_dir
 from tests.service.harness import WORKER_READY, WorkerProcess
 
 APPLIED_METRIC = "availability_ledger_events_applied_total"
+MEMORY_METRIC = "availability_memory_bytes"
+CACHED_STATES_METRIC = "availability_cached_sku_states"
 
 
 def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int) -> tuple[list, int]:
@@ -106,10 +110,22 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
     return published, entry_by_entry
 
 
-def applied(web_port: int) -> int:
+def scrape(web_port: int) -> tuple[int, dict[str, float]]:
+    """From one read of the worker's /metrics: the ledger entries applied, and its memory by part
+    (`availability_memory_bytes`, in MiB) with the SKU states it holds decoded."""
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(APPLIED_METRIC)))
+    applied = 0.0
+    memory: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(APPLIED_METRIC):
+            applied += float(value)
+        elif name.startswith(MEMORY_METRIC + "{"):
+            memory[name.split('part="', 1)[1].split('"', 1)[0]] = round(float(value) / 2**20, 1)
+        elif name == CACHED_STATES_METRIC:
+            memory["cached_sku_states"] = float(value)
+    return int(applied), memory
 
 
 def main() -> None:
@@ -147,11 +163,14 @@ def main() -> None:
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started, cpu_start = time.monotonic(), cpu_seconds(worker.process.pid)
             done = 0
+            memory_at_peak: dict[str, float] = {}
             while done < entries:
                 if time.monotonic() - started > 900:
                     raise TimeoutError(f"{done:,} of {entries:,} entries applied in 900 s")
                 time.sleep(0.5)  # what a Prometheus scrape every 0.5 s would cost
-                done = applied(web_port)
+                done, memory = scrape(web_port)
+                if memory.get("resident", 0) >= memory_at_peak.get("resident", 0):
+                    memory_at_peak = memory
             elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
             peak_rss = peak_rss_mib(worker.process.pid)
         finally:
@@ -164,7 +183,9 @@ def main() -> None:
                   "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
                   "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu),
                   "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced,
-                  "worker_peak_rss_mib": peak_rss}
+                  "worker_peak_rss_mib": peak_rss,
+                  # the worker's /metrics at the scrape with the largest resident set (MiB; docs/OPERATIONS.md)
+                  "worker_memory_at_peak_mib": memory_at_peak}
         print(json.dumps(result))
         out = results_dir()
         out.mkdir(parents=True, exist_ok=True)

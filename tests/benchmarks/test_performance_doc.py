@@ -110,6 +110,9 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         # a key changed several times by one ledger record is published once
         assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
         assert result["worker_peak_rss_mib"] > 50
+        memory = result["worker_memory_at_peak_mib"]  # the worker's own account of it, by part
+        assert memory["resident"] > 50 and memory["cached_sku_states"] > 0
+        assert memory["rocksdb_memtables"] > 0 and memory["malloc_in_use"] >= memory["rocksdb_memtables"]
         return
     if written.name == "engine.json":  # the engine alone (30-45 s)
         check_engine_result(result, tmp_path)
@@ -119,6 +122,14 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
         encoding = result["encoding"]  # the availability records of that ledger, both encoders, checked equal
         assert encoding["availability_records"] > 0 and encoding["compiled_us_per_record"] > 0
+        return
+    if written.name == "ingest.json":  # the ingest stage's own work on the three mixes (about 10 s)
+        assert set(result["mixes"]) == {"mixed", "single", "bulk"}
+        for figures in result["mixes"].values():
+            assert figures["events"] >= result["requested_events"] and figures["us_per_event"] > 0
+            assert 0 < figures["ledger_records"] < figures["events"]  # batch records, as the ingest stage writes them
+        assert result["mixes"]["single"]["source_records"] == result["mixes"]["single"]["events"]
+        assert result["mixes"]["bulk"]["source_records"] < result["mixes"]["bulk"]["events"]
         return
     if written.name == "replay.json":  # a replay of a generated ledger (about a minute)
         assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]
