@@ -214,7 +214,9 @@ class IngestProcess:
                 self._on_message_error(error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            sources.append(new_source_message(topic, partition, offset, message.key(), message.value(), message.headers()))
+            sources.append(
+                new_source_message(topic, partition, offset, message.key(), message.value(), message.headers())
+            )
             next_offsets[(topic, partition)] = offset + 1  # a partition's records come in offset order
         if not sources:
             return None

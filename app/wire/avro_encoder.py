@@ -1,10 +1,12 @@
-"""Avro binary encoders compiled from a parsed schema, for the records the availability stage publishes per change.
+"""Avro binary encoders compiled from a parsed schema, for the records the availability stage publishes per change
+and the ledger records the ingest stage writes.
 
 fastavro's `schemaless_writer` costs about 7 us per output record here, mostly its per-call dispatch on the schema;
 an output record is written for every published change (two per event on average), so that is a large share of the
 availability stage. `compile_encoder` walks the schema once and returns a function that writes the same bytes
 (tests/wire/test_avro_encoder.py checks them against fastavro for generated records) in under half the time:
-each record type's encoder is the source of one function written from its fields, the other types closures.
+each record type's encoder is the source of one function written from its fields, with every field of a primitive,
+enum, nullable or record-union type in line; a record, and an array's items, are calls of their own encoders.
 
 It covers the types the project's records use: records, null, boolean, int, long, string, enum, arrays, unions of
 null and one type, and unions of named records given in tuple notation. `compile_encoder` raises UnsupportedSchema
@@ -191,7 +193,8 @@ def _field_code(schema: Any, slot: str, named: dict[str, Encoder], namespace: di
                 "    for item in field:",
                 f"        {slot}(item, out)",
                 "out.append(0)"]
-    encoder = namespace[slot] = compile_encoder(schema, named)  # in field order: a named type is defined at its first use
+    # in field order: a named type is defined at its first use
+    encoder = namespace[slot] = compile_encoder(schema, named)
     symbol_bytes = getattr(encoder, "symbol_bytes", None)
     if symbol_bytes is not None:  # an enum
         namespace[f"{slot}_symbols"] = symbol_bytes
@@ -214,7 +217,7 @@ def _enum(schema: dict) -> Encoder:
     def encode(value: str, out: bytearray) -> None:
         out += symbol_bytes[value]  # KeyError for an unknown symbol
 
-    encode.symbol_bytes = symbol_bytes  # type: ignore[attr-defined]  # what a record's encoder writes in line
+    encode.symbol_bytes = symbol_bytes  # type: ignore[attr-defined]  # written in line by a record's encoder
     return encode
 
 
@@ -263,5 +266,6 @@ def _union(branches: list, named: dict[str, Encoder]) -> Encoder:
         out += branch
         encoder(record, out)
 
-    encode_named.records_by_name = records_by_name  # type: ignore[attr-defined]  # what a record's encoder writes in line
+    # what a record's encoder writes in line
+    encode_named.records_by_name = records_by_name  # type: ignore[attr-defined]
     return encode_named
