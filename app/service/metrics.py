@@ -280,42 +280,34 @@ def observe_many(histogram: Histogram, amount: float, count: int) -> None:
     buckets[bisect.bisect_left(upper_bounds, amount)].inc(count)
 
 
-def read_silent_feeds(service: AvailabilityService) -> set[tuple[str, str]]:
-    """(feed, location) pairs silent in any ledger partition whose live state this worker holds."""
+def live_stores(service: AvailabilityService) -> list:
+    """The availability stage's partition stores this worker holds (none where it does not run the stage)."""
     processor = service.live_states
     if processor is None:
-        return set()
+        return []
+    stores = (processor.live_store(partition) for partition in range(service.settings.partitions))
+    return [store for store in stores if store is not None]
+
+
+def read_silent_feeds(service: AvailabilityService) -> set[tuple[str, str]]:
+    """(feed, location) pairs silent in any ledger partition whose live state this worker holds."""
     silent: set[tuple[str, str]] = set()
-    for partition in range(service.settings.partitions):
-        store = processor.live_store(partition)
-        if store is not None:
-            loaded, state = store.cached_partition_state()
-            if loaded and state is not None:
-                silent.update(state.silent)
+    for store in live_stores(service):
+        loaded, state = store.cached_partition_state()
+        if loaded and state is not None:
+            silent.update(state.silent)
     return silent
 
 
 def read_oversell_exposure(service: AvailabilityService) -> int:
     """Units reserved beyond the sellable units at their location, over the SKU states held in memory. Each store
     keeps its sum up to date, walking only the SKUs changed since the last scrape (tables.store)."""
-    processor = service.live_states
-    if processor is None:
-        return 0
-    exposure = 0
-    for partition in range(service.settings.partitions):
-        store = processor.live_store(partition)
-        if store is not None:
-            exposure += store.oversell_exposure()
-    return exposure
+    return sum(store.oversell_exposure() for store in live_stores(service))
 
 
 def read_cached_sku_states(service: AvailabilityService) -> int:
     """Decoded SKU states held by the availability stage's stores, over the partitions this worker holds."""
-    processor = service.live_states
-    if processor is None:
-        return 0
-    return sum(store.cached_sku_states for store in map(processor.live_store, range(service.settings.partitions))
-               if store is not None)
+    return sum(store.cached_sku_states for store in live_stores(service))
 
 
 def agent_topic_names(service: AvailabilityService) -> set[str]:
