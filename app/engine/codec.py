@@ -13,6 +13,8 @@ Bump the format byte for any change of layout, and keep decoding the previous fo
 
 from __future__ import annotations
 
+import sys
+
 import orjson
 
 from app.engine.events import event_from_record, event_to_record
@@ -28,6 +30,9 @@ FINISHED_FORMAT = 1
 
 _dumps = orjson.dumps  # compact; bytes
 _loads = orjson.loads
+# A decoded state's names (locations, channels, statuses, entry kinds and results, sources) are interned: every SKU
+# shares one copy instead of a fresh string each, about a quarter of a cached state's memory (docs/PERFORMANCE.md).
+_name = sys.intern
 
 
 class StateDecodeError(ValueError):
@@ -44,7 +49,7 @@ def _flat_lines(lines: tuple[tuple[str, int], ...]) -> list:
 
 
 def _lines(flat: list) -> tuple[tuple[str, int], ...]:
-    return tuple((flat[index], flat[index + 1]) for index in range(0, len(flat), 2))
+    return tuple((_name(flat[index]), flat[index + 1]) for index in range(0, len(flat), 2))
 
 
 def encode_sku_state(state: SkuState) -> bytes:
@@ -96,15 +101,21 @@ def decode_sku_state(value: bytes) -> SkuState:
         state = SkuState(sku)
         state.last_position = last_position
         state.positions = {
-            item[0]: Position(item[1], item[2], item[3], item[4], item[5], item[6], item[7], item[8])
+            _name(item[0]): Position(item[1], item[2], item[3], item[4], item[5], item[6], item[7], item[8])
             for item in positions
         }
         state.reservations = {
-            item[0]: Reservation(item[0], item[1], item[2], _lines(item[4]), item[3]) for item in reservations
+            item[0]: Reservation(item[0], _name(item[1]), item[2], _lines(item[4]), item[3]) for item in reservations
         }
-        state.sources = {source: position for source, position in sources}
-        state.published = {(item[0], item[1]): Published(item[2], item[3], item[4]) for item in published}
-        state.history = history
+        state.sources = {_name(source): position for source, position in sources}
+        state.published = {
+            (_name(item[0]), item[1] if item[1] is None else _name(item[1])): Published(item[2], item[3], _name(item[4]))
+            for item in published
+        }
+        state.history = [
+            (event_id, _name(kind), partition, position, _name(result), reservation_id)
+            for event_id, kind, partition, position, result, reservation_id in history
+        ]
         state.legacy = legacy
     except (ValueError, TypeError, IndexError, AttributeError) as error:
         raise StateDecodeError(f"corrupt SkuState: {error!r}") from error

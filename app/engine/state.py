@@ -198,7 +198,7 @@ class SkuState:
         # (channel, location or None) -> last published record of that key
         self.published: dict[tuple[str, str | None], Published] = {}
         # the last HISTORY_LIMIT entries applied to this SKU, oldest first, each
-        # (event_id, kind, ledger partition, ledger position, result, reservation id or None) (a list once decoded).
+        # (event_id, kind, ledger partition, ledger position, result, reservation id or None).
         # `kind` is the movement type, the command, POLICY or EXPIRY; `result` is APPLIED, the decision outcome, or
         # the refusal's reason.
         self.history: list = []

@@ -19,3 +19,20 @@ def test_text_outside_ascii_round_trips_and_escaped_values_still_decode():
     escaped = value[:1] + json.dumps(json.loads(value[1:]), separators=(",", ":"), ensure_ascii=True).encode()
     assert escaped != value and decode_partition_state(escaped).policies[0][1].source == "Zentrale-Süd/東京"
     assert decode_partition_state(escaped).last_position == ledger_position(0)
+
+
+def test_decoded_states_share_their_names_and_encode_to_the_same_bytes():
+    from app.engine import decode_sku_state, encode_sku_state
+    from tests.engine.test_explain import worked_ledger
+
+    value = encode_sku_state(worked_ledger().sku())
+    first, second = decode_sku_state(value), decode_sku_state(value)
+    assert encode_sku_state(first) == value
+    # one copy per name across every cached state (about a quarter of a state's memory), not one per decode
+    def names(state):
+        return [*state.positions, *(name for key in state.published for name in key if name), *state.sources]
+
+    assert names(first) and all(a is b for a, b in zip(names(first), names(second), strict=True))
+    assert first.history and all(
+        a[1] is b[1] and a[4] is b[4] for a, b in zip(first.history, second.history, strict=True))
+    assert all(a.status is b.status for a, b in zip(first.published.values(), second.published.values(), strict=True))

@@ -143,7 +143,7 @@ def test_state_formats_1_and_2_still_decode_with_their_kept_records_as_legacy():
     for format_byte, body in ((2, format_2), (1, format_2[:-1])):
         decoded = decode_sku_state(bytes((format_byte,)) + json.dumps(body, separators=(",", ":")).encode())
         assert decoded.positions.keys() == state.positions.keys()
-        assert decoded.history == (history if format_byte == 2 else [])
+        assert [list(entry) for entry in decoded.history] == (history if format_byte == 2 else [])
         legacy_finished, legacy_ids = decoded.legacy
         assert [f.reservation_id for f in legacy_finished] == ["R-old"] and legacy_ids == ["e-old"]
         assert legacy_finished[0].lines == (("S1", 2),) and legacy_finished[0].final_outcome == "RELEASED"
