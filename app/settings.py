@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     )
     standby_replicas: int = Field(default=0, ge=0)
     rocksdb_write_buffer_mib: int = Field(
-        default=8, ge=1, le=1024,
+        default=4, ge=1, le=1024,
         description="RocksDB memtable size of each sku-state database (one per table partition held); two per database.",
     )
     rocksdb_block_cache_mib: int = Field(

@@ -34,7 +34,7 @@ from app.engine import FinishedReservation
 from app.engine.codec import decode_finished, encode_finished
 from app.engine.limits import DEFAULT_LIMITS, EngineLimits
 
-FINISHED_READ_CACHE = 10_000  # finished reservations read from RocksDB and kept decoded, per partition (memory)
+FINISHED_READ_CACHE = 1_000  # finished reservations read or written, kept decoded per partition (memory)
 SEGMENT_MAX_ENTRIES = 5_000  # keeps a segment record far below Kafka's 1 MB (ids are at most 64 characters)
 _SEEN_VALUE = struct.Struct(">qq")  # (event time, ledger position)
 

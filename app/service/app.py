@@ -33,6 +33,11 @@ BROKER_SESSION_TIMEOUT_SECONDS = 6.0
 BROKER_HEARTBEAT_INTERVAL_SECONDS = 0.5
 BROKER_REBALANCE_TIMEOUT_SECONDS = 10.0
 PRODUCER_LINGER_SECONDS = 0.002  # lets a batch's sends share produce requests without delaying a quiet stream
+# Ledger records Faust queues ahead of the availability agent before it pauses fetching. Its default, 4,096, is
+# sized for small messages; a ledger record holds up to `ledger_batch_max_entries` events (about 10 KB on the peak
+# benchmark's mix), so a backlog kept 30-40 MiB of records queued. 256 such records are still seconds of work ahead
+# (docs/PERFORMANCE.md, "Where a worker's memory is").
+LEDGER_QUEUE_RECORDS = 256
 
 
 def faust_datadir(settings: Settings) -> Path:
@@ -71,6 +76,7 @@ def build_service(
         broker_heartbeat_interval=BROKER_HEARTBEAT_INTERVAL_SECONDS,
         broker_rebalance_timeout=BROKER_REBALANCE_TIMEOUT_SECONDS,
         stream_recovery_delay=0.0,
+        stream_buffer_maxsize=LEDGER_QUEUE_RECORDS,
         # Tansu reports a partition's high watermark as the start of its last batch, so a persisted offset can be
         # "beyond" it after a crash. That is not an inconsistency here: see app.service.availability.
         recovery_consistency_check=False,
