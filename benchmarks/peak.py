@@ -101,6 +101,7 @@ from benchmarks.harness import (
 from benchmarks.live_sender import DEFAULT_LINGER_MS, LiveSender
 from benchmarks.quix_baseline import SOURCE_KEY_TOPIC
 from benchmarks.report import RESULTS_DIR_VARIABLE, results_dir
+from benchmarks.worker_metrics import MemorySampler
 
 PARTITIONS = 8
 BURST_FACTOR = 4.0
@@ -472,6 +473,9 @@ class PeakBenchmark:
             self.result["ledger_batch_max_entries"] = scenario.settings.ledger_batch_max_entries
             self.result["write_back_interval_seconds"] = scenario.settings.write_back_interval_seconds
             workers = scenario.start_workers(1)
+            # where the worker's memory is, per phase (the peak resident set says only how much)
+            memory = MemorySampler(workers[0].settings.web_port).start()
+            stack.callback(memory.stop)
             scenario.wait_until_ingest_ready()
             drained = []
             baselines: dict[str, dict] = {}
@@ -480,6 +484,7 @@ class PeakBenchmark:
                 workload = mixed if mix == "mix" else Workload(self.config, mix, prefix=f"p{prefix.lower()}",
                                                                sku_prefix=prefix)
                 scenario.workload = workload
+                memory.phase = mix
                 records = list(workload.records(events))
                 before = dict(enumerate(scenario.ledger_events))
                 scenario.write_stock(workload.take_stock_loads())
@@ -505,8 +510,10 @@ class PeakBenchmark:
             # slope of the middle 80% leaves out the tail the service leaves behind, and overstates what it sustains
             mix_rate = self.result["throughput"].get("mix", {}).get("service", {}).get(
                 "whole_section_events_per_second")
+            memory.phase = "live"
             live = self.live_run(scenario, mixed, mix_rate)
             self.stop_py_spy(profilers)
+            memory.stop()
             workers[0].read_peak_rss()
             ingest_rss = [process.read_peak_rss() for process in scenario.ingest]
             scenario.stop_workers()
@@ -515,6 +522,9 @@ class PeakBenchmark:
             self.result["resources"] = {
                 "peak_rss_mib_per_worker": workers[0].peak_rss_mib,
                 "peak_rss_mib_per_ingest_process": ingest_rss,  # `split` only
+                # the worker's /metrics every 2 s: the parts at the largest resident set of each phase and overall
+                "worker_memory_at_peak_mib": memory.overall_peak(),
+                "worker_memory_at_peak_by_phase_mib": memory.at_peak,
                 "rocksdb_bytes": disk,
                 "sku_locations_held": held,
                 "rocksdb_mib_per_million_sku_locations": round(disk / 2**20 / (held / 1e6), 1) if held else None,

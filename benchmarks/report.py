@@ -221,6 +221,13 @@ def markdown(result: dict) -> str:
                   f"for {_n(resources.get('sku_locations_held'))} SKU-locations = "
                   f"**{_n(resources.get('rocksdb_mib_per_million_sku_locations'), 1, ' MiB')} per million "
                   f"SKU-locations** ({resources.get('measured_after')})"]
+        at_peak = resources.get("worker_memory_at_peak_mib") or {}
+        if at_peak:
+            parts = ", ".join(f"{part} {_n(value, 1)}" for part, value in at_peak.items()
+                              if part not in ("phase", "cached_sku_states"))
+            lines.append(f"- the worker's memory at its largest scraped resident set (phase `{at_peak.get('phase')}`,"
+                         f" MiB; /metrics every 2 s): {parts}; SKU states held decoded "
+                         f"{_n(at_peak.get('cached_sku_states'))}")
     for kind, figures in restart.items():
         lines.append(f"- restart with {kind} local state: first output after "
                      f"{_n(figures['seconds_to_first_output'], 2, ' s')}, every partition after "

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +42,8 @@ from app.wire.topics import LEDGER
 from benchmarks.cpu import cpu_seconds, peak_rss_mib
 from benchmarks.generator import Workload, WorkloadConfig
 from benchmarks.report import results_dir
+from benchmarks.worker_metrics import scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
-
-APPLIED_METRIC = "availability_ledger_events_applied_total"
-MEMORY_METRIC = "availability_memory_bytes"
-CACHED_STATES_METRIC = "availability_cached_sku_states"
 
 
 def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int) -> tuple[list, int]:
@@ -108,24 +104,6 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
                                    ledger_position(offset, item.index), item.origin)
             entry_by_entry += sum(type(output) is ChannelAvailability for output in outputs)
     return published, entry_by_entry
-
-
-def scrape(web_port: int) -> tuple[int, dict[str, float]]:
-    """From one read of the worker's /metrics: the ledger entries applied, and its memory by part
-    (`availability_memory_bytes`, in MiB) with the SKU states it holds decoded."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    applied = 0.0
-    memory: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name.startswith(APPLIED_METRIC):
-            applied += float(value)
-        elif name.startswith(MEMORY_METRIC + "{"):
-            memory[name.split('part="', 1)[1].split('"', 1)[0]] = round(float(value) / 2**20, 1)
-        elif name == CACHED_STATES_METRIC:
-            memory["cached_sku_states"] = float(value)
-    return int(applied), memory
 
 
 def main() -> None:
