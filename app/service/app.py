@@ -33,10 +33,10 @@ BROKER_SESSION_TIMEOUT_SECONDS = 6.0
 BROKER_HEARTBEAT_INTERVAL_SECONDS = 0.5
 BROKER_REBALANCE_TIMEOUT_SECONDS = 10.0
 PRODUCER_LINGER_SECONDS = 0.002  # lets a batch's sends share produce requests without delaying a quiet stream
-# Ledger records Faust queues ahead of the availability agent before it pauses fetching. Its default, 4,096, is
-# sized for small messages; a ledger record holds up to `ledger_batch_max_entries` events (about 10 KB on the peak
-# benchmark's mix), so a backlog kept 30-40 MiB of records queued. 256 such records are still seconds of work ahead
-# (docs/PERFORMANCE.md, "Where a worker's memory is").
+# Records Faust queues ahead of each stream of the worker before it pauses fetching; the ledger agent's is the queue
+# that fills. Faust's default, 4,096, is sized for small messages; a ledger record holds up to
+# `ledger_batch_max_entries` events (about 10 KB on the peak benchmark's mix), so a backlog kept 30-40 MiB of records
+# queued. 256 such records are still seconds of work ahead (docs/PERFORMANCE.md, "Where a worker's memory is").
 LEDGER_QUEUE_RECORDS = 256
 
 
