@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 
 import pytest
 
 from benchmarks.worker_metrics import MemorySampler, scrape
+from tests.serving import serving
 
 
 class _Metrics(http.server.BaseHTTPRequestHandler):
@@ -34,14 +34,8 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def metrics_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _wait_for(sampler: MemorySampler, counter: str, count: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +16,7 @@ from app.tools.cli import main
 from app.tools.explain_view import render_explanation
 from tests.engine.factories import reserve
 from tests.engine.test_rules import worked_ledger
+from tests.serving import serving
 
 TOKEN = "cli-token-0123456789abcdef"
 
@@ -85,14 +85,8 @@ class StandIn(BaseHTTPRequestHandler):
 @pytest.fixture
 def stand_in() -> Iterator[str]:
     StandIn.document = worked_document()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), StandIn)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_explain_prints_the_tables(stand_in, monkeypatch, capsys):

@@ -8,7 +8,6 @@ the Confluent registry image of docker-compose.yml in Docker where an engine ans
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +24,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from app.kafka.broker import free_loopback_port
 from app.wire.serialization import AvroCodec, SchemaRegistrationError, load_schema_library
 from app.wire.topics import all_topics
+from tests.serving import serving
 from tests.wire.test_schemas import CHANNEL_AVAILABILITY
 
 CHANNELS = ("ecommerce", "marketplace")
@@ -96,15 +96,8 @@ class _StubHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub_registry() -> Iterator[StubRegistry]:
-    server = StubRegistry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(StubRegistry()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_codec_sets_backward_then_registers_each_value_subject_over_http(settings_factory, stub_registry):
