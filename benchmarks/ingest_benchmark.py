@@ -9,7 +9,9 @@ system writes them, then given to `ingest_micro_batch` (app/service/ingest.py) i
 batches per partition and their Avro encoding, the feeds' activity. The consumer itself (librdkafka) and the sends
 are not in it: this is the Python part of an ingest stage's cost per event. Each mix: process CPU time of the whole
 pass, best of `--repeats`, per source event; every pass must write the same ledger (checked) and dead-letter
-nothing.
+nothing. Then the memory one micro-batch needs: the peak of Python's allocations (tracemalloc) while the first
+`batch_size` source records of the mix are ingested, above what was allocated before (a bulk micro-batch is full from
+`--events 200000`: 200 movements per record).
 
 Result in benchmarks/results/ingest.json ($BENCHMARK_RESULTS_DIR where it is set).
 """
@@ -20,6 +22,7 @@ import argparse
 import gc
 import json
 import time
+import tracemalloc
 
 from app.service.ingest import FeedActivityReporter, LedgerWriter, SourceMessage, ingest_micro_batch, new_source_message
 from app.settings import Settings
@@ -56,12 +59,32 @@ def ingest_pass(settings: Settings, codec: AvroCodec, messages: list[SourceMessa
     started = time.process_time()
     for start in range(0, len(messages), size):
         batch = ingest_micro_batch(messages[start:start + size], INGEST_TIME, writer, batcher, feeds)
-        ingested += len(batch.ingested)
+        ingested += batch.ingested.total()
         if batch.dead_letters:
             raise RuntimeError(f"the workload has invalid records: {batch.dead_letters[:3]}")
         ledger.append(batch.records)
     seconds = time.process_time() - started
     return seconds, ingested, [(record.partition, record.value) for records in ledger for record in records]
+
+
+def micro_batch_memory(settings: Settings, codec: AvroCodec, messages: list[SourceMessage]) -> dict:
+    """What Python allocates while the first micro-batch of `messages` is ingested (and its records held, as the
+    ingest process holds them until they are delivered): the peak above what was allocated before, in MiB and per
+    event of the micro-batch."""
+    writer = LedgerWriter(codec, settings.partitions)
+    batcher = LedgerBatcher(codec.serde(LEDGER), settings.ledger_batch_max_entries)
+    micro_batch = messages[:settings.batch_size]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        batch = ingest_micro_batch(micro_batch, INGEST_TIME, writer, batcher, FeedActivityReporter())
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    events = batch.ingested.total()
+    return {"micro_batch_source_records": len(micro_batch), "micro_batch_events": events,
+            "micro_batch_peak_mib": round(peak / 2**20, 1), "micro_batch_peak_bytes_per_event": round(peak / events)}
 
 
 def measure(events: int, repeats: int) -> dict:
@@ -86,6 +109,7 @@ def measure(events: int, repeats: int) -> dict:
             "ledger_records": len(first_ledger),
             "us_per_event": round(best / ingested * 1e6, 3),
             "events_per_cpu_second": round(ingested / best),
+            **micro_batch_memory(settings, codec, messages),
         }
     return {"benchmark": "ingest", "requested_events": events, "repeats": repeats,
             "batch_size": settings.batch_size, "ledger_batch_max_entries": settings.ledger_batch_max_entries,
@@ -101,7 +125,9 @@ def main() -> None:
     for mix, figures in result["mixes"].items():
         print(f"{mix}: {figures['events']:,} events in {figures['source_records']:,} source records -> "
               f"{figures['ledger_records']:,} ledger records; best of {args.repeats}: {figures['us_per_event']} us "
-              f"per event ({figures['events_per_cpu_second']:,} events per CPU second)")
+              f"per event ({figures['events_per_cpu_second']:,} events per CPU second); one micro-batch of "
+              f"{figures['micro_batch_source_records']:,} source records: peak {figures['micro_batch_peak_mib']} MiB "
+              f"({figures['micro_batch_peak_bytes_per_event']:,} bytes per event)")
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -74,7 +74,7 @@ def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest
         if batch.dead_letters:
             raise RuntimeError(f"the workload has invalid records: {batch.dead_letters[:3]}")
         ledger += [(out.partition, out.key, out.value) for out in batch.records if out.topic == LEDGER.name]
-        entries += len(batch.ingested)
+        entries += batch.ingested.total()
     return ledger, entries
 
 

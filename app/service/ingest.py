@@ -238,7 +238,7 @@ class IngestedBatch:
     """Everything one source micro-batch turns into."""
 
     records: list[OutgoingRecord] = field(default_factory=list)  # in send order
-    ingested: list[tuple[str, str]] = field(default_factory=list)  # (source topic, event type) per event
+    ingested: Counter[tuple[str, str]] = field(default_factory=Counter)  # events per (source topic, event type)
     dead_letters: list[DeadLetterReport] = field(default_factory=list)
 
 
@@ -286,6 +286,7 @@ def ingest_micro_batch(
     (`fit_dead_letter`)."""
     batch = IngestedBatch()
     records = batch.records
+    ingested = batch.ingested
     ledger = LEDGER.name
     for message in messages:
         topic, partition, offset = message.topic, message.partition, message.offset
@@ -299,7 +300,7 @@ def ingest_micro_batch(
             for append in batcher.flush() + result.appends:
                 records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))
         for event_type in result.event_types:
-            batch.ingested.append((topic, event_type))
+            ingested[topic, event_type] += 1
         for dead in result.dead_letters:
             headers = dead_letter_headers(dead.reason, dead.error, topic, partition, offset, message.headers)
             if dead.movement_index is not None:
@@ -319,7 +320,7 @@ def ingest_micro_batch(
 
 def report_ingested(batch: IngestedBatch, observer: PipelineObserver) -> None:
     """Log every dead letter (WARNING, one line each) and feed the observer's counters."""
-    for (topic, event_type), count in Counter(batch.ingested).items():
+    for (topic, event_type), count in batch.ingested.items():
         observer.ingested(topic, event_type, count)
     for dead in batch.dead_letters:
         logger.warning("%s", dead.log_line())

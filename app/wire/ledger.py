@@ -150,7 +150,10 @@ def item_key(item: LedgerItem) -> bytes:
 class LedgerBatcher:
     """Collects the movements and commands of one source micro-batch per ledger partition, in arrival order, and
     turns each partition's share into ledger records: one LedgerEntryBatch of up to `max_entries` entries (a plain
-    LedgerEntry keyed by SKU for a single entry). `max_entries=1` writes one record per event."""
+    LedgerEntry keyed by SKU for a single entry). `max_entries=1` writes one record per event. A partition's record
+    is encoded as soon as it is full, so a micro-batch of bulk source records (200 movements each) holds encoded
+    records, not a decoded dict per movement: ~1 KiB less per event; the records and their order within each
+    partition are the same as if all were encoded at the flush."""
 
     def __init__(self, serde: RecordSerde, max_entries: int) -> None:
         if max_entries < 1:
@@ -158,25 +161,32 @@ class LedgerBatcher:
         self._serde = serde
         self._max_entries = max_entries
         self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int]]]] = {}
+        self._full: list[LedgerAppend] = []  # records of full partitions, encoded as they filled
         self._ingest_time = 0
 
     def __bool__(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending or self._full)
 
     def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int, int],
             ingest_time: int) -> None:
         """`source`: (topic, partition, offset, index of the event inside the source record)."""
-        self._pending.setdefault(partition, []).append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source))
         self._ingest_time = ingest_time
+        entries = self._pending.get(partition)
+        if entries is None:
+            entries = self._pending[partition] = []
+        entries.append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source))
+        if len(entries) >= self._max_entries:
+            del self._pending[partition]
+            self._full.extend(self._records(partition, entries))
 
     def flush(self) -> list[LedgerAppend]:
-        """The records of everything added since the last flush, partition by partition (in ascending order)."""
-        appends: list[LedgerAppend] = []
+        """The records of everything added since the last flush: the full ones in the order they filled, then the
+        rest partition by partition (in ascending order). Each partition's records come in arrival order."""
+        appends = self._full
         for partition in sorted(self._pending):
-            entries = self._pending[partition]
-            for start in range(0, len(entries), self._max_entries):
-                appends.extend(self._records(partition, entries[start:start + self._max_entries]))
+            appends.extend(self._records(partition, self._pending[partition]))
         self._pending.clear()
+        self._full = []
         return appends
 
     def _records(self, partition: int, entries: list) -> list[LedgerAppend]:

@@ -130,6 +130,8 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
             assert 0 < figures["ledger_records"] < figures["events"]  # batch records, as the ingest stage writes them
         assert result["mixes"]["single"]["source_records"] == result["mixes"]["single"]["events"]
         assert result["mixes"]["bulk"]["source_records"] < result["mixes"]["bulk"]["events"]
+        # a micro-batch holds its ledger records encoded, not a decoded dict per movement (about 1,100 bytes)
+        assert 0 < result["mixes"]["bulk"]["micro_batch_peak_bytes_per_event"] < 400
         return
     if written.name == "replay.json":  # a replay of a generated ledger (about a minute)
         assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]

@@ -91,6 +91,38 @@ def test_max_entries_cuts_a_partition_into_several_records_and_one_means_a_recor
     assert [serde.decode(a.value).value["entry"][0] for a in single.flush()] == [full_name("StockMovement")] * 3
 
 
+@hypothesis_settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=40), st.integers(1, 6), st.integers(0, 40))
+def test_every_partition_gets_its_entries_in_arrival_order_cut_every_max_entries(serde, partitions, max_entries,
+                                                                                    policy_at):
+    """Whenever full records are encoded (a partition's as it fills), each partition's records are its entries in
+    arrival order, cut every `max_entries`, and a flush (a policy change's) ends every partition's current record."""
+    segments = [list(enumerate(partitions))[:policy_at], list(enumerate(partitions))[policy_at:]]
+    batcher = LedgerBatcher(serde, max_entries=max_entries)
+    records: dict[int, list[list[str]]] = {}
+    expected: dict[int, list[list[str]]] = {}
+    for segment in segments:
+        for n, partition in segment:
+            batcher.add(partition, "SKU1", *movement(n), ("source.stock-movements", 0, n, 0), 1)
+        for append in batcher.flush():
+            records.setdefault(append.partition, []).append([item.record["event_id"] for item in decode(serde, append)])
+        assert not batcher
+        for partition in sorted({partition for _, partition in segment}):
+            ids = [f"m{n}" for n, p in segment if p == partition]
+            expected.setdefault(partition, []).extend(
+                ids[start:start + max_entries] for start in range(0, len(ids), max_entries))
+    assert records == expected
+
+
+def test_a_full_record_is_encoded_when_it_fills_not_kept_decoded_until_the_flush(serde):
+    batcher = LedgerBatcher(serde, max_entries=2)
+    first, second = movement(0), movement(1)
+    batcher.add(0, "SKU1", *first, ("source.stock-movements", 0, 0, 0), 1)
+    batcher.add(0, "SKU1", *second, ("source.stock-movements", 0, 1, 0), 1)
+    second[1]["event_id"] = "changed after the record filled"
+    assert [item.record["event_id"] for item in decode(serde, batcher.flush()[0])] == ["m0", "m1"]
+
+
 def test_a_batch_above_the_record_size_limit_is_split_in_order(serde):
     batcher = LedgerBatcher(serde, max_entries=100_000)
     reason = "x" * 20_000
