@@ -45,7 +45,8 @@ def is_peak_benchmark(command: str) -> bool:
 # Runs of half a minute to a minute that the default suite leaves to `-m slow`, to stay within its 15 minutes; it runs
 # each of them at toy size instead (tests/benchmarks/test_benchmarks_at_toy_size.py).
 OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost", "python -m benchmarks.decode_benchmark",
-                 "python -m benchmarks.replay_benchmark", "python -m benchmarks.engine_benchmark")
+                 "python -m benchmarks.replay_benchmark", "python -m benchmarks.engine_benchmark",
+                 "python -m benchmarks.ingest_benchmark --events")
 
 
 def takes_minutes(command: str) -> bool:
