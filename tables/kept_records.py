@@ -148,13 +148,18 @@ class KeptRecords:
         except KeyError:
             value = self._db.get(_finished_key(sku, reservation_id))
             found = None if value is None else decode_finished(value)
-            if len(self._finished_read) >= FINISHED_READ_CACHE:  # a read cache only: dropping it changes no answer
-                self._finished_read.clear()
-            self._finished_read[key] = found
+            self._keep_decoded(key, found)
             return found
 
     def put_finished(self, sku: str, finished: FinishedReservation) -> None:
         self._finished_new[(sku, finished.reservation_id)] = finished
+
+    def _keep_decoded(self, key: tuple[str, str], finished: FinishedReservation | None) -> None:
+        """Keeps a finished reservation read or written, at most FINISHED_READ_CACHE of them. A read cache only:
+        every one is in the database, so dropping them changes no answer."""
+        if len(self._finished_read) >= FINISHED_READ_CACHE:
+            self._finished_read.clear()
+        self._finished_read[key] = finished
 
     def forget_before(self, seen_before: int, finished_before: int) -> None:
         self._seen_before = max(self._seen_before, seen_before)
@@ -232,7 +237,7 @@ class KeptRecords:
         self._next_seq = plan.next_seq
         self._seen_new.clear()
         for key, finished in self._finished_new.items():
-            self._finished_read[key] = finished
+            self._keep_decoded(key, finished)
         self._finished_new.clear()
 
     # -- loading and expiry ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tables.kept_records
 from app.engine import EngineLimits, MemoryStore, PartitionEngine, ReservationOutcome
 from app.engine.positions import ledger_position, split_position
 from tables.declarations import AvailabilityTables
@@ -129,6 +130,26 @@ def test_expired_records_are_deleted_and_a_record_finished_again_is_kept():
     assert b"#e/SKU1/r1" not in sku_table.data  # the local index entry goes once the tombstones are sent
     assert finished_record_key("SKU1", "R-2") in sku_table.data
     assert finished_record_key("SKU1", "R-1") not in sku_table.data
+
+
+def test_finished_reservations_kept_decoded_stay_within_the_cap_and_are_still_answered(monkeypatch):
+    """The decoded copies are a cache: past FINISHED_READ_CACHE (here 3), those written back are dropped too, and
+    each is then read back from the database."""
+    monkeypatch.setattr(tables.kept_records, "FINISHED_READ_CACHE", 3)
+    sku_table, partition_table = ChangelogTable(), ChangelogTable()
+    store, engine = new_store(sku_table, partition_table)
+    engine.apply(policy(event_time=START), ledger_position(0))
+    engine.apply(receipt(50, time=START, event_id="r1"), ledger_position(1), origin(1))
+    finished = [f"R-{n}" for n in range(10)]
+    for n, reservation_id in enumerate(finished):
+        engine.apply(reserve(reservation_id, 1, time=START + n), ledger_position(2 + 2 * n), origin(2 + 2 * n))
+        engine.apply(release(reservation_id, time=START + n), ledger_position(3 + 2 * n), origin(3 + 2 * n))
+    write_back(store)
+    kept = store._kept
+    assert len(kept._finished_read) <= 3
+    for reservation_id in finished:
+        assert kept.get_finished("SKU1", reservation_id).reservation_id == reservation_id
+        assert len(kept._finished_read) <= 3
 
 
 # -- the engine over the service's store, crashed anywhere -------------------------------------------------------
