@@ -1,7 +1,8 @@
 """The engine's StateStore for one ledger partition, backed by the availability tables, kept between micro-batches.
 
 Reads go through to the tables once per key and are kept as live, decoded objects, so a hot SKU is decoded once and
-not once per batch (at most `cache_limit` SKUs, least recently used dropped first, never a changed one); writes stay
+not once per batch (at most `cache_limit` SKUs: reading one more drops the least recently used, never a changed
+one, which stays until it is written back); writes stay
 in memory (write-back) until `dirty_writes()`, which the availability agent calls only after every record of the
 chunks that changed them has been acknowledged by the broker (after every chunk, or once per write-back interval:
 app.service.availability), and `written()` after the table writes. One table write (and one changelog record) per
@@ -79,10 +80,32 @@ class PartitionStateStore:
         except KeyError:
             value = self._tables.sku_state.get(sku.encode())
             state = None if value is None else decode_sku_state(value)
-            self._sku_states[sku] = state
+            states[sku] = state
             if state is not None:
                 self._exposure_unread.add(sku)
+            if len(states) > self._cache_limit:
+                self._drop_unchanged(sku)
             return state
+
+    def _drop_unchanged(self, read: str) -> None:
+        """Drop the least recently used states that hold no change, down to the cache's limit: between two
+        write-backs the cache would otherwise hold every SKU read since the last one (a quarter more states under
+        a backlog of the peak mix). A changed state stays until it is written back, and so does the one just
+        `read`; each goes to the end of the order, so it is looked at again only once the states read after it
+        come before it."""
+        states = self._sku_states
+        dirty = self._dirty_skus  # all of them in the cache: only a write-back makes a changed state droppable
+        limit = self._cache_limit
+        for _ in range(len(states)):
+            if len(states) <= limit or len(states) - len(dirty) < 2:
+                return  # within the limit, or nothing unchanged left but the state just read
+            sku = next(iter(states))
+            if sku in dirty or sku == read:
+                states[sku] = states.pop(sku)
+                continue
+            del states[sku]
+            self._exposure_total -= self._exposure_by_sku.pop(sku, 0)
+            self._exposure_unread.discard(sku)
 
     def put_sku_state(self, state: SkuState) -> None:
         self._sku_states[state.sku] = state

@@ -58,6 +58,52 @@ def test_the_cache_keeps_the_most_recently_used_states_within_its_limit():
     assert table.reads == reads + 1  # dropped, read again
 
 
+def test_reading_beyond_the_limit_drops_an_unchanged_state_at_once_and_keeps_a_changed_one():
+    store, table = store_with(["A", "B", "C", "D"], cache_limit=2)
+    a = store.get_sku_state("A")
+    store.put_sku_state(a)  # changed, not written back
+    store.get_sku_state("B")
+    store.get_sku_state("C")  # one beyond the limit: B goes, A stays although it is the least recently used
+    assert store.cached_sku_state("B") == (False, None)
+    assert store.cached_sku_state("A") == (True, a) and store.cached_sku_states == 2
+    store.get_sku_state("D")  # beyond again: C, the only unchanged state left, goes
+    assert store.cached_sku_state("C") == (False, None) and store.cached_sku_state("A") == (True, a)
+    assert [key for _, key, _ in store.dirty_writes()] == [b"A"]  # the change is written back as ever
+
+
+
+def test_unchanged_states_behind_many_changed_ones_are_still_dropped():
+    store, _ = store_with(["A", "B", "C", "D", "E", "F"], cache_limit=1)
+    for sku in ("A", "B", "C", "D"):
+        store.put_sku_state(store.get_sku_state(sku))
+    store.get_sku_state("E")
+    store.get_sku_state("F")  # behind four changed states: E goes all the same
+    assert store.cached_sku_state("E") == (False, None) and store.cached_sku_states == 5
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["load", "mutate", "written"]), st.sampled_from(["A", "B", "C", "D", "E", "F"])),
+                      max_size=60),
+       cache_limit=st.integers(1, 4))
+def test_between_write_backs_the_cache_holds_at_most_its_limit_or_its_changed_states_and_the_one_read(steps, cache_limit):
+    store, _ = store_with(["A", "B", "C", "D"], cache_limit)
+    changed: dict[str, SkuState] = {}
+    for kind, sku in steps:
+        if kind == "written":
+            store.written()
+            changed.clear()
+            continue
+        state = store.get_sku_state(sku)
+        if kind == "mutate":
+            state = state or SkuState(sku)
+            state.last_position += 1
+            store.put_sku_state(state)
+            changed[sku] = state
+        assert store.cached_sku_states <= max(cache_limit, len(changed) + 1)  # + 1: the state just read
+        for sku, state in changed.items():  # a changed state is never dropped before it is written back
+            assert store.cached_sku_state(sku) == (True, state)
+    assert sorted(key.decode() for _, key, _ in store.dirty_writes()) == sorted(changed)
+
+
 def test_unknown_skus_are_remembered_as_absent_until_created():
     store, table = store_with([])
     assert store.get_sku_state("X") is None and store.get_sku_state("X") is None and table.reads == 1
