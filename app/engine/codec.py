@@ -66,7 +66,7 @@ def encode_sku_state(state: SkuState) -> bytes:
                 p.reserved,
                 p.last_count_time,
                 p.journal_floor,
-                p.journal,
+                p.journal.tolist(),
             ]
             for location, p in state.positions.items()
         ],

@@ -415,8 +415,13 @@ def _bad_id(value: Any) -> bool:
     return not isinstance(value, str) or IDENTIFIER.fullmatch(value) is None
 
 
+MAX_LONG = 2**63 - 1
+"""The largest time or position an event may carry: what Avro's long holds, so every event on the ledger fits, and
+the engine keeps times as 64-bit integers (app.engine.state.Position.journal)."""
+
+
 def _bad_int(value: Any, minimum: int) -> bool:
-    return type(value) is not int or value < minimum
+    return type(value) is not int or value < minimum or value > MAX_LONG
 
 
 MAX_QUANTITY = 1_000_000_000

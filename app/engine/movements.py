@@ -10,6 +10,8 @@ inside a later cycle count (docs/RULES.md, "Cycle counts"), or a count older tha
 
 from __future__ import annotations
 
+from array import array
+
 from app.engine import reasons
 from app.engine.availability import refresh_position
 from app.engine.events import MovementType, ReturnDisposition, StockBucket, StockMovement
@@ -201,7 +203,7 @@ def _cycle_count(
         )]
     journal = position.journal
     later = 0
-    kept: list[int] = []
+    kept = array("q")
     for index in range(0, len(journal), 2):
         if journal[index] > time:
             later += journal[index + 1]

@@ -8,6 +8,7 @@ persistent ones under one policy; they are rebuilt after decoding or when the po
 from __future__ import annotations
 
 import heapq
+from array import array
 from typing import TYPE_CHECKING
 
 from app.engine.events import PolicyChange
@@ -30,8 +31,9 @@ NO_OFFSET = -1
 
 class Position:
     """Stock of one SKU at one location. `journal` holds recent applied sellable deltas as flat
-    [event_time, delta, event_time, delta, ...] in arrival order; `journal_floor` is the latest event time among
-    deltas dropped from it (NO_OFFSET when none was dropped)."""
+    [event_time, delta, event_time, delta, ...] in arrival order, as 64-bit integers (an array: less than half the
+    memory of a list of int objects, and positions are most of a cached state's); `journal_floor` is the latest
+    event time among deltas dropped from it (NO_OFFSET when none was dropped)."""
 
     __slots__ = (
         "sellable",
@@ -57,7 +59,7 @@ class Position:
         reserved: int = 0,
         last_count_time: int | None = None,
         journal_floor: int = NO_OFFSET,
-        journal: list[int] | None = None,
+        journal: list[int] | array | None = None,
     ) -> None:
         self.sellable = sellable
         self.damaged = damaged
@@ -66,7 +68,7 @@ class Position:
         self.reserved = reserved
         self.last_count_time = last_count_time
         self.journal_floor = journal_floor
-        self.journal = [] if journal is None else journal
+        self.journal = array("q") if journal is None else array("q", journal)
         self.safety = 0
         self.atp = 0
         self.atp_with_transit = 0

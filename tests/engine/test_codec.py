@@ -36,3 +36,21 @@ def test_decoded_states_share_their_names_and_encode_to_the_same_bytes():
     assert first.history and all(
         a[1] is b[1] and a[4] is b[4] for a, b in zip(first.history, second.history, strict=True))
     assert all(a.status is b.status for a, b in zip(first.published.values(), second.published.values(), strict=True))
+
+
+def test_a_journal_is_kept_as_64_bit_integers_and_encodes_as_the_list_it_holds():
+    from array import array
+
+    from app.engine import decode_sku_state, encode_sku_state
+    from tests.engine.factories import count, receipt, sale
+
+    ledger = Ledger()
+    ledger.feed(policy(), receipt(10, time=5), sale(2, time=6), sale(1, time=8))
+    value = encode_sku_state(ledger.sku())
+    assert b'"S1",7,0,0,0,0,null,-1,[5,10,6,-2,8,-1]' in value  # the same JSON as a list of ints would give
+    decoded = decode_sku_state(value)
+    assert type(decoded.positions["S1"].journal) is array and decoded.positions["S1"].journal.typecode == "q"
+    assert encode_sku_state(decoded) == value
+    ledger.feed(count(20, time=7))  # a count keeps the deltas after it, still as an array
+    journal = ledger.sku().positions["S1"].journal
+    assert type(journal) is array and journal.tolist() == [8, -1] and ledger.sku().positions["S1"].sellable == 19

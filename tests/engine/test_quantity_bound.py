@@ -30,3 +30,11 @@ def test_the_bound_itself_is_valid_and_two_huge_receipts_cannot_overflow_availab
     outputs = ledger.feed(receipt(2**62, "S1", event_id="huge-1"), receipt(2**62, "S2", event_id="huge-2"))
     assert [o.reason for o in outputs] == [reasons.INVALID_QUANTITY] * 2
     assert not any(isinstance(o, ChannelAvailability) for o in outputs)
+
+
+def test_times_beyond_a_64_bit_long_are_invalid():
+    from app.engine.events import MAX_LONG
+
+    assert validate(receipt(1, time=MAX_LONG)) is None
+    assert validate(receipt(1, time=MAX_LONG + 1)) == reasons.INVALID_EVENT_TIME
+    assert validate(reserve("r1", 1, expires_at=MAX_LONG + 1)) == reasons.INVALID_EXPIRY
