@@ -33,6 +33,16 @@ _loads = orjson.loads
 # A decoded state's names (locations, channels, statuses, entry kinds and results, sources) are interned: every SKU
 # shares one copy instead of a fresh string each, about a quarter of a cached state's memory (docs/PERFORMANCE.md).
 _name = sys.intern
+# So are the (channel, location) keys of published versions: a few thousand across every SKU.
+_published_keys: dict[tuple[str, str | None], tuple[str, str | None]] = {}
+
+
+def _published_key(channel: str, location: str | None) -> tuple[str, str | None]:
+    key = (channel, location)
+    shared = _published_keys.get(key)
+    if shared is None:
+        shared = _published_keys[key] = (_name(channel), location if location is None else _name(location))
+    return shared
 
 
 class StateDecodeError(ValueError):
@@ -109,8 +119,7 @@ def decode_sku_state(value: bytes) -> SkuState:
         }
         state.sources = {_name(source): position for source, position in sources}
         state.published = {
-            (_name(item[0]), item[1] if item[1] is None else _name(item[1])): Published(item[2], item[3], _name(item[4]))
-            for item in published
+            _published_key(item[0], item[1]): Published(item[2], item[3], _name(item[4])) for item in published
         }
         state.history = [
             (event_id, _name(kind), partition, position, _name(result), reservation_id)

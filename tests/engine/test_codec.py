@@ -36,6 +36,7 @@ def test_decoded_states_share_their_names_and_encode_to_the_same_bytes():
     assert first.history and all(
         a[1] is b[1] and a[4] is b[4] for a, b in zip(first.history, second.history, strict=True))
     assert all(a.status is b.status for a, b in zip(first.published.values(), second.published.values(), strict=True))
+    assert all(a is b for a, b in zip(first.published, second.published, strict=True))  # the keys themselves
 
 
 def test_a_journal_is_kept_as_64_bit_integers_and_encodes_as_the_list_it_holds():
