@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     batch_timeout_seconds: float = Field(default=0.05, gt=0)
     state_cache_skus: int = Field(
         default=2_000, ge=0,
-        description="Decoded SKU states a worker keeps between micro-batches, per ledger partition it owns.",
+        description="Decoded SKU states a worker keeps between micro-batches, per ledger partition it owns, beside those"
+        " changed since the last write-back.",
     )
     write_back_interval_seconds: float = Field(
         default=1.0, ge=0, le=60,
