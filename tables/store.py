@@ -89,8 +89,8 @@ class PartitionStateStore:
 
     def _drop_unchanged(self, read: str) -> None:
         """Drop the least recently used states that hold no change, down to the cache's limit: between two
-        write-backs the cache would otherwise hold every SKU read since the last one (a quarter more states under
-        a backlog of the peak mix). A changed state stays until it is written back, and so does the one just
+        write-backs the cache would otherwise hold every SKU read since the last one (about 40% more states than
+        its limit in the peak benchmark's live run). A changed state stays until it is written back, and so does the one just
         `read`; each goes to the end of the order, so it is looked at again only once the states read after it
         come before it."""
         states = self._sku_states
