@@ -90,9 +90,9 @@ class PartitionStateStore:
     def _drop_unchanged(self, read: str) -> None:
         """Drop the least recently used states that hold no change, down to the cache's limit: between two
         write-backs the cache would otherwise hold every SKU read since the last one (about 40% more states than
-        its limit in the peak benchmark's live run). A changed state stays until it is written back, and so does the one just
-        `read`; each goes to the end of the order, so it is looked at again only once the states read after it
-        come before it."""
+        its limit in the peak benchmark's live run). A changed state stays until it is written back, and so does
+        the one just `read`; each goes to the end of the order, so it is looked at again only once the states read
+        after it come before it."""
         states = self._sku_states
         dirty = self._dirty_skus  # all of them in the cache: only a write-back makes a changed state droppable
         limit = self._cache_limit
@@ -103,9 +103,13 @@ class PartitionStateStore:
             if sku in dirty or sku == read:
                 states[sku] = states.pop(sku)
                 continue
-            del states[sku]
-            self._exposure_total -= self._exposure_by_sku.pop(sku, 0)
-            self._exposure_unread.discard(sku)
+            self._drop(sku)
+
+    def _drop(self, sku: str) -> None:
+        """Forget a cached state that holds no change, and what the oversell exposure counted of it."""
+        del self._sku_states[sku]
+        self._exposure_total -= self._exposure_by_sku.pop(sku, 0)
+        self._exposure_unread.discard(sku)
 
     def put_sku_state(self, state: SkuState) -> None:
         self._sku_states[state.sku] = state
@@ -229,9 +233,7 @@ class PartitionStateStore:
         excess = len(states) - self._cache_limit
         if excess > 0:
             for sku in [sku for sku, _ in zip(states, range(excess))]:
-                del states[sku]
-                self._exposure_total -= self._exposure_by_sku.pop(sku, 0)
-                self._exposure_unread.discard(sku)
+                self._drop(sku)
 
     def _stored_skus(self) -> Iterator[str]:
         data = self._tables.sku_state.data
