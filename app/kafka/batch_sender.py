@@ -4,12 +4,11 @@ aiokafka producer, and Kafka's default partitioner for keyed records."""
 from __future__ import annotations
 
 import asyncio
-import functools
 
 import faust
 
 from app.service.freeze_guard import check_not_frozen
-from app.wire.topics import murmur2
+from app.wire.topics import memoized_partitions, murmur2
 
 
 class BatchSender:
@@ -112,7 +111,9 @@ class BatchSender:
         return self._app.producer._ensure_producer()
 
 
-@functools.lru_cache(maxsize=200_000)
-def default_partition(key: bytes, partition_count: int) -> int:
-    """Kafka's default partitioner for a keyed record (cached: hot SKUs repeat, murmur2 is pure Python)."""
+def _default_partition(key: bytes, partition_count: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partition_count
+
+
+default_partition = memoized_partitions(_default_partition)
+"""Kafka's default partitioner for a keyed record, remembered for the keys seen last."""

@@ -24,7 +24,6 @@ a replay reproduces.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import Counter
@@ -52,7 +51,14 @@ from app.service.runtime import AvailabilityService, PipelineObserver
 from app.wire.dead_letters import MOVEMENT_INDEX_HEADER, dead_letter_headers, fit_dead_letter
 from app.wire.ledger import LedgerAppend, LedgerBatcher
 from app.wire.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
-from app.wire.topics import DEAD_LETTERS, FEED_OF_SOURCE_TOPIC, LEDGER, LEDGER_BROADCAST_KEY, ledger_partition
+from app.wire.topics import (
+    DEAD_LETTERS,
+    FEED_OF_SOURCE_TOPIC,
+    LEDGER,
+    LEDGER_BROADCAST_KEY,
+    ledger_partition,
+    memoized_partitions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +180,7 @@ def _refusal(record_name: str, reason: str, event, ingest_time: int) -> str:
     return f"{record_name} failed validation: {reason}"
 
 
-# Cached: hot SKUs repeat, and murmur2 is pure Python (a few microseconds per event otherwise).
-_ledger_partition = functools.lru_cache(maxsize=200_000)(ledger_partition)
+_ledger_partition = memoized_partitions(ledger_partition)
 
 
 def _now_ms() -> int:
