@@ -16,7 +16,7 @@ the stages work around").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from faust.types import TP
@@ -34,9 +34,11 @@ class Sender(Protocol):
     async def acks(self) -> dict[tuple[str, int], int]: ...
 
 
-async def write_back(sender: Sender, partition_writes: list[tuple[int, list[Write]]],
+async def write_back(sender: Sender, partition_writes: Iterable[tuple[int, list[Write]]],
                      before_each_send: Callable[[], None]) -> None:
     """Write every (table, key, value) of each (partition, writes), in order per table partition.
+    `partition_writes` is iterated once, a partition at a time: a generator that encodes each partition's values as
+    it comes holds only that partition's (the records sent are copied into the producer's batches).
     `before_each_send` is called before each of the two sends (the frozen-worker check)."""
     trailers: list[tuple[int, Write]] = []
     tables: dict[str, object] = {}

@@ -323,8 +323,9 @@ class LedgerBatchProcessor:
         self._observer.dead_lettered("availability", LEDGER.name, reason)
 
     async def _write_back(self, stores: list) -> None:
-        # never write table values (changelog records) after being frozen out of the group
-        await write_back(self._sender, [(store.partition, store.dirty_writes()) for _, store in stores],
+        # never write table values (changelog records) after being frozen out of the group. A generator: each
+        # partition's values are encoded as it is written, so that one partition's encoded states are held at a time
+        await write_back(self._sender, ((store.partition, store.dirty_writes()) for _, store in stores),
                          check_not_frozen)
         for _, store in stores:
             store.written()

@@ -85,3 +85,24 @@ def test_nothing_to_write_sends_nothing():
     events: list = []
     asyncio.run(write_back(FakeSender(events), [(0, []), (1, [])], lambda: events.append(("check",))))
     assert events == [("check",)]
+
+
+def test_a_partition_s_values_are_asked_for_only_once_the_previous_partition_is_sent_and_written_locally():
+    # the service passes a generator that encodes each partition's states as it comes: one partition's encoded
+    # values at a time, not every partition's at once
+    events: list = []
+    states = FakeTable("sku-state")
+    sender = FakeSender(events)
+
+    def partition_writes():
+        for partition, keys in ((1, [b"A", b"B"]), (2, [b"C", b"D"])):
+            events.append(("encode", partition, sorted(states.data)))
+            yield partition, [(states, key, key.lower()) for key in keys]
+
+    asyncio.run(write_back(sender, partition_writes(), lambda: None))
+    assert events[:4] == [
+        ("encode", 1, []),
+        ("send", "sku-state-changelog", 1, b"A", b"a"),
+        ("encode", 2, [b"A", b"B"]),  # partition 1 sent, and in its local store, before partition 2 is encoded
+        ("send", "sku-state-changelog", 2, b"C", b"c"),
+    ]
