@@ -99,8 +99,9 @@ from benchmarks.harness import (
     wait_for_events_applied,
 )
 from benchmarks.live_sender import DEFAULT_LINGER_MS, LiveSender
+from benchmarks.memory_census import PhaseCensuses, census_environment
 from benchmarks.quix_baseline import SOURCE_KEY_TOPIC
-from benchmarks.report import RESULTS_DIR_VARIABLE, results_dir
+from benchmarks.report import RESULTS_DIR_VARIABLE, results_dir, results_name
 from benchmarks.worker_metrics import MemorySampler
 
 PARTITIONS = 8
@@ -426,8 +427,9 @@ class Scenario:
 class PeakBenchmark:
     def __init__(self, profile: Profile, seed: int, target_rate: float, scratch: Path, reporter: Reporter,
                  py_spy: Path | None = None, topology: str = "all", ingest_per_worker: int = 1,
-                 sender_linger_ms: int = DEFAULT_LINGER_MS) -> None:
+                 sender_linger_ms: int = DEFAULT_LINGER_MS, memory_census: Path | None = None) -> None:
         self.profile = profile
+        self.memory_census = memory_census  # where the main worker writes its memory censuses, if asked
         self.sender_linger_ms = sender_linger_ms
         self.topology = topology
         self.ingest_per_worker = ingest_per_worker if topology == "split" else 0
@@ -472,9 +474,18 @@ class PeakBenchmark:
             scenario = self.scenario("main", mixed, stack)
             self.result["ledger_batch_max_entries"] = scenario.settings.ledger_batch_max_entries
             self.result["write_back_interval_seconds"] = scenario.settings.write_back_interval_seconds
-            workers = scenario.start_workers(1)
+            if self.memory_census is None:
+                workers = scenario.start_workers(1)
+                censuses = None
+            else:
+                with census_environment(self.memory_census):
+                    workers = scenario.start_workers(1)
+                # a census every 20 s at most in `peak`, more often in the short profiles' short phases
+                censuses = PhaseCensuses(self.memory_census, workers[0].pid,
+                                         min_interval_seconds=min(20.0, self.profile.steady_seconds / 2))
             # where the worker's memory is, per phase (the peak resident set says only how much)
-            memory = MemorySampler(workers[0].settings.web_port).start()
+            memory = MemorySampler(workers[0].settings.web_port,
+                                   on_scrape=None if censuses is None else censuses.scraped).start()
             stack.callback(memory.stop)
             scenario.wait_until_ingest_ready()
             drained = []
@@ -530,6 +541,11 @@ class PeakBenchmark:
                 "rocksdb_mib_per_million_sku_locations": round(disk / 2**20 / (held / 1e6), 1) if held else None,
                 "measured_after": "every backlog and the live run, worker stopped cleanly (RocksDB flushed)",
             }
+            if censuses is not None:
+                self.result["resources"]["memory_census_by_phase_mib"] = censuses.by_phase()
+                self.result["resources"]["memory_census_note"] = (
+                    f"censuses in {self.memory_census}; each stopped the worker for seconds: this run's speed and "
+                    "latency figures are not ones to quote")
             self.restarts(scenario, mixed)
             outputs = self.read_outputs(scenario)
             if live is not None:
@@ -1147,6 +1163,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"linger of the live run's source producer (default {DEFAULT_LINGER_MS}, librdkafka's): "
                         "on the embedded broker, fewer and larger source batches cost a consumer less "
                         "(python -m benchmarks.broker_fetch_cost)")
+    parser.add_argument("--memory-census", action="store_true",
+                        help="ask the main worker for a census of its memory (benchmarks/memory_census.py) at each "
+                        "phase's new highs, into memory-census-<results name>/ in the results dir; each census stops "
+                        "the worker for seconds, so the run's speed and latency figures are not ones to quote")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the brokers' logs and data dirs")
     args = parser.parse_args(argv)
@@ -1170,8 +1190,12 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix=f"peak-{profile.name}-"))
     try:
         with reporter.progress:
+            census_dir = None
+            if args.memory_census:
+                name = results_name({"profile": profile.name, "topology": args.topology})
+                census_dir = args.results_dir / f"memory-census-{name}"
             benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy,
-                                      args.topology, ingest_per_worker, args.sender_linger_ms)
+                                      args.topology, ingest_per_worker, args.sender_linger_ms, census_dir)
             result = benchmark.run()
         result = {"benchmark": "peak", "profile": profile.name, "topology": args.topology,
                   "ingest_processes_per_worker": ingest_per_worker, "profile_settings": asdict(profile),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import urllib.request
+from collections.abc import Callable
 
 APPLIED_METRIC = "availability_ledger_events_applied_total"
 MEMORY_METRIC = "availability_memory_bytes"
@@ -38,8 +39,10 @@ class MemorySampler:
     """Scrapes one worker's memory parts every `interval_seconds` until `stop()`; `phase` names what the benchmark
     is doing. A scrape that fails (the worker starting, restarting or gone) is skipped."""
 
-    def __init__(self, web_port: int, interval_seconds: float = 2.0) -> None:
+    def __init__(self, web_port: int, interval_seconds: float = 2.0,
+                 on_scrape: Callable[[str, dict[str, float]], None] | None = None) -> None:
         self._web_port = web_port
+        self._on_scrape = on_scrape  # (phase, memory parts) of each scrape: benchmarks.memory_census.PhaseCensuses
         self._interval = interval_seconds
         self.phase = "start"
         self.at_peak: dict[str, dict[str, float]] = {}  # phase -> the parts of its scrape with the largest resident
@@ -72,6 +75,8 @@ class MemorySampler:
             self.scrapes += 1
             if resident >= self.at_peak.get(phase, {}).get("resident", 0.0):
                 self.at_peak[phase] = memory
+            if self._on_scrape is not None:
+                self._on_scrape(phase, memory)
 
     def overall_peak(self) -> dict[str, float | str]:
         """The parts of the scrape with the largest resident set of any phase, with that phase's name."""

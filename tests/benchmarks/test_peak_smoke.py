@@ -38,7 +38,9 @@ def _running_children() -> dict[int, str]:
 def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_broker_starts):
     running_before = _running_children()  # a broker of another test's fixture, say
     try:
-        assert main(["--profile", "smoke", "--topology", topology, "--results-dir", str(tmp_path)]) == 0
+        # `all` also asks its worker for memory censuses (benchmarks/memory_census.py)
+        census = ["--memory-census"] if topology == "all" else []
+        assert main(["--profile", "smoke", "--topology", topology, "--results-dir", str(tmp_path), *census]) == 0
     finally:
         # every broker, worker, ingest process, baseline and sender the run started has been stopped
         left_running = {pid: line for pid, line in _running_children().items() if pid not in running_before}
@@ -110,3 +112,13 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
     assert "## Targets" in markdown and "## Live run" in markdown and f"`{topology}` topology" in markdown
     assert "| | Quix Streams app |" in markdown and "service / Quix" in markdown
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+
+    censuses = result["resources"].get("memory_census_by_phase_mib")
+    if topology == "split":
+        assert censuses is None and not list(tmp_path.glob("memory-census-*"))
+        return
+    # at least the phase it starts in and the live run's, each with the states the worker had decoded by then
+    assert {"start", "live"} <= set(censuses), censuses
+    assert censuses["live"]["parts"]["decoded SKU states"] > 0
+    assert 0 < censuses["live"]["pymalloc_in_use"] <= censuses["live"]["pymalloc_arenas"] < censuses["live"]["resident"]
+    assert len(list((tmp_path / "memory-census-smoke").glob("census-*.json"))) >= 2
