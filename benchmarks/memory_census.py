@@ -1,13 +1,16 @@
 """What a worker's memory holds, counted inside the worker: Python's objects by type, the parts the service keeps
-(decoded SKU states, kept records, partitioner memos, queued ledger records), which objects hold the large byte
-strings, and how much of Python's small-object arenas is in use. `/metrics` says how large the resident set, the C
-heap and RocksDB are; this says what the Python objects in them are (docs/PERFORMANCE.md, "Where the live run's
-memory is").
+(decoded SKU states, kept records, partitioner memos, ledger records queued for the agent), which objects hold the
+large byte strings (the records of the micro-batch being applied among them), and how full Python's small-object
+arenas are. `/metrics` says how large the resident set, the C heap and RocksDB are; this says what the Python
+objects in them are. The C libraries' own memory (RocksDB, librdkafka, uvloop) is not counted here
+(docs/PERFORMANCE.md, "Where the live run's memory is").
 
-`python -m benchmarks.peak --memory-census DIR` puts `benchmarks/memory_census_site` on the worker's PYTHONPATH; its
-`sitecustomize` starts `watch(DIR)` in a thread of the worker. The benchmark asks for a census by writing
-`<pid> <tag>` to DIR/request, and the worker writes DIR/census-<pid>-<tag>.json. A census holds the GIL for 1-10 s
-(it walks every object): the speed and latency figures of such a run are not ones to quote.
+`python -m benchmarks.peak --memory-census` puts `benchmarks/memory_census_site` on the main worker's PYTHONPATH and
+names a directory DIR (`memory-census-<results name>/` in the results dir); the site's `sitecustomize` starts
+`watch(DIR)` in a thread of the worker. The benchmark asks for a census by appending `<pid> <tag>` to DIR/request,
+and the worker writes DIR/census-<pid>-<tag>.json. A census holds the GIL for 1-10 s (it walks every object): the
+speed and latency figures of such a run are not ones to quote, and what it allocates itself shows in the C heap held
+free afterwards.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ SITE_DIR = Path(__file__).parent / "memory_census_site"
 LARGE_BYTES = 512  # CPython allocates objects above this with malloc, not in its small-object arenas
 # Objects the walk of a part goes through; any other object with attributes ends it (a part's states hold
 # references to shared policies, the app, the loop: without a stop the first part would claim the whole process).
-_PART_TYPES = {"FetchResult", "PartitionRecords", "ConsumerRecord", "ConsumerMessage", "Event", "Message",
-               "FinishedReservation"}
+_PART_TYPES = {"ConsumerRecord", "ConsumerMessage", "Event", "Message", "FinishedReservation"}
 _CONTAINERS = (dict, list, tuple, set, frozenset, collections.deque, collections.OrderedDict)
+_VALUES = (str, bytes, bytearray, int, float, type(None))
 
 
 def census(tag: str) -> dict:
@@ -89,8 +92,6 @@ def _note_root(thing, kind: str, roots: dict[str, list]) -> None:
     if kind == "PartitionStateStore":
         roots["decoded SKU states"].append(thing._sku_states)
         roots["kept records (seen ids, finished reservations)"].append(thing._kept)
-    elif kind == "Fetcher" and module.startswith("aiokafka"):
-        roots["fetched ledger records (aiokafka)"].append(thing._records)
     elif kind == "ThrowableQueue" and module.startswith("mode"):
         roots["queued ledger records (Faust stream buffers)"].append(thing._queue)
 
@@ -129,11 +130,9 @@ def _deep(roots: list, claimed: set[int]) -> dict:
 
 def _walked(thing) -> bool:
     kind = type(thing)
-    if isinstance(thing, _CONTAINERS) or kind.__name__ == "array":
+    if isinstance(thing, _VALUES + _CONTAINERS) or kind.__name__ == "array":
         return True
-    if not (hasattr(thing, "__dict__") or hasattr(kind, "__slots__")):
-        return not callable(thing)  # strings, bytes, numbers; not functions or methods
-    module = getattr(kind, "__module__", "") or ""
+    module = getattr(kind, "__module__", "") or ""  # of the rest, only the service's own objects and records
     return (module.startswith(("app.engine", "tables")) or kind.__name__ in _PART_TYPES) and not isinstance(
         thing, type)
 

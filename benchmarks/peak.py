@@ -544,8 +544,8 @@ class PeakBenchmark:
             if censuses is not None:
                 self.result["resources"]["memory_census_by_phase_mib"] = censuses.by_phase()
                 self.result["resources"]["memory_census_note"] = (
-                    f"censuses in {self.memory_census}; each stopped the worker for seconds: this run's speed and "
-                    "latency figures are not ones to quote")
+                    f"censuses in {self.memory_census.name}/ beside these results; each stopped the worker for "
+                    "seconds: this run's speed and latency figures are not ones to quote")
             self.restarts(scenario, mixed)
             outputs = self.read_outputs(scenario)
             if live is not None:
@@ -1165,8 +1165,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         "(python -m benchmarks.broker_fetch_cost)")
     parser.add_argument("--memory-census", action="store_true",
                         help="ask the main worker for a census of its memory (benchmarks/memory_census.py) at each "
-                        "phase's new highs, into memory-census-<results name>/ in the results dir; each census stops "
-                        "the worker for seconds, so the run's speed and latency figures are not ones to quote")
+                        "phase's new highs; results as <profile>[-split]-memory-census.*, the censuses in the "
+                        "directory of that name; each census stops the worker for seconds, so the run's speed and "
+                        "latency figures are not ones to quote")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the brokers' logs and data dirs")
     args = parser.parse_args(argv)
@@ -1192,12 +1193,14 @@ def main(argv: list[str] | None = None) -> int:
         with reporter.progress:
             census_dir = None
             if args.memory_census:
-                name = results_name({"profile": profile.name, "topology": args.topology})
-                census_dir = args.results_dir / f"memory-census-{name}"
+                # beside the run's results, named as they are: <profile>[-split]-memory-census/
+                census_dir = args.results_dir / results_name(
+                    {"profile": profile.name, "topology": args.topology, "memory_census": True})
             benchmark = PeakBenchmark(profile, args.seed, args.target_rate, scratch, reporter, args.py_spy,
                                       args.topology, ingest_per_worker, args.sender_linger_ms, census_dir)
             result = benchmark.run()
         result = {"benchmark": "peak", "profile": profile.name, "topology": args.topology,
+                  "memory_census": args.memory_census,
                   "ingest_processes_per_worker": ingest_per_worker, "profile_settings": asdict(profile),
                   "seed": args.seed, "partitions": PARTITIONS, "machine": _machine(),
                   "workload": _workload_description(benchmark.config), **result}

@@ -20,8 +20,11 @@ def results_dir() -> Path:
 
 
 def results_name(result: dict) -> str:
+    """`<profile>`, `-<topology>` unless `all`, `-memory-census` for a run with censuses (its speed figures are not
+    ones to quote: never in place of a plain run's)."""
     topology = result.get("topology", "all")
-    return result["profile"] if topology == "all" else f"{result['profile']}-{topology}"
+    name = result["profile"] if topology == "all" else f"{result['profile']}-{topology}"
+    return f"{name}-memory-census" if result.get("memory_census") else name
 
 
 def write_results(result: dict, chart_data: dict | None, directory: Path, chart: bool = True) -> list[Path]:
@@ -74,6 +77,26 @@ def topology_line(result: dict) -> str:
             "ledger). Restarts restart the worker alone; the ingest processes keep running.")
 
 
+def _census_lines(result: dict) -> list[str]:
+    """A run with memory censuses says so first, and what its worker held at each phase's largest census."""
+    censuses = result.get("resources", {}).get("memory_census_by_phase_mib")
+    if not result.get("memory_census") or censuses is None:
+        return []
+    lines = ["**A run with memory censuses** (`--memory-census`): each census stopped the worker for seconds, so "
+             "its speed and latency figures are not ones to quote. The worker at the largest census of each phase "
+             "(MiB):", "",
+             "| phase | resident | C heap in use / held free | Python's arenas / in use | Python objects | decoded "
+             "SKU states | kept records | partitioner memos |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for phase, figures in censuses.items():
+        parts = figures["parts"]
+        lines.append(
+            f"| {phase} | {figures['resident']} | {figures['malloc_in_use']} / {figures['malloc_free']} | "
+            f"{figures['pymalloc_arenas']} / {figures['pymalloc_in_use']} | {figures['python_objects']} | "
+            f"{parts.get('decoded SKU states', 0)} | {parts.get('kept records (seen ids, finished reservations)', 0)} "
+            f"| {parts.get('partitioner memos', 0)} |")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Peak benchmark: `{result['profile']}` profile, `{result.get('topology', 'all')}` topology", ""]
     machine = result["machine"]
@@ -89,6 +112,7 @@ def markdown(result: dict) -> str:
         "",
         topology_line(result),
         "",
+        *_census_lines(result),
         "## Targets",
         "",
         "Each on a whole-section figure (first record sent to last event applied); per core = events per CPU second "

@@ -46,7 +46,7 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
         left_running = {pid: line for pid, line in _running_children().items() if pid not in running_before}
         assert not left_running
 
-    name = "smoke" if topology == "all" else "smoke-split"
+    name = "smoke-memory-census" if topology == "all" else "smoke-split"
     result = json.loads((tmp_path / f"{name}.json").read_text())
     ingest_processes = 0 if topology == "all" else 1
     assert result["topology"] == topology and result["ingest_processes_per_worker"] == ingest_processes
@@ -115,10 +115,11 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
 
     censuses = result["resources"].get("memory_census_by_phase_mib")
     if topology == "split":
-        assert censuses is None and not list(tmp_path.glob("memory-census-*"))
+        assert censuses is None and not list(tmp_path.glob("*memory-census*"))
         return
     # at least the phase it starts in and the live run's, each with the states the worker had decoded by then
     assert {"start", "live"} <= set(censuses), censuses
     assert censuses["live"]["parts"]["decoded SKU states"] > 0
     assert 0 < censuses["live"]["pymalloc_in_use"] <= censuses["live"]["pymalloc_arenas"] < censuses["live"]["resident"]
-    assert len(list((tmp_path / "memory-census-smoke").glob("census-*.json"))) >= 2
+    assert len(list((tmp_path / "smoke-memory-census").glob("census-*.json"))) >= 2
+    assert "**A run with memory censuses**" in markdown and "| live |" in markdown

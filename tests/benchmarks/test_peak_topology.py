@@ -85,6 +85,7 @@ def test_split_markdown_says_which_processes_ran_and_sizes_both_kinds() -> None:
     assert "**13 workers** at full load" in text and "**4 ingest processes** at full load" in text
     assert "per ingest process: 90.0 MiB" in text
     assert results_name(_result("split", 1)) == "quick-split"
+    assert results_name({**_result("split", 1), "memory_census": True}) == "quick-split-memory-census"
 
 
 def test_all_markdown_keeps_its_file_name_and_sizes_workers_only() -> None:
@@ -159,3 +160,18 @@ def test_ingest_rate_of_one_or_two_micro_batches_is_not_measured() -> None:
     figure = PeakBenchmark.ingest_throughput(scenario, section)
     assert figure["events_per_second"] is None and figure["overall_events_per_second"] is None
     assert "not measured" in figure["note"]
+
+
+def test_a_run_with_memory_censuses_says_so_first_and_gives_each_phase_s_largest() -> None:
+    result = _result("all", 0)
+    assert "memory censuses" not in markdown(result)
+    census = {"resident": 480.0, "malloc_in_use": 180.0, "malloc_free": 140.0, "pymalloc_arenas": 210.0,
+              "pymalloc_in_use": 160.0, "python_objects": 150.0,
+              "parts": {"decoded SKU states": 95.5, "kept records (seen ids, finished reservations)": 15.4,
+                        "partitioner memos": 0.9}}
+    result = {**result, "memory_census": True,
+              "resources": {**result["resources"], "memory_census_by_phase_mib": {"live": census}}}
+    text = markdown(result)
+    assert text.index("**A run with memory censuses**") < text.index("## Targets")
+    assert "| live | 480.0 | 180.0 / 140.0 | 210.0 / 160.0 | 150.0 | 95.5 | 15.4 | 0.9 |" in text
+    assert results_name(result) == "quick-memory-census"
