@@ -31,8 +31,9 @@ CENSUS_DIR_VARIABLE = "BENCHMARK_MEMORY_CENSUS_DIR"
 REQUEST_FILE = "request"
 SITE_DIR = Path(__file__).parent / "memory_census_site"
 LARGE_BYTES = 512  # CPython allocates objects above this with malloc, not in its small-object arenas
-# Objects the walk of a part goes through; any other object with attributes ends it (a part's states hold
-# references to shared policies, the app, the loop: without a stop the first part would claim the whole process).
+# What the walk of a part goes through besides values, containers and the service's own objects (app.engine,
+# tables); any other object ends it: a part's objects hold references to the app, the loop, shared policies, and
+# without a stop the first part would claim the whole process.
 _PART_TYPES = {"ConsumerRecord", "ConsumerMessage", "Event", "Message", "FinishedReservation"}
 _CONTAINERS = (dict, list, tuple, set, frozenset, collections.deque, collections.OrderedDict)
 _VALUES = (str, bytes, bytearray, int, float, type(None))

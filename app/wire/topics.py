@@ -247,15 +247,16 @@ def ledger_partition(sku: str, partition_count: int) -> int:
     return (murmur2(ledger_key(sku).encode()) & 0x7FFFFFFF) % partition_count
 
 
-PARTITION_MEMO_KEYS = 32_768  # keys remembered per partition count: about 4 MiB for the service's keys
+PARTITION_MEMO_KEYS = 32_768  # keys remembered per partition count: at most 3.4 MiB of the peak benchmark's worker
 
 
 def memoized_partitions(partition_of: Callable[[Key, int], int], limit: int = PARTITION_MEMO_KEYS
                         ) -> Callable[[Key, int], int]:
     """`partition_of(key, partition_count)`, remembered for the keys seen last: hot SKUs repeat, and murmur2 is
     pure Python (2 us per key). At most `limit` keys per partition count: a full memo starts over, which costs one
-    murmur2 per key seen again; a least-recently-used order (functools.lru_cache) costs about 120 bytes more per
-    key, and at 200,000 keys that was 45 MiB of a worker. A memo of a pure function: it changes no answer."""
+    murmur2 per key seen again. The least-recently-used caches of 200,000 keys it replaces (functools.lru_cache)
+    held 59 MiB of the peak benchmark's worker by its live run (docs/PERFORMANCE.md, "Where the live run's memory
+    is"). A memo of a pure function: it changes no answer."""
     memos: dict[int, dict] = {}
 
     def partition(key: Key, partition_count: int) -> int:
