@@ -525,6 +525,8 @@ class PeakBenchmark:
             live = self.live_run(scenario, mixed, mix_rate)
             self.stop_py_spy(profilers)
             memory.stop()
+            # while the worker still runs: a census asked for last is written before the worker stops
+            censuses_by_phase = None if censuses is None else censuses.by_phase()
             workers[0].read_peak_rss()
             ingest_rss = [process.read_peak_rss() for process in scenario.ingest]
             scenario.stop_workers()
@@ -541,8 +543,8 @@ class PeakBenchmark:
                 "rocksdb_mib_per_million_sku_locations": round(disk / 2**20 / (held / 1e6), 1) if held else None,
                 "measured_after": "every backlog and the live run, worker stopped cleanly (RocksDB flushed)",
             }
-            if censuses is not None:
-                self.result["resources"]["memory_census_by_phase_mib"] = censuses.by_phase()
+            if censuses_by_phase is not None:
+                self.result["resources"]["memory_census_by_phase_mib"] = censuses_by_phase
                 self.result["resources"]["memory_census_note"] = (
                     f"censuses in {self.memory_census.name}/ beside these results; each stopped the worker for "
                     "seconds: this run's speed and latency figures are not ones to quote")
