@@ -8,7 +8,7 @@ import asyncio
 import faust
 
 from app.service.freeze_guard import check_not_frozen
-from app.wire.topics import memoized_partitions, murmur2
+from app.wire.topics import key_partition, memoized_partitions
 
 
 class BatchSender:
@@ -111,9 +111,5 @@ class BatchSender:
         return self._app.producer._ensure_producer()
 
 
-def _default_partition(key: bytes, partition_count: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partition_count
-
-
-default_partition = memoized_partitions(_default_partition)
+default_partition = memoized_partitions(key_partition)
 """Kafka's default partitioner for a keyed record, remembered for the keys seen last."""

@@ -244,7 +244,13 @@ def ledger_partition(sku: str, partition_count: int) -> int:
     """Ledger partition that owns a SKU: Kafka's default partitioner (murmur2 of the UTF-8 key, as the Java client
     and aiokafka compute it). Stated here because librdkafka's default (crc32-based) would put a SKU elsewhere:
     every writer of the ledger, and every reader that needs a SKU's partition, uses this function."""
-    return (murmur2(ledger_key(sku).encode()) & 0x7FFFFFFF) % partition_count
+    return key_partition(ledger_key(sku).encode(), partition_count)
+
+
+def key_partition(key: bytes, partition_count: int) -> int:
+    """Kafka's default partition of a keyed record: murmur2 of the key bytes, as the Java client and aiokafka compute
+    it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partition_count
 
 
 PARTITION_MEMO_KEYS = 32_768  # keys remembered per partition count: at most 3.4 MiB of the peak benchmark's worker
