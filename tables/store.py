@@ -13,8 +13,10 @@ partition: the agent drops the store on every rebalance (another worker may have
 and any failure while applying ends the worker, so states changed in memory and not written back never outlive it
 (the ledger records that made them are applied again: app.service.availability).
 
-Faust tables read and write the partition of the *current event*: the caller must make an event of this
-partition current (see app.service.availability) around `read`s that miss the cache and around the writes.
+A state missing from the cache is read straight from the partition's own RocksDB database (one read; Faust's
+`table.get` reads twice, to learn whether the key exists and then its value). The partition state is read through
+the Faust table, which reads the partition of the *current event*: the caller must make an event of this partition
+current (see app.service.availability) around its first read.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class PartitionStateStore:
         self.partition = partition
         self._tables = tables
         self._cache_limit = cache_limit
+        self._sku_db = PartitionDB(tables.sku_state.data, partition)
         # seen event ids and finished reservations, beside the SKU states in the same table (tables.kept_records)
-        self._kept = KeptRecords(partition, PartitionDB(tables.sku_state.data, partition), limits)
+        self._kept = KeptRecords(partition, self._sku_db, limits)
         self._sku_states: dict[str, SkuState | None] = {}  # in least recently used order
         self._dirty_skus: set[str] = set()
         self._partition_state: PartitionState | None = None
@@ -78,7 +81,7 @@ class PartitionStateStore:
             states[sku] = state  # now the most recently used
             return state
         except KeyError:
-            value = self._tables.sku_state.get(sku.encode())
+            value = self._sku_db.get(sku.encode())
             state = None if value is None else decode_sku_state(value)
             states[sku] = state
             if state is not None:

@@ -10,6 +10,7 @@ topics). They are Faust's business, not part of the contract, and are not declar
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -279,30 +280,28 @@ def memoized_partitions(partition_of: Callable[[Key, int], int], limit: int = PA
     return partition
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
+def murmur2(data: bytes, _words=struct.unpack_from) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int. The whole 4-byte
+    words are read in one unpack: a third less time than slicing each (an output key's partition is computed in
+    pure Python; tests/wire/test_serialization.py checks it against Kafka's and aiokafka's)."""
     length = len(data)
-    h = (0x9747B28C ^ length) & mask
-    tail = length - length % 4
-    for index in range(0, tail, 4):
-        k = int.from_bytes(data[index : index + 4], "little")
-        k = (k * m) & mask
+    h = 0x9747B28C ^ length
+    tail = length & ~3
+    for k in _words("<%dI" % (tail >> 2), data):
+        k = (k * 0x5BD1E995) & 0xFFFFFFFF
         k ^= k >> 24
-        k = (k * m) & mask
-        h = ((h * m) & mask) ^ k
-    remaining = length % 4
+        h = ((h * 0x5BD1E995) ^ (k * 0x5BD1E995)) & 0xFFFFFFFF
+    remaining = length & 3
     if remaining == 3:
         h ^= data[tail + 2] << 16
     if remaining >= 2:
         h ^= data[tail + 1] << 8
-    if remaining >= 1:
-        h ^= data[tail]
-        h = (h * m) & mask
+    if remaining:
+        h = ((h ^ data[tail]) * 0x5BD1E995) & 0xFFFFFFFF
     h ^= h >> 13
-    h = (h * m) & mask
+    h = (h * 0x5BD1E995) & 0xFFFFFFFF
     h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
+    return h - 0x100000000 if h & 0x80000000 else h
 
 
 def ledger_key(sku: str) -> str:

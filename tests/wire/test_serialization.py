@@ -9,6 +9,8 @@ from pathlib import Path
 
 import fastavro
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -248,6 +250,16 @@ def test_keys_refuse_ids_outside_the_pattern(bad):
 )
 def test_murmur2_matches_the_java_client(data, expected):
     assert murmur2(data) == expected
+
+
+@given(st.binary(max_size=80))
+def test_murmur2_matches_aiokafka_on_any_bytes(data):
+    """Every length modulo 4 (the tail bytes) and the empty key, against aiokafka's port of the Java client (which
+    answers the same 32 bits unsigned)."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    assert murmur2(data) & 0xFFFFFFFF == aiokafka_murmur2(data)
+    assert -(1 << 31) <= murmur2(data) < 1 << 31
 
 
 def test_ledger_partition_agrees_with_aiokafka_default_partitioner():
