@@ -9,11 +9,11 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.wire.serialization import (
     AvroCodec,
