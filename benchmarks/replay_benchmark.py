@@ -5,12 +5,14 @@
    per micro-batch of `batch_size` events; policy and ticks alone) with a batching producer: the seeded stream of
    benchmarks/engine_benchmark.py (Zipf-popular SKUs, sales, receipts, transfers, counts, ~20% reservation
    commands, a clock tick every 1,000 events), the policy and the ticks on every partition like the ingest stage.
-2. The replay runs in a child process (so its peak RSS is its own, not the generator's): from the earliest offset,
-   into the namespace `replay-bench`, outputs produced to the broker.
+2. The ledger is replayed once per count of `--processes` (default 1 and 2, one after the other), each time in a
+   child process (so its peak RSS is its own, not the generator's; with N processes, the sum of theirs): from the
+   earliest offset, into a namespace of its own (`replay-bench-pN`), outputs produced to the broker. Each run after
+   the first is also given as a ratio to the first, measured on the same ledger in the same session.
 Results: benchmarks/results/replay.json and replay.md ($BENCHMARK_RESULTS_DIR where it is set).
 
     python -m benchmarks.replay_benchmark               # full size
-    python -m benchmarks.replay_benchmark --events 200000
+    python -m benchmarks.replay_benchmark --events 200000 --processes 1,2
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
     return entries, records
 
 
-def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path) -> None:
+def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path, processes: int = 1) -> None:
     """Runs in the child process: one replay, then its summary and peak RSS as JSON."""
     from app.replay import Replayer, ReplayOptions
 
@@ -119,19 +121,25 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
             print(f"  replayed {done:,} / ~{expected:,} ledger records ({events:,} events)", file=sys.stderr,
                   flush=True)
 
-    summary = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="bench", idle_seconds=3.0),
-                       on_progress=throttled).run()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    options = ReplayOptions(namespace=f"bench-p{processes}", idle_seconds=3.0, processes=processes)
+    summary = Replayer(settings, bootstrap_servers, options, on_progress=throttled).run()
+    # the processes that replayed, added up; with several, this one only waited for them
+    peak_mib = summary.peak_rss_mib if summary.processes > 1 else peak_rss_of_self()
     output.write_text(json.dumps({
-        "events": summary.events, "seconds": round(summary.busy_seconds, 2),
+        "processes": summary.processes, "events": summary.events, "seconds": round(summary.busy_seconds, 2),
         "seconds_with_end_wait": round(summary.seconds, 2),
         "events_per_second": round(summary.events_per_second),
-        "records": dict(sorted(summary.records.items())), "rejections": dict(sorted(summary.rejections.items())),
-        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "records": {topic.rsplit(".", 1)[0]: count for topic, count in sorted(summary.records.items())},
+        "rejections": dict(sorted(summary.rejections.items())),
+        "peak_rss_mib": peak_mib,
     }))
 
 
-def run(events: int, partitions: int) -> dict:
+def peak_rss_of_self() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def run(events: int, partitions: int, processes: tuple[int, ...] = (1,)) -> dict:
     from contextlib import ExitStack
 
     from app.kafka.admin import create_topics
@@ -152,17 +160,27 @@ def run(events: int, partitions: int) -> dict:
         write_seconds = time.perf_counter() - started
         print(f"ledger: {written:,} entries in {records:,} records in {write_seconds:.1f}s", file=sys.stderr,
               flush=True)
-        output = scratch_dir / "replay.json"
-        subprocess.run([sys.executable, "-m", "benchmarks.replay_benchmark", "--replay-child", bootstrap_servers,
-                        "--partitions", str(partitions), "--output", str(output)], check=True)
-        replay = json.loads(output.read_text())
+        replays = []
+        for count in processes:
+            output = scratch_dir / f"replay-{count}.json"
+            subprocess.run([sys.executable, "-m", "benchmarks.replay_benchmark", "--replay-child", bootstrap_servers,
+                            "--partitions", str(partitions), "--output", str(output), "--processes", str(count)],
+                           check=True)
+            replays.append(json.loads(output.read_text()))
+            if replays[-1]["records"] != replays[0]["records"]:
+                raise RuntimeError(f"{count} processes wrote other record counts than {processes[0]}: "
+                                   f"{replays[-1]['records']} against {replays[0]['records']}")
+        first = replays[0]["events_per_second"]
+        for replay in replays[1:]:
+            replay["ratio_to_first"] = round(replay["events_per_second"] / first, 2) if first else None
+        replay = replays[0]
         return {
             "python": platform.python_version(), "machine": platform.machine(),
             "broker": "embedded Tansu (memory storage)" if broker else bootstrap_servers,
             "requested_events": events, "partitions": partitions, "channels": list(BENCH_CHANNELS), "ledger_entries": written,
             "ledger_records": records, "ledger_write_seconds": round(write_seconds, 1),
             "ledger_write_entries_per_second": round(written / write_seconds),
-            "replay": replay,
+            "replay": replay, "replays": replays,
             "broker_peak_rss_mib": peak_rss_mib(broker.pid) if broker else None,
         }
 
@@ -173,20 +191,31 @@ def write_results(result: dict) -> None:
     (out / "replay.json").write_text(json.dumps(result, indent=2) + "\n")
     replay = result["replay"]
     outputs = "\n".join(f"| `{topic}` | {count:,} |" for topic, count in replay["records"].items())
+    runs = "\n".join(
+        f"| {run['processes']} | {run['events_per_second']:,} | {run.get('ratio_to_first', 1.0)}x | {run['seconds']} "
+        f"| {run['peak_rss_mib']} |" for run in result["replays"])
     (out / "replay.md").write_text(f"""# Replay (backfill) benchmark
 
 Python {result['python']} on {result['machine']}; broker: {result['broker']}; {result['partitions']} ledger
 partitions; channels {', '.join(result['channels'])}. Command: `python -m benchmarks.replay_benchmark
---events {result['requested_events']}` (see the module docstring). The machine has 2 cores shared by the replay,
-the broker and anything else running; the replay itself is one Python thread plus librdkafka's threads.
+--events {result['requested_events']} --processes {','.join(str(run['processes']) for run in result['replays'])}`
+(see the module docstring). The machine has 2 cores shared by the replay, the broker and anything else running;
+each replay process is one Python thread plus librdkafka's threads.
 
 - ledger: **{result['ledger_entries']:,} entries** in {result['ledger_records']:,} records (batch records of the
   ingest stage's micro-batches, as the service writes them), written in {result['ledger_write_seconds']}s
   ({result['ledger_write_entries_per_second']:,} entries/s)
-- replay from the earliest offset, outputs produced to the broker: **{replay['events_per_second']:,} events/s**
-  ({replay['events']:,} events in {replay['seconds']}s)
+- replay from the earliest offset by one process, outputs produced to the broker:
+  **{replay['events_per_second']:,} events/s** ({replay['events']:,} events in {replay['seconds']}s)
 - replay process peak RSS: **{replay['peak_rss_mib']} MiB**; broker peak RSS: {result['broker_peak_rss_mib']} MiB
 - rejections: {replay['rejections'] or 'none'}
+
+The same ledger replayed with each count of processes, one run after the other (`availability replay --processes
+N`; every run wrote the same records per output topic):
+
+| processes | events/s | against the first | seconds | peak RSS, MiB (processes added up) |
+|---:|---:|---:|---:|---:|
+{runs}
 
 | output topic | records |
 |---|---:|
@@ -200,12 +229,16 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--replay-child", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--processes", default="1,2", metavar="N,...",
+                        help="replay once with each count of processes, in this order (default 1,2); the first is "
+                        "the baseline of the others' ratios")
     parser.add_argument("--no-write", action="store_true", help="print the results, do not write results files")
     args = parser.parse_args()
+    counts = tuple(int(count) for count in args.processes.split(","))
     if args.replay_child:
-        replay_child(args.replay_child, args.partitions, Path(tempfile.gettempdir()), args.output)
+        replay_child(args.replay_child, args.partitions, Path(tempfile.gettempdir()), args.output, counts[0])
         return
-    result = run(args.events, args.partitions)
+    result = run(args.events, args.partitions, counts)
     print(json.dumps(result, indent=2))
     if not args.no_write:
         write_results(result)

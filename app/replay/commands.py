@@ -87,8 +87,9 @@ def print_replay_summary(console: Console, summary: ReplaySummary) -> None:
         table.add_row(topic, f"{count:,}")
     console.print(table)
     rejections = ", ".join(f"{reason} {count:,}" for reason, count in sorted(summary.rejections.items()))
+    processes = f" with {summary.processes} processes" if summary.processes > 1 else ""
     console.print(f"{summary.events:,} ledger entries from {len(summary.partitions)} partitions in "
-                  f"{summary.seconds:.1f}s ({summary.events_per_second:,.0f} events/s); "
+                  f"{summary.seconds:.1f}s{processes} ({summary.events_per_second:,.0f} events/s); "
                   f"rejections: {rejections or 'none'}", highlight=False)
     if not summary.from_earliest:
         console.print("started after the earliest offset on fresh state: compare with the live topics only if "
@@ -104,7 +105,7 @@ def run_replay_command(args: argparse.Namespace, settings: Settings, bootstrap_s
         namespace=namespace, confirmed_live=args.to_live,
         from_time_ms=parse_time(args.from_time) if args.from_time else None,
         from_offsets=parse_offsets(args.from_offsets) if args.from_offsets else None,
-        idle_seconds=args.idle, clock_ticks=args.clock_ticks,
+        idle_seconds=args.idle, clock_ticks=args.clock_ticks, processes=args.processes,
     )
     replayer_topics = ", ".join(spec.name for spec in output_topics(settings, namespace).values())
     console.print(f"replaying ledger on {bootstrap_servers} into {replayer_topics}")

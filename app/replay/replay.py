@@ -13,13 +13,14 @@ own; it equals the live output only if the ledger before that point holds nothin
 
 from __future__ import annotations
 
+import resource
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Producer
 
 from app.engine import ChannelAvailability, ClockTick, InventoryException, Rejection, ReservationDecision
 from app.errors import UserError
@@ -49,6 +50,7 @@ class ReplayOptions:
     from_offsets: dict[int, int] | None = None  # replay only these partitions, from these offsets
     idle_seconds: float = 2.0  # quiet time at the end of the ledger that counts as "caught up"
     clock_ticks: bool = True  # False: skip the ledger's clock ticks (a backfill's clocks follow event times alone)
+    processes: int = 1  # replay processes, the ledger partitions shared among them (app.replay.parallel)
 
     @property
     def from_earliest(self) -> bool:
@@ -66,6 +68,8 @@ class ReplaySummary:
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last offset)
     seconds: float = 0.0  # the whole run, the quiet period at the end included
     busy_seconds: float = 0.0  # until the last entry was applied and every record acknowledged
+    processes: int = 1  # that replayed the partitions (fewer than asked when there are fewer partitions)
+    peak_rss_mib: float = 0.0  # the largest resident set of each of them, added up
 
     @property
     def events_per_second(self) -> float:
@@ -116,11 +120,17 @@ class Replayer:
     """One replay pass. `run()` returns the summary; it raises ReplayError if records could not be delivered."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str, options: ReplayOptions,
-                 codec: AvroCodec | None = None, on_progress: ProgressCallback | None = None) -> None:
+                 codec: AvroCodec | None = None, on_progress: ProgressCallback | None = None,
+                 partitions: Collection[int] | None = None) -> None:
+        """`partitions`: only these ledger partitions (one process's share of a replay with several), into topics
+        that exist already."""
         if options.namespace == LIVE and not options.confirmed_live:
             raise ReplayError("writing the live topics needs confirmation; pass --yes with --to-live")
         if options.from_time_ms is not None and options.from_offsets is not None:
             raise ReplayError("give a start time or start offsets, not both")
+        if options.processes < 1:
+            raise ReplayError(f"--processes must be at least 1, not {options.processes}")
+        self.partitions = None if partitions is None else frozenset(partitions)
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
         self.options = options
@@ -141,6 +151,15 @@ class Replayer:
         self._exceptions = (self.topics[INVENTORY_EXCEPTIONS.name].name, self.codec.serde(INVENTORY_EXCEPTIONS).encode)
 
     def _starts(self) -> dict[int, int] | None:
+        """Partition -> first offset to read (None: every partition from the earliest)."""
+        starts = self._all_starts()
+        if self.partitions is None:
+            return starts
+        if starts is None:
+            return {partition: OFFSET_BEGINNING for partition in sorted(self.partitions)}
+        return {partition: offset for partition, offset in starts.items() if partition in self.partitions}
+
+    def _all_starts(self) -> dict[int, int] | None:
         if self.options.from_offsets is not None:
             return dict(self.options.from_offsets)
         if self.options.from_time_ms is None:
@@ -152,12 +171,27 @@ class Replayer:
         finally:
             consumer.close()
 
+    def ledger_partitions(self) -> list[int]:
+        """The ledger partitions this replay reads."""
+        if self.options.from_offsets is not None:
+            return sorted(self.options.from_offsets)
+        consumer = consumer_for(self.bootstrap_servers, self.settings)
+        try:
+            return list(range(partition_count(consumer, LEDGER.name)))
+        finally:
+            consumer.close()
+
     def _on_delivery(self, error, message) -> None:
         if error is not None and len(self._delivery_errors) < 10:
             self._delivery_errors.append(f"{message.topic()}: {error}")
 
     def run(self) -> ReplaySummary:
-        create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
+        if self.partitions is None:
+            create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
+            if self.options.processes > 1:
+                from app.replay.parallel import run_in_processes
+
+                return run_in_processes(self)
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
         started = time.monotonic()
         producer = output_producer(self.bootstrap_servers, self.settings)
@@ -182,6 +216,7 @@ class Replayer:
         remaining = producer.flush(120)
         summary.seconds = time.monotonic() - started
         summary.busy_seconds = last_applied - started + time.monotonic() - flush_started
+        summary.peak_rss_mib = peak_rss_mib()
         self._report(summary, summary.ledger_records, force=True)
         if remaining or self._delivery_errors:
             raise ReplayError(f"{remaining} records not delivered; first errors: {'; '.join(self._delivery_errors)}")
@@ -247,6 +282,11 @@ class Replayer:
             produce_or_wait(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
 
         return produce
+
+
+def peak_rss_mib() -> float:
+    """This process's largest resident set so far."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _not_a_clock_tick(event) -> bool:

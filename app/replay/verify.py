@@ -4,7 +4,10 @@ Per topic and key, each side's records are read in offset order and deduplicated
 availability, (ledger partition, ledger offset) for reservation decisions, the ledger position and kind for
 inventory exceptions, the ledger position and reason for dead letters. A repeated identity must be a byte-identical copy (what a crash and restart may publish); anything else is
 a difference. The deduplicated sequences of the two sides must then be equal, byte for byte (headers included for
-dead letters).
+dead letters). A key's records that come from different ledger partitions (a reservation id used for several SKUs,
+a location's exceptions, dead letters of partition-wide entries) are compared as one sequence per ledger partition:
+records of different ledger partitions have no order relative to each other (docs/CONTRACT.md), and neither two
+runs of the live service nor a replay in several processes (app.replay.parallel) interleave them the same way.
 
 Dead letters: only those of the availability stage (source-topic header `ledger`) are compared, since a replay
 does not redo the ingest stage.
@@ -149,25 +152,42 @@ def compare_topic(codec: AvroCodec, topic: str, side_a: dict[str, list[OutputRec
                   side_b: dict[str, list[OutputRecord]], report: VerifyReport) -> None:
     found: list[Difference] = []
     for key in sorted(set(side_a) | set(side_b)):
-        records_a = deduplicate(topic, key, side_a.get(key, []), report.namespace_a, found)
-        records_b = deduplicate(topic, key, side_b.get(key, []), report.namespace_b, found)
-        for index in range(max(len(records_a), len(records_b))):
-            a = records_a[index] if index < len(records_a) else None
-            b = records_b[index] if index < len(records_b) else None
-            if a is not None and b is not None:
-                if a.identity != b.identity:
-                    found.append(Difference(topic, key, describe_identity(a.identity),
-                                            f"{report.namespace_b} has {describe_identity(b.identity)} here"))
-                    break  # the rest of the key's sequence is shifted: one difference says it
-                if (a.value, a.headers) != (b.value, b.headers):
-                    found.append(Difference(topic, key, describe_identity(a.identity), field_diff(codec, topic, a, b)))
-            else:
-                present, side = (a, report.namespace_a) if a is not None else (b, report.namespace_b)
-                found.append(Difference(topic, key, describe_identity(present.identity),
-                                        f"only in {side} ({present.where})"))
+        records_a = by_ledger_partition(deduplicate(topic, key, side_a.get(key, []), report.namespace_a, found))
+        records_b = by_ledger_partition(deduplicate(topic, key, side_b.get(key, []), report.namespace_b, found))
+        for partition in sorted(set(records_a) | set(records_b), key=lambda part: (part is not None, str(part))):
+            compare_sequences(codec, topic, key, records_a.get(partition, []), records_b.get(partition, []), report,
+                              found)
     report.keys[topic] = len(set(side_a) | set(side_b))
     report.difference_count += len(found)
     report.differences.extend(found)
+
+
+def by_ledger_partition(records: list[OutputRecord]) -> dict[object, list[OutputRecord]]:
+    """A key's records split by the ledger partition that caused them, each in its order (availability records all
+    come from the one partition that owns their SKU, and their identity, the version, does not name it: None)."""
+    split: dict[object, list[OutputRecord]] = {}
+    for record in records:
+        partition = record.identity[1] if record.identity[0] == "ledger" else None
+        split.setdefault(partition, []).append(record)
+    return split
+
+
+def compare_sequences(codec: AvroCodec, topic: str, key: str, records_a: list[OutputRecord],
+                      records_b: list[OutputRecord], report: VerifyReport, found: list[Difference]) -> None:
+    for index in range(max(len(records_a), len(records_b))):
+        a = records_a[index] if index < len(records_a) else None
+        b = records_b[index] if index < len(records_b) else None
+        if a is not None and b is not None:
+            if a.identity != b.identity:
+                found.append(Difference(topic, key, describe_identity(a.identity),
+                                        f"{report.namespace_b} has {describe_identity(b.identity)} here"))
+                break  # the rest of the sequence is shifted: one difference says it
+            if (a.value, a.headers) != (b.value, b.headers):
+                found.append(Difference(topic, key, describe_identity(a.identity), field_diff(codec, topic, a, b)))
+        else:
+            present, side = (a, report.namespace_a) if a is not None else (b, report.namespace_b)
+            found.append(Difference(topic, key, describe_identity(present.identity),
+                                    f"only in {side} ({present.where})"))
 
 
 def verify(settings: Settings, bootstrap_servers: str, namespace_a: str, namespace_b: str,

@@ -36,9 +36,12 @@ def test_both_decoders_and_both_encoders_agree_on_a_small_ledger():
 
 @pytest.mark.integration
 def test_a_small_replay_applies_every_ledger_entry(embedded_broker_starts):
-    result = replay_benchmark.run(events=5_000, partitions=4)
+    result = replay_benchmark.run(events=5_000, partitions=4, processes=(1, 2))
     assert result["replay"]["events"] == result["ledger_entries"] >= result["requested_events"]
     assert result["replay"]["events_per_second"] > 0 and result["ledger_records"] > 0
+    one, two = result["replays"]
+    assert (one["processes"], two["processes"]) == (1, 2) and two["events"] == one["events"]
+    assert two["records"] == one["records"] and two["ratio_to_first"] > 0
 
 
 def test_a_small_engine_run_measures_the_realistic_stream_and_every_location_count(tmp_path: Path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from app.replay import Replayer, ReplayOptions, verify
+from app.replay import Replayer, ReplayError, ReplayOptions, verify
 from app.replay.namespace import output_topics
 from app.tools.cli import main
 from app.wire.serialization import AvroCodec
@@ -161,3 +161,52 @@ def test_replay_from_a_time(replayed, bootstrap_servers):
     future = Replayer(replayed, bootstrap_servers, ReplayOptions(namespace="later", from_time_ms=2**62,
                                                                  idle_seconds=0.5)).run()
     assert future.events == 0
+
+
+def test_a_replay_in_processes_equals_one_in_one(replayed, bootstrap_servers):
+    """Each ledger partition replayed by one of three processes: per key the same records, byte for byte, as one
+    process gives; the summary adds the processes' up, and the progress reported is their sum."""
+    settings = replayed
+    progress: list[tuple[int, int, int]] = []
+    one = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="one", idle_seconds=0.5)).run()
+    three = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="three", idle_seconds=0.5, processes=3),
+                     on_progress=lambda *values: progress.append(values)).run()
+    assert (three.processes, one.processes) == (3, 1)  # 4 partitions: shares [0, 3], [1], [2]
+    assert three.events == one.events > 6_000 and three.ledger_records == one.ledger_records
+    assert three.partitions == one.partitions and three.rejections == one.rejections
+    assert {topic.rsplit(".", 1)[0]: n for topic, n in three.records.items()} == {
+        topic.rsplit(".", 1)[0]: n for topic, n in one.records.items()}
+    assert 0 < three.busy_seconds <= three.seconds and three.peak_rss_mib > 0 and one.peak_rss_mib > 0
+    assert progress[-1][0] == three.ledger_records and progress[-1][2] == three.events
+    assert [done for done, _, _ in progress] == sorted(done for done, _, _ in progress)
+    for live_name in [availability_topic(name).name for name in settings.channels]:
+        a = raw_per_key(bootstrap_servers, output_topics(settings, "one")[live_name].name, settings.partitions)
+        b = raw_per_key(bootstrap_servers, output_topics(settings, "three")[live_name].name, settings.partitions)
+        assert a == b and len(a) > 10, live_name
+    assert verify(settings, bootstrap_servers, "one", "three", idle_seconds=0.5).equal
+
+
+def test_processes_must_be_at_least_one(capsys):
+    """Refused as the arguments are read, before any broker is asked (the documented `--processes 2` line runs in
+    tests/replay/test_documented_commands.py)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["replay", "--processes", "0", "-b", "127.0.0.1:1"])
+    assert refused.value.code == 2 and "--processes: must be greater than 0" in capsys.readouterr().err
+
+
+def test_a_failing_replay_process_fails_the_replay(replayed, bootstrap_servers):
+    """Partition 9 does not exist: the process given it fails, the other is stopped, the error names both."""
+    with pytest.raises(ReplayError, match=r"partitions 9: .*no partition 9"):
+        Replayer(replayed, bootstrap_servers,
+                 ReplayOptions(namespace="broken", from_offsets={0: 0, 9: 0}, idle_seconds=0.5, processes=2)).run()
+
+
+def test_processes_and_a_start_time_or_offsets(replayed, bootstrap_servers):
+    from_time = Replayer(replayed, bootstrap_servers,
+                         ReplayOptions(namespace="t0p", from_time_ms=0, idle_seconds=0.5, processes=2)).run()
+    assert from_time.processes == 2 and not from_time.from_earliest
+    assert verify(replayed, bootstrap_servers, "a", "t0p", idle_seconds=0.5).equal
+    one_partition = Replayer(replayed, bootstrap_servers,
+                             ReplayOptions(namespace="p2o", from_offsets={2: 5}, idle_seconds=0.5, processes=2)).run()
+    assert one_partition.processes == 1 and set(one_partition.partitions) == {2}
+    assert one_partition.partitions[2][0] == 5
