@@ -109,7 +109,7 @@ def write_ledger(settings, bootstrap_servers: str, events: int, sku_count: int =
 
 def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output: Path, processes: int = 1) -> None:
     """Runs in the child process: one replay, then its summary and peak RSS as JSON."""
-    from app.replay import Replayer, ReplayOptions
+    from app.replay import ReplayOptions, replay
 
     settings = benchmark_settings(bootstrap_servers, partitions, data_dir)
 
@@ -122,7 +122,7 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
                   flush=True)
 
     options = ReplayOptions(namespace=f"bench-p{processes}", idle_seconds=3.0, processes=processes)
-    summary = Replayer(settings, bootstrap_servers, options, on_progress=throttled).run()
+    summary = replay(settings, bootstrap_servers, options, on_progress=throttled)
     # the processes that replayed, added up; with several, this one only waited for them
     peak_mib = summary.peak_rss_mib if summary.processes > 1 else peak_rss_of_self()
     output.write_text(json.dumps({

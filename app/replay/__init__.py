@@ -5,8 +5,9 @@ No Faust here: a consumer of our own reads the ledger, the pure engine applies i
 """
 
 from app.replay.namespace import LIVE, NamespaceError, output_topics, suffix_for
+from app.replay.parallel import replay
 from app.replay.reading import ReadError
-from app.replay.replay import Replayer, ReplayError, ReplayOptions, ReplaySummary, parse_offsets, replay
+from app.replay.replay import Replayer, ReplayError, ReplayOptions, ReplaySummary, parse_offsets
 from app.replay.snapshot import LoadedSnapshot, SnapshotError, SnapshotSummary, load_snapshot, take_snapshot
 from app.replay.verify import Difference, VerifyReport, verify
 

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from app.errors import UserError
 from app.replay.namespace import LIVE, output_topics
-from app.replay.replay import Replayer, ReplayOptions, ReplaySummary, parse_offsets
+from app.replay.parallel import replay
+from app.replay.replay import ReplayOptions, ReplaySummary, parse_offsets
 from app.replay.snapshot import take_snapshot
 from app.replay.verify import verify
 
@@ -110,7 +111,7 @@ def run_replay_command(args: argparse.Namespace, settings: Settings, bootstrap_s
     replayer_topics = ", ".join(spec.name for spec in output_topics(settings, namespace).values())
     console.print(f"replaying ledger on {bootstrap_servers} into {replayer_topics}")
     with progress_display(console, enabled=not args.quiet) as on_progress:
-        summary = Replayer(settings, bootstrap_servers, options, on_progress=on_progress).run()
+        summary = replay(settings, bootstrap_servers, options, on_progress=on_progress)
     print_replay_summary(console, summary)
     return 0
 

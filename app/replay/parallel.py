@@ -1,5 +1,5 @@
-"""A replay in several processes: the ledger partitions shared among them, each share replayed by a Replayer of its
-own (`availability replay --processes N`).
+"""`replay()`: a replay in this process, or in several (`availability replay --processes N`), the ledger partitions
+shared among them and each share replayed by a Replayer of its own.
 
 Why processes: a replay is one Python thread that decodes, applies and encodes every entry, so one core bounds it
 (`benchmarks/results/replay.md`). Ledger partitions are independent (each has its own engine on its own state), so
@@ -26,11 +26,13 @@ import traceback
 from typing import TYPE_CHECKING
 
 from app.errors import UserError
-from app.replay.replay import Replayer, ReplayError, ReplaySummary
+from app.replay.namespace import create_namespace_topics
+from app.replay.replay import ProgressCallback, Replayer, ReplayError, ReplaySummary
 
 if TYPE_CHECKING:
     from app.replay.replay import ReplayOptions
     from app.settings import Settings
+    from app.wire.serialization import AvroCodec
 
 POLL_SECONDS = 0.5
 
@@ -41,8 +43,18 @@ def shares(partitions: list[int], processes: int) -> list[list[int]]:
     return [ordered[index::processes] for index in range(min(processes, len(ordered)))]
 
 
-def run_in_processes(parent: Replayer) -> ReplaySummary:
-    """Replay `parent`'s ledger with `parent.options.processes` processes. Its output topics exist already."""
+def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,
+           on_progress: ProgressCallback | None = None, codec: AvroCodec | None = None) -> ReplaySummary:
+    """Replay the ledger as `options` say, with `options.processes` processes; raises ReplayError if it could not
+    be done (a process's error, records not delivered)."""
+    parent = Replayer(settings, bootstrap_servers, options, codec, on_progress)  # checks the options first
+    if options.processes == 1:
+        return parent.run()
+    create_namespace_topics(settings, bootstrap_servers, parent.topics.values())
+    return _run_in_processes(parent)
+
+
+def _run_in_processes(parent: Replayer) -> ReplaySummary:
     options = parent.options
     started = time.monotonic()
     parts = shares(parent.ledger_partitions(), options.processes)

@@ -186,12 +186,13 @@ class Replayer:
             self._delivery_errors.append(f"{message.topic()}: {error}")
 
     def run(self) -> ReplaySummary:
+        """The replay in this process: every partition (or this one's share). With `options.processes` above 1,
+        `app.replay.parallel.replay` runs it."""
         if self.partitions is None:
-            create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
             if self.options.processes > 1:
-                from app.replay.parallel import run_in_processes
-
-                return run_in_processes(self)
+                raise ReplayError(f"a Replayer replays in its own process; for {self.options.processes} processes "
+                                  "use app.replay.replay()")
+            create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
         started = time.monotonic()
         producer = output_producer(self.bootstrap_servers, self.settings)
@@ -291,8 +292,3 @@ def peak_rss_mib() -> float:
 
 def _not_a_clock_tick(event) -> bool:
     return type(event) is not ClockTick
-
-
-def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,
-           on_progress: ProgressCallback | None = None) -> ReplaySummary:
-    return Replayer(settings, bootstrap_servers, options, on_progress=on_progress).run()

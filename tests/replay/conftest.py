@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.replay import Replayer, ReplayOptions
+from app.replay import Replayer, ReplayOptions, replay
 from benchmarks.replay_benchmark import BENCH_CHANNELS, write_ledger
 from tests.service.conftest import bootstrap_servers, service_settings, topics_for, workers  # noqa: F401
 
@@ -16,5 +16,5 @@ def replayed(settings_factory, bootstrap_servers):
     create_topics(settings, bootstrap_servers)
     write_ledger(settings, bootstrap_servers, events=6_000, sku_count=60, store_count=10, locations_per_sku=8)
     Replayer(settings, bootstrap_servers, ReplayOptions(namespace="a", idle_seconds=1.0)).run()
-    Replayer(settings, bootstrap_servers, ReplayOptions(namespace="b", idle_seconds=1.0, processes=2)).run()
+    replay(settings, bootstrap_servers, ReplayOptions(namespace="b", idle_seconds=1.0, processes=2))
     return settings

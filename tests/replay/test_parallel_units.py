@@ -3,11 +3,14 @@ several ledger partitions (their relative order is not part of the contract). No
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.replay import Replayer, ReplayError, ReplayOptions
 from app.replay.parallel import shares
 from app.replay.verify import OutputRecord, VerifyReport, compare_topic
+from app.settings import Settings
 from app.wire.topics import RESERVATION_DECISIONS, availability_topic
 
 
@@ -56,3 +59,12 @@ def test_availability_records_of_a_key_keep_one_order():
     topic = availability_topic("ecommerce").name
     assert compared(topic, [availability(1), availability(2)], [availability(1), availability(2)]).equal
     assert compared(topic, [availability(1), availability(2)], [availability(2), availability(1)]).difference_count
+
+
+def test_a_replayer_runs_in_one_process_only():
+    """Several processes go through app.replay.replay(); a Replayer asked for them refuses before reading."""
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", app_id="units")
+    with pytest.raises(ReplayError, match=r"app\.replay\.replay\(\)"):
+        Replayer(settings, "127.0.0.1:1", ReplayOptions(processes=2)).run()
+    with pytest.raises(ReplayError, match="at least 1"):
+        Replayer(settings, "127.0.0.1:1", ReplayOptions(processes=0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from app.replay import Replayer, ReplayError, ReplayOptions, verify
+from app.replay import Replayer, ReplayError, ReplayOptions, replay, verify
 from app.replay.namespace import output_topics
 from app.tools.cli import main
 from app.wire.serialization import AvroCodec
@@ -169,8 +169,8 @@ def test_a_replay_in_processes_equals_one_in_one(replayed, bootstrap_servers):
     settings = replayed
     progress: list[tuple[int, int, int]] = []
     one = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="one", idle_seconds=0.5)).run()
-    three = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="three", idle_seconds=0.5, processes=3),
-                     on_progress=lambda *values: progress.append(values)).run()
+    three = replay(settings, bootstrap_servers, ReplayOptions(namespace="three", idle_seconds=0.5, processes=3),
+                   on_progress=lambda *values: progress.append(values))
     assert (three.processes, one.processes) == (3, 1)  # 4 partitions: shares [0, 3], [1], [2]
     assert three.events == one.events > 6_000 and three.ledger_records == one.ledger_records
     assert three.partitions == one.partitions and three.rejections == one.rejections
@@ -197,16 +197,16 @@ def test_processes_must_be_at_least_one(capsys):
 def test_a_failing_replay_process_fails_the_replay(replayed, bootstrap_servers):
     """Partition 9 does not exist: the process given it fails, the other is stopped, the error names both."""
     with pytest.raises(ReplayError, match=r"partitions 9: .*no partition 9"):
-        Replayer(replayed, bootstrap_servers,
-                 ReplayOptions(namespace="broken", from_offsets={0: 0, 9: 0}, idle_seconds=0.5, processes=2)).run()
+        replay(replayed, bootstrap_servers,
+               ReplayOptions(namespace="broken", from_offsets={0: 0, 9: 0}, idle_seconds=0.5, processes=2))
 
 
 def test_processes_and_a_start_time_or_offsets(replayed, bootstrap_servers):
-    from_time = Replayer(replayed, bootstrap_servers,
-                         ReplayOptions(namespace="t0p", from_time_ms=0, idle_seconds=0.5, processes=2)).run()
+    from_time = replay(replayed, bootstrap_servers,
+                       ReplayOptions(namespace="t0p", from_time_ms=0, idle_seconds=0.5, processes=2))
     assert from_time.processes == 2 and not from_time.from_earliest
     assert verify(replayed, bootstrap_servers, "a", "t0p", idle_seconds=0.5).equal
-    one_partition = Replayer(replayed, bootstrap_servers,
-                             ReplayOptions(namespace="p2o", from_offsets={2: 5}, idle_seconds=0.5, processes=2)).run()
+    one_partition = replay(replayed, bootstrap_servers,
+                           ReplayOptions(namespace="p2o", from_offsets={2: 5}, idle_seconds=0.5, processes=2))
     assert one_partition.processes == 1 and set(one_partition.partitions) == {2}
     assert one_partition.partitions[2][0] == 5
