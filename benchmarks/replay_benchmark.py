@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -123,20 +122,15 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
 
     options = ReplayOptions(namespace=f"bench-p{processes}", idle_seconds=3.0, processes=processes)
     summary = replay(settings, bootstrap_servers, options, on_progress=throttled)
-    # the processes that replayed, added up; with several, this one only waited for them
-    peak_mib = summary.peak_rss_mib if summary.processes > 1 else peak_rss_of_self()
     output.write_text(json.dumps({
         "processes": summary.processes, "events": summary.events, "seconds": round(summary.busy_seconds, 2),
         "seconds_with_end_wait": round(summary.seconds, 2),
         "events_per_second": round(summary.events_per_second),
         "records": {topic.rsplit(".", 1)[0]: count for topic, count in sorted(summary.records.items())},
         "rejections": dict(sorted(summary.rejections.items())),
-        "peak_rss_mib": peak_mib,
+        # of the processes that replayed, added up (with several, this one only waited for them)
+        "peak_rss_mib": summary.peak_rss_mib,
     }))
-
-
-def peak_rss_of_self() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def run(events: int, partitions: int, processes: tuple[int, ...] = (1,)) -> dict:

@@ -199,6 +199,7 @@ class Replayer:
         starts = self._starts()
         if starts == {}:  # from a time after the last record: nothing to replay
             summary.seconds = time.monotonic() - started
+            summary.peak_rss_mib = peak_rss_mib()
             return summary
         with PartitionsReader(self.bootstrap_servers, LEDGER.name, starts, self.options.idle_seconds,
                               settings=self.settings) as reader:
