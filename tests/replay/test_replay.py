@@ -205,7 +205,8 @@ def test_processes_and_a_start_time_or_offsets(replayed, bootstrap_servers):
     from_time = replay(replayed, bootstrap_servers,
                        ReplayOptions(namespace="t0p", from_time_ms=0, idle_seconds=0.5, processes=2))
     assert from_time.processes == 2 and not from_time.from_earliest
-    assert verify(replayed, bootstrap_servers, "a", "t0p", idle_seconds=0.5).equal
+    assert verify(replayed, bootstrap_servers, "a", "t0p", topics=[availability_topic("ecommerce").name],
+                  idle_seconds=0.5).equal  # time 0 is the earliest
     one_partition = replay(replayed, bootstrap_servers,
                            ReplayOptions(namespace="p2o", from_offsets={2: 5}, idle_seconds=0.5, processes=2))
     assert one_partition.processes == 1 and set(one_partition.partitions) == {2}
