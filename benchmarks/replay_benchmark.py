@@ -199,9 +199,10 @@ each replay process is one Python thread plus librdkafka's threads.
 - ledger: **{result['ledger_entries']:,} entries** in {result['ledger_records']:,} records (batch records of the
   ingest stage's micro-batches, as the service writes them), written in {result['ledger_write_seconds']}s
   ({result['ledger_write_entries_per_second']:,} entries/s)
-- replay from the earliest offset by one process, outputs produced to the broker:
+- replay from the earliest offset by {_processes(replay['processes'])}, outputs produced to the broker:
   **{replay['events_per_second']:,} events/s** ({replay['events']:,} events in {replay['seconds']}s)
-- replay process peak RSS: **{replay['peak_rss_mib']} MiB**; broker peak RSS: {result['broker_peak_rss_mib']} MiB
+- replay peak RSS ({_processes(replay['processes'])}): **{replay['peak_rss_mib']} MiB**; broker peak RSS:
+  {result['broker_peak_rss_mib']} MiB
 - rejections: {replay['rejections'] or 'none'}
 
 The same ledger replayed with each count of processes, one run after the other (`availability replay --processes
@@ -215,6 +216,10 @@ N`; every run wrote the same records per output topic):
 |---|---:|
 {outputs}
 """)
+
+
+def _processes(count: int) -> str:
+    return "one process" if count == 1 else f"{count} processes"
 
 
 def main() -> None:
