@@ -82,10 +82,21 @@ def file_digest(path: Path) -> str:
 def positions_as_of(settings: Settings, bootstrap_servers: str, codec: AvroCodec, as_of_ms: int,
                     partitions: list[int] | None = None, on_records: Callable[[int], None] | None = None
                     ) -> LedgerApplier:
-    """The applier holding the engines of the ledger `partitions` (None: all) as of `as_of_ms`. `on_records(n)`
-    after every batch of n ledger records read."""
+    """The applier holding the engines of the ledger `partitions` (None: all) as of `as_of_ms`, to be closed after
+    use. `on_records(n)` after every batch of n ledger records read."""
     applier = LedgerApplier(codec.serde(LEDGER), frozenset(settings.channels), settings.engine_limits,
-                            keep=stamped_up_to(as_of_ms))
+                            keep=stamped_up_to(as_of_ms), kept_on_disk=True)
+    try:
+        _read_ledger(applier, bootstrap_servers, settings, partitions, on_records)
+        advance_to(applier.engines, as_of_ms)
+    except BaseException:
+        applier.close()
+        raise
+    return applier
+
+
+def _read_ledger(applier: LedgerApplier, bootstrap_servers: str, settings: Settings, partitions: list[int] | None,
+                 on_records: Callable[[int], None] | None) -> None:
     starts = None if partitions is None else dict.fromkeys(partitions, OFFSET_BEGINNING)
     with PartitionsReader(bootstrap_servers, LEDGER.name, starts, settings=settings, through_start_ends=True) as reader:
         trimmed = sorted(partition for partition, low in reader.low.items() if low > 0)
@@ -98,8 +109,6 @@ def positions_as_of(settings: Settings, bootstrap_servers: str, codec: AvroCodec
                 applier.apply(message.partition(), message.offset(), message.value(), collect=False)
             if on_records is not None:
                 on_records(len(batch))
-    advance_to(applier.engines, as_of_ms)
-    return applier
 
 
 @dataclass
@@ -117,11 +126,11 @@ def reconcile_partitions(settings: Settings, bootstrap_servers: str, rows: list,
     """The ledger of `partitions` as of the time, the export rows of their SKUs compared, the impacts computed."""
     started = time.monotonic()
     on_records = _count_records_read if _RECORDS_READ is not None else None
-    applier = positions_as_of(settings, bootstrap_servers, AvroCodec(settings), as_of_ms, partitions, on_records)
-    ledger_done = time.monotonic()
-    comparison = compare(applier.engines, partition_count, rows, only=frozenset(partitions),
-                         with_bad_rows=with_bad_rows)
-    correct(applier.engines, partition_count, corrections(comparison.drifts, run, as_of_ms), comparison)
+    with positions_as_of(settings, bootstrap_servers, AvroCodec(settings), as_of_ms, partitions, on_records) as applier:
+        ledger_done = time.monotonic()
+        comparison = compare(applier.engines, partition_count, rows, only=frozenset(partitions),
+                             with_bad_rows=with_bad_rows)
+        correct(applier.engines, partition_count, corrections(comparison.drifts, run, as_of_ms), comparison)
     return PartitionsFound(comparison, applier.events, ledger_done - started, time.monotonic() - ledger_done)
 
 

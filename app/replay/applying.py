@@ -1,6 +1,10 @@
-"""The ledger applied again on fresh state: one PartitionEngine per ledger partition, each on a MemoryStore, fed the
-entries of ledger records in offset order. Replay publishes what comes out; reconciliation
-(app/operations/reconcile.py) keeps only the states, as of an event time.
+"""The ledger applied again on fresh state: one PartitionEngine per ledger partition, fed the entries of ledger
+records in offset order. Replay publishes what comes out; reconciliation (app/operations/reconcile.py) keeps only
+the states, as of an event time.
+
+The SKU and partition states are live objects in memory (MemoryStore). The seen event ids and finished reservations,
+which grow with every event of their windows, go to disk with `kept_on_disk` (app/replay/kept_on_disk.py), as the
+live service keeps them in RocksDB; the applier is then closed after use, which deletes them.
 
 `keep` chooses the entries applied (None: all of them). An entry left out is as if it were not on the ledger: the
 engine never sees it, so it moves no clock and publishes nothing.
@@ -12,6 +16,7 @@ from collections.abc import Callable
 
 from app.engine import EngineLimits, Event, MemoryStore, Output, PartitionEngine, Rejection
 from app.engine.positions import ledger_position
+from app.replay.kept_on_disk import KeptOnDisk
 from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
 from app.wire.serialization import RecordSerde
 
@@ -24,19 +29,35 @@ class LedgerApplier:
     and a Rejection with reason UNDECODABLE_RECORD (or the decoder's reason) for what could not be read."""
 
     def __init__(self, ledger_serde: RecordSerde, channels: frozenset[str], limits: EngineLimits,
-                 keep: EntryFilter | None = None) -> None:
+                 keep: EntryFilter | None = None, kept_on_disk: bool = False) -> None:
         self._ledger = ledger_serde
         self._channels = frozenset(channels)
         self._limits = limits
         self._keep = keep
         self.engines: dict[int, PartitionEngine] = {}
         self.events = 0  # ledger entries read (a batch record holds many; an undecodable record counts as one)
+        self._kept_on_disk = kept_on_disk
+        self._kept: KeptOnDisk | None = None  # made with the first engine: an applier never used leaves nothing
+
+    def __enter__(self) -> LedgerApplier:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Deletes what was kept on disk; the engines' stores answer no more."""
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
     def engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
-            engine = self.engines[partition] = PartitionEngine(partition, MemoryStore(), self._channels,
-                                                               limits=self._limits)
+            if self._kept_on_disk and self._kept is None:
+                self._kept = KeptOnDisk(self._limits)
+            store = MemoryStore() if self._kept is None else self._kept.store(partition)
+            engine = self.engines[partition] = PartitionEngine(partition, store, self._channels, limits=self._limits)
         return engine
 
     def apply(self, partition: int, offset: int, value: bytes | None,

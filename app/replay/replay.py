@@ -2,8 +2,8 @@
 
 Faust is not needed: a consumer of our own reads the ledger partitions (assigned explicitly: no group, nothing
 committed, so it runs beside the live service), one PartitionEngine per ledger partition applies the entries in
-offset order on a fresh MemoryStore, and a producer writes the outputs exactly as the availability stage does
-(same topic per output, same key, same bytes, partitioned by key with murmur2 like the live service).
+offset order on fresh state (app/replay/applying.py), and a producer writes the outputs exactly as the availability
+stage does (same topic per output, same key, same bytes, partitioned by key with murmur2 like the live service).
 
 Equivalence: a replay from the EARLIEST offset gives, per key, the records the live service published (same
 versions, same bytes). A replay from a timestamp or from given offsets starts from fresh state at that point: no
@@ -141,7 +141,7 @@ class Replayer:
         self._before_start: set[int] = set()  # partitions still before --from-time
         self._ledger_serde = self.codec.serde(LEDGER)
         self._applier = LedgerApplier(self._ledger_serde, frozenset(settings.channels), settings.engine_limits,
-                                      keep=None if options.clock_ticks else _not_a_clock_tick)
+                                      keep=None if options.clock_ticks else _not_a_clock_tick, kept_on_disk=True)
         self._availability = {  # channel -> (output topic, encoder of the live topic's schema)
             channel: (self.topics[availability_topic(channel).name].name,
                       self.codec.serde(availability_topic(channel)).encode)
@@ -193,6 +193,12 @@ class Replayer:
                 raise ReplayError(f"a Replayer replays in its own process; for {self.options.processes} processes "
                                   "use app.replay.replay()")
             create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
+        try:
+            return self._run()
+        finally:
+            self._applier.close()
+
+    def _run(self) -> ReplaySummary:
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
         started = time.monotonic()
         producer = output_producer(self.bootstrap_servers, self.settings)

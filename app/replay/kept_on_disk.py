@@ -1,0 +1,171 @@
+"""What a replay keeps beside the SKU states, on disk: the seen event ids (duplicate window) and the finished
+reservations (reservation retention), as the live service keeps them in RocksDB (tables/kept_records.py).
+
+Held in memory they grew with every event of their windows, about 350 bytes per seen id and 440 per finished
+reservation: 3 GB for a replay of 5 million events inside one day (docs/REPLAY.md, "Memory"). Here each kind lives
+in RocksDB databases of one *generation* each, a window of event time wide (at least an hour): a record goes to the
+generation of its own time, and a whole generation is dropped (its directory deleted) once every partition's
+horizon has passed its end. The disk holds about two windows of records, and memory none of them.
+
+Answers are those of a store that forgets nothing, which is what the engine relies on (app.engine.store): a record
+is dropped only once its time is below the horizon of its partition, where the engine no longer answers from it.
+A key put again lands in the generation of its new time, and a lookup reads the generations from the newest. The
+newest copy is not always the last put: a late event's id, seen again once its first copy left the window, lands
+in an older generation than that copy. Both copies are then outside the window, so the engine's answer (not a
+duplicate) is the same. Finished reservations are put at the partition clock, which only grows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
+
+from app.engine import FinishedReservation, MemoryStore
+from app.engine.codec import decode_finished, encode_finished
+from app.engine.limits import HOUR_MS, EngineLimits
+
+WRITE_BUFFER_BYTES = 4 << 20  # per generation database: a replay holds a few of them per kind
+_SEEN_VALUE = struct.Struct(">qq")  # (event time, ledger position)
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)  # nearly every lookup misses (a new event id): answered without a read
+    options.set_block_based_table_factory(table)
+    options.set_memtable_whole_key_filtering(True)  # the same for what is still in the memtable
+    options.set_memtable_prefix_bloom_ratio(0.1)
+    return options
+
+
+class GenerationIndex:
+    """key -> value, each with an event time, in one RocksDB database per generation of `width_ms` event time. Keys
+    start with their partition's prefix; `forget_before(partition, horizon)` gives each partition's horizon, and a
+    generation goes once all of them have passed its end."""
+
+    def __init__(self, directory: Path, width_ms: int) -> None:
+        self._directory = directory
+        self._width = max(1, width_ms)
+        self._generations: dict[int, Rdict] = {}  # generation number -> database
+        self._newest_first: list[Rdict] = []
+        self._horizons: dict[int, int] = {}  # partition -> the time below which its records no longer answer
+        self._lowest = -1  # the lowest of them: a generation ending at or before it holds nothing that answers
+        self.dropped = 0  # generations dropped, for tests
+
+    def register(self, partition: int) -> None:
+        """A partition whose records this index holds: no generation goes before it has given a horizon."""
+        self._horizons.setdefault(partition, -1)
+        self._lowest = min(self._horizons.values())
+
+    def get(self, key: bytes) -> bytes | None:
+        for database in self._newest_first:
+            # nearly every lookup misses (a new event id): the bloom filters say so without a read
+            if database.key_may_exist(key):
+                value = database.get(key)
+                if value is not None:
+                    return value
+        return None
+
+    def put(self, key: bytes, value: bytes, time: int) -> None:
+        generation = time // self._width
+        database = self._generations.get(generation)
+        if database is None:
+            if (generation + 1) * self._width <= self._lowest:
+                return  # a late event's, below every partition's horizon: it could answer nothing
+            database = self._open(generation)
+        database.put(key, value)  # one write each costs about what a write batch does, with no buffer to read
+
+    def forget_before(self, partition: int, horizon: int) -> None:
+        if horizon <= self._horizons.get(partition, -1):
+            return
+        self._horizons[partition] = horizon
+        lowest = self._lowest = min(self._horizons.values())
+        expired = [generation for generation in self._generations if (generation + 1) * self._width <= lowest]
+        for generation in expired:
+            database = self._generations.pop(generation)
+            database.close()
+            Rdict.destroy(str(self._path(generation)))
+            self.dropped += 1
+        if expired:
+            self._order()
+
+    def close(self) -> None:
+        for database in self._generations.values():
+            database.close()
+        self._generations.clear()
+        self._newest_first = []
+
+    def _path(self, generation: int) -> Path:
+        return self._directory / f"g{generation}"
+
+    def _open(self, generation: int) -> Rdict:
+        database = self._generations[generation] = Rdict(str(self._path(generation)), options=_options())
+        write_options = WriteOptions()
+        write_options.disable_wal = True  # a replay's records die with it: nothing to recover
+        database.set_write_options(write_options)
+        self._order()
+        return database
+
+    def _order(self) -> None:
+        self._newest_first = [self._generations[g] for g in sorted(self._generations, reverse=True)]
+
+
+class KeptOnDisk:
+    """The seen ids and finished reservations of every partition one replay process applies, in a temporary
+    directory (under TMPDIR, or `parent`) that `close()` deletes."""
+
+    def __init__(self, limits: EngineLimits, parent: str | None = None, min_width_ms: int = HOUR_MS) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="availability-replay-", dir=parent))
+        # a generation is a window wide, and at least `min_width_ms`: a short window would open a database for
+        # every few seconds of event time (a record kept longer changes no answer)
+        self.seen = GenerationIndex(self.directory / "seen", max(limits.duplicate_window_ms, min_width_ms))
+        self.finished = GenerationIndex(self.directory / "finished",
+                                        max(limits.reservation_retention_ms, min_width_ms))
+
+    def store(self, partition: int) -> DiskKeptStore:
+        self.seen.register(partition)
+        self.finished.register(partition)
+        return DiskKeptStore(partition, self)
+
+    def close(self) -> None:
+        self.seen.close()
+        self.finished.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class DiskKeptStore(MemoryStore):
+    """A partition's store for a replay: SKU and partition states as live objects in memory, as MemoryStore keeps
+    them; seen ids and finished reservations in the process's KeptOnDisk."""
+
+    def __init__(self, partition: int, kept: KeptOnDisk) -> None:
+        super().__init__()
+        self._partition = partition
+        self._prefix = f"{partition}/"
+        self._seen = kept.seen
+        self._finished = kept.finished
+
+    def get_seen_event(self, sku: str, event_id: str) -> tuple[int, int] | None:
+        value = self._seen.get(f"{self._prefix}{sku}/{event_id}".encode())
+        return None if value is None else _SEEN_VALUE.unpack(value)
+
+    def put_seen_event(self, sku: str, event_id: str, event_time: int, position: int) -> None:
+        self._seen.put(f"{self._prefix}{sku}/{event_id}".encode(), _SEEN_VALUE.pack(event_time, position),
+                       event_time)
+
+    def get_finished(self, sku: str, reservation_id: str) -> FinishedReservation | None:
+        value = self._finished.get(f"{self._prefix}{sku}/{reservation_id}".encode())
+        return None if value is None else decode_finished(value)
+
+    def put_finished(self, sku: str, finished: FinishedReservation) -> None:
+        self._finished.put(f"{self._prefix}{sku}/{finished.reservation_id}".encode(), encode_finished(finished),
+                           finished.finished_clock)
+
+    def forget_before(self, seen_before: int, finished_before: int) -> None:
+        self._seen.forget_before(self._partition, seen_before)
+        self._finished.forget_before(self._partition, finished_before)
