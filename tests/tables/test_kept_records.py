@@ -172,7 +172,7 @@ def stream(seed: int, length: int) -> list:
             continue
         if roll < 0.14 and len(entries) > 5:
             event, _ = rng.choice(entries[4:])  # the source sent it again
-            entries.append((event, origin(10_000 + n)))
+            entries.append((event, origin(n + 10)))  # a new source record, in the source's order
             continue
         if roll < 0.2:
             entries.append((tick(at), origin(0, topic="none")._replace(source=None, source_position=None)))
