@@ -2,10 +2,10 @@
 reservations (reservation retention), as the live service keeps them in RocksDB (tables/kept_records.py).
 
 Held in memory they grew with every event of their windows, about 350 bytes per seen id and 440 per finished
-reservation: 3 GB for a replay of 5 million events inside one day (docs/REPLAY.md, "Memory"). Here each kind lives
-in RocksDB databases of one *generation* each, a window of event time wide (at least an hour): a record goes to the
-generation of its own time, and a whole generation is dropped (its directory deleted) once every partition's
-horizon has passed its end. The disk holds about two windows of records, and memory none of them.
+reservation: 2.9 GB for a replay of 5 million events inside one day (docs/REPLAY.md, "Memory and disk"). Here each
+kind lives in RocksDB databases of one *generation* each, a window of event time wide (at least an hour): a record
+goes to the generation of its own time, and a whole generation is dropped (its directory deleted) once every
+partition's horizon has passed its end. The disk holds about two windows of records, and memory none of them.
 
 Answers are those of a store that forgets nothing, which is what the engine relies on (app.engine.store): a record
 is dropped only once its time is below the horizon of its partition, where the engine no longer answers from it.
