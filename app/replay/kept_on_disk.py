@@ -9,10 +9,11 @@ partition's horizon has passed its end. The disk holds about two windows of reco
 
 Answers are those of a store that forgets nothing, which is what the engine relies on (app.engine.store): a record
 is dropped only once its time is below the horizon of its partition, where the engine no longer answers from it.
-A key put again lands in the generation of its new time, and a lookup reads the generations from the newest. The
-newest copy is not always the last put: a late event's id, seen again once its first copy left the window, lands
-in an older generation than that copy. Both copies are then outside the window, so the engine's answer (not a
-duplicate) is the same. Finished reservations are put at the partition clock, which only grows.
+A key put again lands in the generation of its new time; a lookup reads the writes not flushed yet, then the
+generations from the newest. The copy found is not always the last put: a late event's id, seen again once its
+first copy left the window, lands in an older generation than that copy. Both copies are then outside the window,
+so the engine's answer (not a duplicate) is the same. Finished reservations are put at the partition clock, which
+only grows.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import struct
 import tempfile
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
 from app.engine import FinishedReservation, MemoryStore
 from app.engine.codec import decode_finished, encode_finished
 from app.engine.limits import HOUR_MS, EngineLimits
 
+PENDING_LIMIT = 10_000  # writes held in a dict, then written in one batch: a third cheaper than one put each
 WRITE_BUFFER_BYTES = 4 << 20  # per generation database: a replay holds a few of them per kind
 _SEEN_VALUE = struct.Struct(">qq")  # (event time, ledger position)
 
@@ -56,6 +58,8 @@ class GenerationIndex:
         self._newest_first: list[Rdict] = []
         self._horizons: dict[int, int] = {}  # partition -> the time below which its records no longer answer
         self._lowest = -1  # the lowest of them: a generation ending at or before it holds nothing that answers
+        self._pending: dict[bytes, bytes] = {}  # the latest writes of the newest generation, not written yet
+        self._pending_generation = -1
         self.dropped = 0  # generations dropped, for tests
 
     def register(self, partition: int) -> None:
@@ -64,6 +68,9 @@ class GenerationIndex:
         self._lowest = min(self._horizons.values())
 
     def get(self, key: bytes) -> bytes | None:
+        value = self._pending.get(key)
+        if value is not None:
+            return value
         for database in self._newest_first:
             # nearly every lookup misses (a new event id): the bloom filters say so without a read
             if database.key_may_exist(key):
@@ -74,12 +81,36 @@ class GenerationIndex:
 
     def put(self, key: bytes, value: bytes, time: int) -> None:
         generation = time // self._width
-        database = self._generations.get(generation)
+        if generation == self._pending_generation:
+            pending = self._pending
+            pending[key] = value
+            if len(pending) >= PENDING_LIMIT:
+                self.flush()
+        elif (generation + 1) * self._width <= self._lowest:
+            return  # a late event's, below every partition's horizon: it could answer nothing
+        elif generation > self._pending_generation:
+            self.flush()
+            self._pending_generation = generation
+            self._pending[key] = value
+        else:  # a late event's: written at once, in its generation
+            database = self._generations.get(generation)
+            if database is None:
+                database = self._open(generation)
+            database.put(key, value)
+
+    def flush(self) -> None:
+        """Writes the pending records to their generation's database in one write batch."""
+        if not self._pending:
+            return
+        database = self._generations.get(self._pending_generation)
         if database is None:
-            if (generation + 1) * self._width <= self._lowest:
-                return  # a late event's, below every partition's horizon: it could answer nothing
-            database = self._open(generation)
-        database.put(key, value)  # one write each costs about what a write batch does, with no buffer to read
+            database = self._open(self._pending_generation)
+        batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        for key, value in self._pending.items():
+            put(key, value)
+        database.write(batch)
+        self._pending.clear()
 
     def forget_before(self, partition: int, horizon: int) -> None:
         if horizon <= self._horizons.get(partition, -1):
@@ -87,6 +118,8 @@ class GenerationIndex:
         self._horizons[partition] = horizon
         lowest = self._lowest = min(self._horizons.values())
         expired = [generation for generation in self._generations if (generation + 1) * self._width <= lowest]
+        if (self._pending_generation + 1) * self._width <= lowest:
+            self._pending.clear()  # below every partition's horizon: they could answer nothing
         for generation in expired:
             database = self._generations.pop(generation)
             database.close()
@@ -100,6 +133,7 @@ class GenerationIndex:
             database.close()
         self._generations.clear()
         self._newest_first = []
+        self._pending.clear()
 
     def _path(self, generation: int) -> Path:
         return self._directory / f"g{generation}"
