@@ -5,6 +5,7 @@ app/tools/cli.py parses the arguments and hands them here; the work is done by r
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from app.errors import UserError
 from app.replay.namespace import LIVE, output_topics
-from app.replay.parallel import replay
+from app.replay.parallel import replay, stop_on_terminate
 from app.replay.replay import ReplayOptions, ReplaySummary, parse_offsets
 from app.replay.snapshot import take_snapshot
 from app.replay.verify import verify
@@ -110,8 +111,12 @@ def run_replay_command(args: argparse.Namespace, settings: Settings, bootstrap_s
     )
     replayer_topics = ", ".join(spec.name for spec in output_topics(settings, namespace).values())
     console.print(f"replaying ledger on {bootstrap_servers} into {replayer_topics}")
-    with progress_display(console, enabled=not args.quiet) as on_progress:
-        summary = replay(settings, bootstrap_servers, options, on_progress=on_progress)
+    previous = signal.signal(signal.SIGTERM, stop_on_terminate)  # a replay stopped by SIGTERM cleans up too
+    try:
+        with progress_display(console, enabled=not args.quiet) as on_progress:
+            summary = replay(settings, bootstrap_servers, options, on_progress=on_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print_replay_summary(console, summary)
     return 0
 

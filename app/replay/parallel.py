@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import time
 import traceback
 from typing import TYPE_CHECKING
@@ -118,14 +119,23 @@ def _replay_share(settings: Settings, bootstrap_servers: str, options: ReplayOpt
     def progress(done: int, expected: int, events: int) -> None:
         messages.put(("progress", index, done, expected, events))
 
+    signal.signal(signal.SIGTERM, stop_on_terminate)  # the parent stops the others when one fails
     try:
         summary = Replayer(settings, bootstrap_servers, options, on_progress=progress, partitions=share).run()
+    except SystemExit:
+        raise  # stopped: nobody is listening any more
     except UserError as error:
         messages.put(("error", index, str(error)))
     except BaseException:  # anything else: the parent reports it, with where it came from
         messages.put(("error", index, traceback.format_exc(limit=-3).strip()))
     else:
         messages.put(("done", index, summary))
+
+
+def stop_on_terminate(signum: int, _frame) -> None:
+    """SIGTERM handler of a replay process: unwind as an exit does, so that the replay's `finally` blocks delete
+    what it kept on disk (app/replay/kept_on_disk.py); the default action ends the process where it stands."""
+    raise SystemExit(128 + signum)
 
 
 def _merged(options: ReplayOptions, summaries: list[ReplaySummary], busy_seconds: float,

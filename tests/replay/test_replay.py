@@ -4,6 +4,8 @@ restarted mid-stream; `verify` says so, and reports a difference when one is inj
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import Producer
 
@@ -199,6 +201,38 @@ def test_a_failing_replay_process_fails_the_replay(replayed, bootstrap_servers):
     with pytest.raises(ReplayError, match=r"partitions 9: .*no partition 9"):
         replay(replayed, bootstrap_servers,
                ReplayOptions(namespace="broken", from_offsets={0: 0, 9: 0}, idle_seconds=0.5, processes=2))
+
+
+def test_a_replay_process_stopped_midway_deletes_what_it_kept_on_disk(replayed, bootstrap_servers, tmp_path,
+                                                                        monkeypatch):
+    """How the parent stops the others when one fails (SIGTERM), once the process has applied entries and so made
+    its directory of seen ids under TMPDIR: it goes with the process."""
+    import multiprocessing
+
+    from app.replay.parallel import _replay_share
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # inherited by the spawned process
+    context = multiprocessing.get_context("spawn")
+    options = ReplayOptions(namespace="stopped", from_offsets={0: 0}, idle_seconds=300)  # then it waits at the end
+    messages = context.Queue()  # its progress, not read here
+    process = context.Process(target=_replay_share, args=(replayed, bootstrap_servers, options, [0], 0, messages),
+                              daemon=True)
+    process.start()
+    def kept_on_disk() -> list[str]:  # multiprocessing keeps a directory of its own there too (pymp-...)
+        return [path.name for path in tmp_path.glob("availability-replay-*")]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not kept_on_disk():  # made with the first entry applied
+            assert process.is_alive() and time.monotonic() < deadline, "the replay process applied nothing"
+            time.sleep(0.05)
+        process.terminate()
+        process.join(30)
+        assert process.exitcode == 128 + 15  # it unwound (SystemExit), not ended where it stood
+    finally:
+        if process.is_alive():
+            process.kill()
+    assert kept_on_disk() == []
 
 
 def test_processes_and_a_start_time_or_offsets(replayed, bootstrap_servers):
