@@ -94,9 +94,11 @@ def parse_offsets(text: str) -> dict[int, int]:
     return offsets
 
 
-def output_producer(bootstrap_servers: str, settings: Settings | None = None) -> Producer:
-    """The replay's producer; `settings` supply the client security options (none: a plaintext connection)."""
-    options = {
+def output_producer(bootstrap_servers: str, settings: Settings | None = None,
+                    on_delivery: Callable | None = None) -> Producer:
+    """The replay's producer; `settings` supply the client security options (none: a plaintext connection);
+    `on_delivery(error, message)` is called for each record that could not be delivered."""
+    options: dict = {
         # Kafka's default partitioner (murmur2 of the key), as the live service's producer uses: each key lands on
         # the same partition number as in the live topic.
         "partitioner": "murmur2_random",
@@ -111,6 +113,8 @@ def output_producer(bootstrap_servers: str, settings: Settings | None = None) ->
         "acks": "all",
         "delivery.report.only.error": True,  # a callback per failed record only: they are what we count
     }
+    if on_delivery is not None:
+        options["on_delivery"] = on_delivery  # set once here: a callback given with each record costs a third more
     if settings is None:
         return Producer({"bootstrap.servers": bootstrap_servers, **options})
     return Producer(client_config(settings, bootstrap_servers, **options))
@@ -201,7 +205,7 @@ class Replayer:
     def _run(self) -> ReplaySummary:
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)
         started = time.monotonic()
-        producer = output_producer(self.bootstrap_servers, self.settings)
+        producer = output_producer(self.bootstrap_servers, self.settings, self._on_delivery)
         starts = self._starts()
         if starts == {}:  # from a time after the last record: nothing to replay
             summary.seconds = time.monotonic() - started
@@ -284,10 +288,16 @@ class Replayer:
         summary.rejections[reason] += 1
 
     def _produce(self, producer: Producer):
-        on_delivery = self._on_delivery
+        send = producer.produce  # failed deliveries reach the producer's own callback (output_producer)
 
         def produce(topic: str, value: bytes, key: bytes | None, headers=None) -> None:
-            produce_or_wait(producer, topic, value, key, headers=headers, on_delivery=on_delivery)
+            try:
+                if headers is None:
+                    send(topic, value, key)
+                else:
+                    send(topic, value, key, headers=headers)
+            except BufferError:  # the local queue is full: wait for it to drain
+                produce_or_wait(producer, topic, value, key, headers=headers)
 
         return produce
 

@@ -68,3 +68,27 @@ def test_a_replayer_runs_in_one_process_only():
         Replayer(settings, "127.0.0.1:1", ReplayOptions(processes=2)).run()
     with pytest.raises(ReplayError, match="at least 1"):
         Replayer(settings, "127.0.0.1:1", ReplayOptions(processes=0))
+
+
+def test_a_record_the_replay_could_not_deliver_reaches_its_error_list(monkeypatch):
+    """The replay's producer reports failed deliveries to the Replayer through its own callback (no callback is
+    passed with each record): a record to an unreachable broker times out and is counted."""
+    import importlib
+
+    import confluent_kafka
+
+    replay_module = importlib.import_module("app.replay.replay")  # the package exports a function of that name
+
+    def short_timeout(config):
+        return confluent_kafka.Producer({**config, "message.timeout.ms": 300})
+
+    monkeypatch.setattr(replay_module, "Producer", short_timeout)
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", app_id="units")
+    replayer = Replayer(settings, "127.0.0.1:1", ReplayOptions())
+    producer = replay_module.output_producer("127.0.0.1:1", None, replayer._on_delivery)
+    produce = replayer._produce(producer)
+    produce("availability.ecommerce", b"value", b"SKU1")
+    produce("dead-letters", b"value", None, [("reason", b"X")])
+    assert producer.flush(10) == 0  # both records left the queue: failed, not pending
+    assert len(replayer._delivery_errors) == 2
+    assert all("availability.ecommerce" in error or "dead-letters" in error for error in replayer._delivery_errors)
