@@ -288,16 +288,9 @@ class Replayer:
         summary.rejections[reason] += 1
 
     def _produce(self, producer: Producer):
-        send = producer.produce  # failed deliveries reach the producer's own callback (output_producer)
-
         def produce(topic: str, value: bytes, key: bytes | None, headers=None) -> None:
-            try:
-                if headers is None:
-                    send(topic, value, key)
-                else:
-                    send(topic, value, key, headers=headers)
-            except BufferError:  # the local queue is full: wait for it to drain
-                produce_or_wait(producer, topic, value, key, headers=headers)
+            # failed deliveries reach the producer's own callback (output_producer): none is passed per record
+            produce_or_wait(producer, topic, value, key, headers=headers)
 
         return produce
 
