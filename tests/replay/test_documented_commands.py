@@ -31,11 +31,6 @@ def documented_lines() -> list[str]:
     return lines
 
 
-def run(command: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
-                          timeout=180, stdin=subprocess.DEVNULL)
-
-
 def run_at_once(commands: list[str], environment: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
     started = {command: subprocess.Popen(["bash", "-c", command], cwd=REPO_ROOT, env=environment, text=True,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -58,7 +53,8 @@ def test_the_documented_replay_commands_run_as_written(replayed, bootstrap_serve
     assert len(lines) == 10, lines
     environment = {**settings_environment(replayed),  # the console script of this environment, as a user has it
                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    setup = run("availability replay --to-live --yes --quiet", environment)
+    fill_live = "availability replay --to-live --yes --quiet"
+    setup = run_at_once([fill_live], environment)[fill_live]
     assert setup.returncode == 0, setup.stderr
 
     # The replays at once (each writes a namespace of its own), then the reading commands (verify, snapshot) at once:
