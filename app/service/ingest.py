@@ -50,7 +50,7 @@ from app.kafka.batch_sender import BatchSender
 from app.service.runtime import AvailabilityService, PipelineObserver
 from app.wire.dead_letters import MOVEMENT_INDEX_HEADER, dead_letter_headers, fit_dead_letter
 from app.wire.ledger import LedgerAppend, LedgerBatcher
-from app.wire.serialization import AVRO_NAMESPACE, AvroCodec, SerializationError
+from app.wire.serialization import AVRO_NAMESPACE, HEADER_SIZE, AvroCodec, SerializationError
 from app.wire.topics import (
     DEAD_LETTERS,
     FEED_OF_SOURCE_TOPIC,
@@ -78,6 +78,7 @@ class LedgerEntryDraft:
     record_name: str
     record: dict
     source_index: int  # the event's index inside its source record (0 unless a StockMovementBatch)
+    body: bytes | None = None  # the record's Avro bytes as the source wrote them, with the ledger's schema
 
 
 _new_draft = trusted_constructor(LedgerEntryDraft)  # one per event: a quarter of the dataclass's __init__
@@ -101,6 +102,7 @@ class LedgerWriter:
         self._partition_count = partition_count
         self._max_record_bytes = max_record_bytes
         self._max_skew_ms = max_event_time_skew_ms
+        self._own_schema_ids: dict[str, int] = {}
 
     def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
         """A LedgerEntry of one event; `source` (topic, partition, offset) of a record holding that event alone."""
@@ -144,10 +146,17 @@ class LedgerWriter:
             for index, movement in enumerate(decoded.value["movements"]):
                 self._append_event("StockMovement", movement, source, ingest_time, result, index)
         else:
-            self._append_event(record_name, decoded.value, source, ingest_time, result, None)
+            # Written with the schema this service registered for the topic, which is the ledger's schema of the
+            # record (both from avro/): the ledger takes the record's bytes as they are (LedgerBatcher).
+            own_id = self._own_schema_ids.get(topic)
+            if own_id is None:
+                own_id = self._own_schema_ids[topic] = self._codec.serde(topic).schema_id
+            body = value[HEADER_SIZE:] if decoded.schema_id == own_id else None
+            self._append_event(record_name, decoded.value, source, ingest_time, result, None, body)
         return result
 
-    def _append_event(self, record_name, record, source, ingest_time, result: IngestResult, index) -> None:
+    def _append_event(self, record_name, record, source, ingest_time, result: IngestResult, index,
+                      body: bytes | None = None) -> None:
         try:
             event = event_from_record(record_name, record)
         except EventDecodeError as error:
@@ -169,7 +178,7 @@ class LedgerWriter:
             # the decoded record is the event's Avro form already (read with the schema the ledger writes):
             # no conversion back (tests/service/test_ingest_records.py)
             result.entries.append(
-                _new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0)
+                _new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0, body)
             )
 
 
@@ -298,7 +307,7 @@ def ingest_micro_batch(
         result = writer.ingest(topic, partition, offset, message.value, ingest_time)
         for draft in result.entries:
             batcher.add(draft.partition, draft.sku, draft.record_name, draft.record,
-                        (topic, partition, offset, draft.source_index), ingest_time)
+                        (topic, partition, offset, draft.source_index), ingest_time, draft.body)
             if feeds is not None and draft.record_name == "StockMovement":
                 feeds.observe(topic, draft.record)
         if result.appends:  # a policy change: everything before it goes first, in every partition

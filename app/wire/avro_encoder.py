@@ -33,6 +33,18 @@ class UnsupportedSchema(ServiceError):
     pass
 
 
+class EncodedRecord:
+    """A record's Avro body, already written with the very schema of the union branch that carries it: a union of
+    records writes its branch index and these bytes as they are. The ingest stage hands a source record's own bytes
+    to the ledger this way instead of encoding its decoded form again (app.wire.ledger.LedgerBatcher). Only the
+    compiled encoders take it: fastavro raises on it, so a caller falls back to the decoded record."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
 def _append_zigzag_varint(value: int, out: bytearray) -> None:
     value = (value << 1) ^ (value >> 63)
     while value > 0x7F:
@@ -121,7 +133,7 @@ def _record(schema: dict, named: dict[str, Encoder]) -> Encoder:
     namespace: dict[str, Any] = {"_long": _long, "_int": _int, "_boolean": _boolean, "_SMALL_LONGS": _SMALL_LONGS,
                                  "_LONG_MAX": _LONG_MAX,
                                  "_SMALL_LONG_BYTES": _SMALL_LONG_BYTES, "ValueError": ValueError,
-                                 "TypeError": TypeError, "sorted": sorted,
+                                 "TypeError": TypeError, "sorted": sorted, "_EncodedRecord": EncodedRecord,
                                  "names": names, "record_name": schema["name"]}
     lines = [
         "def encode(value, out):",
@@ -197,7 +209,10 @@ def _field_code(schema: Any, slot: str, named: dict[str, Encoder], namespace: di
                 "name, record = field",
                 f"branch, encode_record = {slot}_records[name]",
                 "out += branch",
-                "encode_record(record, out)"]
+                "if type(record) is _EncodedRecord:",
+                "    out += record.body",
+                "else:",
+                "    encode_record(record, out)"]
     return [f"{slot}(field, out)"]
 
 
@@ -254,7 +269,10 @@ def _union(branches: list, named: dict[str, Encoder]) -> Encoder:
         name, record = value
         branch, encoder = records_by_name[name]
         out += branch
-        encoder(record, out)
+        if type(record) is EncodedRecord:
+            out += record.body
+        else:
+            encoder(record, out)
 
     # what a record's encoder writes in line
     encode_named.records_by_name = records_by_name  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
 from app.engine.constructors import trusted_constructor
 from app.engine.positions import EntryOrigin, ledger_position
-from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError
+from app.wire.avro_encoder import EncodedRecord
+from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError, UnencodableRecordError
 from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
 
 LEDGER_BATCH_RECORD = f"{AVRO_NAMESPACE}.LedgerEntryBatch"
@@ -153,14 +154,18 @@ class LedgerBatcher:
     LedgerEntry keyed by SKU for a single entry). `max_entries=1` writes one record per event. A partition's record
     is encoded as soon as it is full, so a micro-batch of bulk source records (200 movements each) holds encoded
     records, not a decoded dict per movement: ~1 KiB less per event; the records and their order within each
-    partition are the same as if all were encoded at the flush."""
+    partition are the same as if all were encoded at the flush.
+
+    An event given with its `body` (its record's Avro bytes as the source wrote them, with the schema the ledger
+    writes that record with) goes into the ledger record as those bytes, not encoded again from its decoded form:
+    the ingest stage's ledger encoding was mostly that (docs/PERFORMANCE.md, "The ingest stage, step by step")."""
 
     def __init__(self, serde: RecordSerde, max_entries: int) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._serde = serde
         self._max_entries = max_entries
-        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int]]]] = {}
+        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int], bytes | None]]] = {}
         self._full: list[LedgerAppend] = []  # records of full partitions, encoded as they filled
         self._ingest_time = 0
 
@@ -168,13 +173,14 @@ class LedgerBatcher:
         return bool(self._pending or self._full)
 
     def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int, int],
-            ingest_time: int) -> None:
-        """`source`: (topic, partition, offset, index of the event inside the source record)."""
+            ingest_time: int, body: bytes | None = None) -> None:
+        """`source`: (topic, partition, offset, index of the event inside the source record); `body`: the record's
+        Avro bytes, written with the ledger's schema of `record_name`, when the caller has them (class docstring)."""
         self._ingest_time = ingest_time
         entries = self._pending.get(partition)
         if entries is None:
             entries = self._pending[partition] = []
-        entries.append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source))
+        entries.append((sku, f"{AVRO_NAMESPACE}.{record_name}", record, source, body))
         if len(entries) >= self._max_entries:
             del self._pending[partition]
             self._full.extend(self._records(partition, entries))
@@ -190,23 +196,31 @@ class LedgerBatcher:
         return appends
 
     def _records(self, partition: int, entries: list) -> list[LedgerAppend]:
+        try:
+            return self._encoded(partition, entries, True)
+        except UnencodableRecordError:  # the record's bytes refused, or something else: as if none were given
+            return self._encoded(partition, entries, False)
+
+    def _encoded(self, partition: int, entries: list, bodies: bool) -> list[LedgerAppend]:
         ingest_time = self._ingest_time
         if len(entries) == 1:
-            sku, name, record, (topic, source_partition, offset, index) = entries[0]
-            value = self._serde.encode({"entry": (name, record), "source_topic": topic,
+            sku, name, record, (topic, source_partition, offset, index), body = entries[0]
+            written = record if body is None or not bodies else EncodedRecord(body)
+            value = self._serde.encode({"entry": (name, written), "source_topic": topic,
                                         "source_partition": source_partition, "source_offset": offset,
                                         "ingest_time": ingest_time, "source_index": index})
             return [LedgerAppend(partition, ledger_key(sku).encode(), value)]
         value = self._serde.encode({
             "entry": (LEDGER_BATCH_RECORD, {"entries": [
-                {"entry": (name, record), "source_topic": topic, "source_partition": source_partition,
-                 "source_offset": offset, "source_index": index}
-                for _, name, record, (topic, source_partition, offset, index) in entries
+                {"entry": (name, record if body is None or not bodies else EncodedRecord(body)), "source_topic": topic,
+                 "source_partition": source_partition, "source_offset": offset, "source_index": index}
+                for _, name, record, (topic, source_partition, offset, index), body in entries
             ]}),
             "source_topic": None, "source_partition": None, "source_offset": None, "ingest_time": ingest_time,
             "source_index": None,
         })
         if len(value) > MAX_LEDGER_RECORD_BYTES:
             half = len(entries) // 2
-            return self._records(partition, entries[:half]) + self._records(partition, entries[half:])
+            return self._encoded(partition, entries[:half], bodies) + self._encoded(partition, entries[half:], bodies)
         return [LedgerAppend(partition, LEDGER_BROADCAST_KEY.encode(), value)]
+

@@ -298,3 +298,57 @@ def test_ledger_entries_carry_each_event_as_its_canonical_record(codec):
             checked.add(draft.record.get("type") or draft.record["command"])
     assert {"SALE", "RETURN", "RECEIPT", "TRANSFER_SHIPPED", "TRANSFER_RECEIVED", "CYCLE_COUNT", "ADJUSTMENT",
             "RESERVE", "RELEASE", "FULFIL"} <= checked
+
+
+def test_a_source_record_in_the_service_s_own_schema_reaches_the_ledger_as_its_own_bytes(settings_factory):
+    """A movement or command the source wrote with the schema the service registered for its topic (the ledger's
+    schema of that record) goes to the ledger as its own bytes; one written with another schema version, and the
+    movements of a bulk record, are encoded from their decoded form; either way the ledger holds the record as the
+    service reads it."""
+    import dataclasses
+    import io
+    import json
+
+    import fastavro
+    from confluent_kafka.schema_registry import Schema
+
+    from app.wire.serialization import HEADER_SIZE, load_schema_library
+
+    codec = AvroCodec(settings_factory(partitions=PARTITIONS, schema_registry_url="mock://ingest-source-bytes"))
+    writer = LedgerWriter(codec, PARTITIONS)
+    sold = event_to_record(sale(2, "S1", sku="SKU1", event_id="m1"))[1]
+    reserved = event_to_record(reserve("r1", 1, sku="SKU1", event_id="c1"))[1]
+    own_movement = codec.encode(STORE_TRANSACTIONS.name, sold)
+    own_command = codec.encode(RESERVATION_COMMANDS.name, reserved)
+    evolved = load_schema_library().expanded("StockMovement")
+    evolved["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+    evolved_id = codec.registry.register_schema(f"{STORE_TRANSACTIONS.name}-value", Schema(json.dumps(evolved), "AVRO"))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(evolved, named_schemas={}), {**sold, "note": "till 4"})
+    evolved_movement = b"\x00" + evolved_id.to_bytes(4, "big") + body.getvalue()
+    bulk = codec.encode(STOCK_MOVEMENTS.name, {"movements": [sold]})
+
+    drafts = [writer.ingest(topic, 0, offset, value, 1234).entries[0] for offset, (topic, value) in enumerate(
+        [(STORE_TRANSACTIONS.name, own_movement), (RESERVATION_COMMANDS.name, own_command),
+         (STORE_TRANSACTIONS.name, evolved_movement), (STOCK_MOVEMENTS.name, bulk)])]
+    assert [draft.body for draft in drafts] == [own_movement[HEADER_SIZE:], own_command[HEADER_SIZE:], None, None]
+    assert [draft.record for draft in drafts] == [sold, reserved, sold, sold]
+
+    messages = [SourceMessage(topic, 0, offset, b"k", value, None) for offset, (topic, value) in enumerate(
+        [(STORE_TRANSACTIONS.name, own_movement), (RESERVATION_COMMANDS.name, own_command),
+         (STORE_TRANSACTIONS.name, evolved_movement), (STOCK_MOVEMENTS.name, bulk)])]
+
+    class WithoutSourceBytes(LedgerWriter):
+        def ingest(self, *args):
+            result = super().ingest(*args)
+            result.entries = [dataclasses.replace(draft, body=None) for draft in result.entries]
+            return result
+
+    def ledger(writer: LedgerWriter) -> list:
+        batch = ingest_micro_batch(messages, 1234, writer, LedgerBatcher(codec.serde(LEDGER), max_entries=500))
+        return [(record.partition, record.value) for record in batch.records]
+
+    written = ledger(LedgerWriter(codec, PARTITIONS))
+    assert written == ledger(WithoutSourceBytes(codec, PARTITIONS))
+    items = [item for _, value in written for item in ledger_items(codec.decode(LEDGER.name, value).value)]
+    assert [item.record for item in items] == [sold, reserved, sold, sold]

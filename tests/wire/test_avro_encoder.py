@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from app.wire.avro_encoder import UnsupportedSchema, compile_encoder
+from app.wire.avro_encoder import EncodedRecord, UnsupportedSchema, compile_encoder
 from app.wire.serialization import full_name, load_schema_library
 
 LONGS = st.integers(-(1 << 63), (1 << 63) - 1)
@@ -118,3 +118,22 @@ def test_longs_written_in_line_by_a_record_are_fastavros_bytes():
                     {"at": 0, "until": None, "count": 1 << 31}):
         with pytest.raises((TypeError, ValueError)):
             encoder(refused, bytearray())
+
+
+@given(data=st.data())
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_a_record_given_as_its_encoded_body_is_written_as_those_bytes(data):
+    """A union of records writes an EncodedRecord as its branch index and the body, in line in a record's encoder
+    and on its own: what it writes for the record the body encodes."""
+    ledger = SCHEMAS[full_name("LedgerEntry")]
+    entry_union = next(field["type"] for field in ledger["fields"] if field["name"] == "entry")
+    value = data.draw(values_for(ledger))
+    name, record = value["entry"]
+    entry = bytearray()
+    compile_encoder(entry_union, {})((name, record), entry)  # a branch index below 64 is one byte
+    body = EncodedRecord(bytes(entry[1:]))
+    in_line, alone = bytearray(), bytearray()
+    compile_encoder(ledger)({**value, "entry": (name, body)}, in_line)
+    compile_encoder(entry_union, {})((name, body), alone)
+    assert bytes(in_line) == fastavro_bytes(ledger, value)
+    assert bytes(alone) == bytes(entry)
