@@ -96,13 +96,16 @@ class LedgerWriter:
     """Turns source records into ledger records. Pure apart from the codec: no Faust, no I/O."""
 
     def __init__(self, codec: AvroCodec, partition_count: int, max_record_bytes: int | None = None,
-                 max_event_time_skew_ms: int = DEFAULT_LIMITS.max_event_time_skew_ms) -> None:
+                 max_event_time_skew_ms: int = DEFAULT_LIMITS.max_event_time_skew_ms, source_bytes: bool = True) -> None:
+        """`source_bytes=False`: every record is encoded again from its decoded form, none handed to the ledger as
+        the source wrote it (the same ledger bytes; the ingest benchmark's baseline)."""
         self._codec = codec
         self._ledger = codec.serde(LEDGER)
         self._partition_count = partition_count
         self._max_record_bytes = max_record_bytes
         self._max_skew_ms = max_event_time_skew_ms
         self._own_schema_ids: dict[str, int] = {}
+        self._source_bytes = source_bytes
 
     def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
         """A LedgerEntry of one event; `source` (topic, partition, offset) of a record holding that event alone."""
@@ -151,7 +154,7 @@ class LedgerWriter:
             own_id = self._own_schema_ids.get(topic)
             if own_id is None:
                 own_id = self._own_schema_ids[topic] = self._codec.serde(topic).schema_id
-            body = value[HEADER_SIZE:] if decoded.schema_id == own_id else None
+            body = value[HEADER_SIZE:] if decoded.schema_id == own_id and self._source_bytes else None
             self._append_event(record_name, decoded.value, source, ingest_time, result, None, body)
         return result
 
