@@ -14,13 +14,21 @@ generations from the newest. The copy found is not always the last put: a late e
 first copy left the window, lands in an older generation than that copy. Both copies are then outside the window,
 so the engine's answer (not a duplicate) is the same. Finished reservations are put at the partition clock, which
 only grows.
+
+A process killed with -9 cannot delete its directory. Each directory holds a lock file its process keeps locked
+(`flock`, released by the kernel however the process ends), and every new KeptOnDisk deletes the directories beside
+its own whose lock nobody holds: what a killed replay left is gone at the next replay or reconciliation.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import shutil
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
@@ -32,6 +40,11 @@ from app.engine.limits import HOUR_MS, EngineLimits
 PENDING_LIMIT = 10_000  # writes held in a dict, then written in one batch: a quarter cheaper than a put each
 WRITE_BUFFER_BYTES = 4 << 20  # per generation database: a replay holds a few of them per kind
 _SEEN_VALUE = struct.Struct(">qq")  # (event time, ledger position)
+DIRECTORY_PREFIX = "availability-replay-"
+OWNER_LOCK = "owner.lock"  # locked by the process that owns the directory for as long as it runs
+ABANDONED_AFTER_SECONDS = 60.0  # a younger lock file may be one its process is about to lock
+
+logger = logging.getLogger(__name__)
 
 
 def _options() -> Options:
@@ -155,7 +168,13 @@ class KeptOnDisk:
     directory (under TMPDIR, or `parent`) that `close()` deletes."""
 
     def __init__(self, limits: EngineLimits, parent: str | None = None, min_width_ms: int = HOUR_MS) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="availability-replay-", dir=parent))
+        removed = remove_abandoned(Path(parent if parent is not None else tempfile.gettempdir()))
+        if removed:
+            logger.warning("deleted %d replay director%s left by processes that ended without deleting them: %s",
+                           len(removed), "y" if len(removed) == 1 else "ies", ", ".join(str(path) for path in removed))
+        self.directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX, dir=parent))
+        self._owner_lock = os.open(self.directory / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._owner_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # a generation is a window wide, and at least `min_width_ms`: a short window would open a database for
         # every few seconds of event time (a record kept longer changes no answer)
         self.seen = GenerationIndex(self.directory / "seen", max(limits.duplicate_window_ms, min_width_ms))
@@ -171,6 +190,35 @@ class KeptOnDisk:
         self.seen.close()
         self.finished.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._owner_lock >= 0:
+            os.close(self._owner_lock)
+            self._owner_lock = -1
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Delete the replay directories in `parent` whose lock no process holds (their process ended without deleting
+    them: killed with -9, or the machine lost); returns them. One without a lock file, or whose lock file was made in
+    the last minute, is left alone: it may be one being made."""
+    removed = []
+    for directory in sorted(parent.glob(f"{DIRECTORY_PREFIX}*")):
+        lock = directory / OWNER_LOCK
+        try:
+            if time.time() - lock.stat().st_mtime < ABANDONED_AFTER_SECONDS:
+                continue
+            descriptor = os.open(lock, os.O_RDWR)
+        except OSError:  # no lock file, or not ours to open
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its process is running
+            os.close(descriptor)
+            continue
+        try:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 class DiskKeptStore(MemoryStore):

@@ -4,13 +4,21 @@ in one stream; generations are dropped once every partition has passed them, and
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.engine import EngineLimits, MemoryStore, PartitionEngine
 from app.engine.partition import FORGET_STEP_MS
 from app.engine.positions import ledger_position
-from app.replay.kept_on_disk import KeptOnDisk
+from app.replay.kept_on_disk import ABANDONED_AFTER_SECONDS, DIRECTORY_PREFIX, OWNER_LOCK, KeptOnDisk
 from tests.engine.factories import CHANNELS
 from tests.tables.test_kept_records import START, stream
 
@@ -76,3 +84,52 @@ def test_a_record_below_every_horizon_is_not_written(tmp_path):
     assert store.get_seen_event("SKU2", "now-1") is None  # keys are per SKU
     assert kept.store(1).get_seen_event("SKU1", "now-1") is None  # and per partition
     kept.close()
+
+
+OWNER = """
+import os, signal, sys
+from app.engine import EngineLimits
+from app.replay.kept_on_disk import ABANDONED_AFTER_SECONDS, DIRECTORY_PREFIX, OWNER_LOCK, KeptOnDisk
+kept = KeptOnDisk(EngineLimits(), parent=sys.argv[1])
+print(kept.directory, flush=True)
+if sys.argv[2] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # runs until the test closes its input
+kept.close()
+"""
+
+
+def test_what_a_killed_process_left_is_deleted_by_the_next_one_and_a_running_process_s_directory_is_kept(
+        tmp_path, caplog):
+    root = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", OWNER, str(tmp_path), "killed"], cwd=root, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    abandoned = Path(killed.stdout.strip())
+    assert (abandoned / OWNER_LOCK).exists()
+    running = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path), "running"], cwd=root, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        live = Path(running.stdout.readline().strip())
+        a_while_ago = time.time() - 2 * ABANDONED_AFTER_SECONDS
+        for directory in (abandoned, live):  # both older than a directory still being made
+            os.utime(directory / OWNER_LOCK, (a_while_ago, a_while_ago))
+        being_made = tmp_path / f"{DIRECTORY_PREFIX}being-made"  # its lock file just made, not locked yet
+        being_made.mkdir()
+        (being_made / OWNER_LOCK).touch()
+        without_lock = tmp_path / f"{DIRECTORY_PREFIX}without-lock"
+        without_lock.mkdir()
+        with caplog.at_level(logging.WARNING, logger="app.replay.kept_on_disk"):
+            kept = KeptOnDisk(SHORT, parent=str(tmp_path))
+        try:
+            assert not abandoned.exists()
+            assert live.exists() and being_made.exists() and without_lock.exists() and kept.directory.exists()
+            assert f"deleted 1 replay directory left by processes that ended without deleting them: {abandoned}" \
+                in caplog.text
+        finally:
+            kept.close()
+        assert not kept.directory.exists()
+    finally:
+        running.stdin.close()
+        assert running.wait(timeout=120) == 0
+    assert not live.exists()  # deleted by its own process as it closed
