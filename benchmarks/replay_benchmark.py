@@ -130,6 +130,7 @@ def replay_child(bootstrap_servers: str, partitions: int, data_dir: Path, output
         "rejections": dict(sorted(summary.rejections.items())),
         # of the processes that replayed, added up (with several, this one only waited for them)
         "peak_rss_mib": summary.peak_rss_mib,
+        "peak_disk_mib": summary.peak_disk_mib,  # seen ids and finished reservations (docs/REPLAY.md)
     }))
 
 
@@ -187,7 +188,7 @@ def write_results(result: dict) -> None:
     outputs = "\n".join(f"| `{topic}` | {count:,} |" for topic, count in replay["records"].items())
     runs = "\n".join(
         f"| {run['processes']} | {run['events_per_second']:,} | {run.get('ratio_to_first', 1.0)}x | {run['seconds']} "
-        f"| {run['peak_rss_mib']} |" for run in result["replays"])
+        f"| {run['peak_rss_mib']} | {run['peak_disk_mib']} |" for run in result["replays"])
     (out / "replay.md").write_text(f"""# Replay (backfill) benchmark
 
 Python {result['python']} on {result['machine']}; broker: {result['broker']}; {result['partitions']} ledger
@@ -202,14 +203,15 @@ each replay process is one Python thread plus librdkafka's threads.
 - replay from the earliest offset by {_processes(replay['processes'])}, outputs produced to the broker:
   **{replay['events_per_second']:,} events/s** ({replay['events']:,} events in {replay['seconds']}s)
 - replay peak RSS ({_processes(replay['processes'])}): **{replay['peak_rss_mib']} MiB**; broker peak RSS:
-  {result['broker_peak_rss_mib']} MiB
+  {result['broker_peak_rss_mib']} MiB; the most its seen ids and finished reservations took on disk:
+  {replay['peak_disk_mib']} MiB
 - rejections: {replay['rejections'] or 'none'}
 
 The same ledger replayed with each count of processes, one run after the other (`availability replay --processes
 N`; every run wrote the same records per output topic):
 
-| processes | events/s | against the first | seconds | peak RSS, MiB (processes added up) |
-|---:|---:|---:|---:|---:|
+| processes | events/s | against the first | seconds | peak RSS, MiB (added up) | most on disk, MiB (added up) |
+|---:|---:|---:|---:|---:|---:|
 {runs}
 
 | output topic | records |

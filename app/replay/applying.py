@@ -38,6 +38,7 @@ class LedgerApplier:
         self.events = 0  # ledger entries read (a batch record holds many; an undecodable record counts as one)
         self._kept_on_disk = kept_on_disk
         self._kept: KeptOnDisk | None = None  # made with the first engine: an applier never used leaves nothing
+        self.peak_disk_bytes = 0  # the most its records took on disk, known once it is closed
 
     def __enter__(self) -> LedgerApplier:
         return self
@@ -49,6 +50,7 @@ class LedgerApplier:
         """Deletes what was kept on disk; the engines' stores answer no more."""
         if self._kept is not None:
             self._kept.close()
+            self.peak_disk_bytes = self._kept.peak_disk_bytes
             self._kept = None
 
     def engine(self, partition: int) -> PartitionEngine:

@@ -92,7 +92,8 @@ def print_replay_summary(console: Console, summary: ReplaySummary) -> None:
     processes = f" with {summary.processes} processes" if summary.processes > 1 else ""
     console.print(f"{summary.events:,} ledger entries from {len(summary.partitions)} partitions in "
                   f"{summary.seconds:.1f}s{processes} ({summary.events_per_second:,.0f} events/s); "
-                  f"rejections: {rejections or 'none'}", highlight=False)
+                  f"at most {summary.peak_disk_mib:,.1f} MiB on disk; rejections: {rejections or 'none'}",
+                  highlight=False)
     if not summary.from_earliest:
         console.print("started after the earliest offset on fresh state: compare with the live topics only if "
                       "the ledger before the start holds nothing", style="yellow")

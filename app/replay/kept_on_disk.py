@@ -29,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
@@ -64,8 +65,9 @@ class GenerationIndex:
     start with their partition's prefix; `forget_before(partition, horizon)` gives each partition's horizon, and a
     generation goes once all of them have passed its end."""
 
-    def __init__(self, directory: Path, width_ms: int) -> None:
+    def __init__(self, directory: Path, width_ms: int, before_drop: Callable[[], None] = lambda: None) -> None:
         self._directory = directory
+        self._before_drop = before_drop  # the disk holds the most just before a generation goes
         self._width = max(1, width_ms)
         self._generations: dict[int, Rdict] = {}  # generation number -> database
         self._newest_first: list[Rdict] = []
@@ -133,6 +135,8 @@ class GenerationIndex:
         expired = [generation for generation in self._generations if (generation + 1) * self._width <= lowest]
         if (self._pending_generation + 1) * self._width <= lowest:
             self._pending.clear()  # below every partition's horizon: they could answer nothing
+        if expired:
+            self._before_drop()
         for generation in expired:
             database = self._generations.pop(generation)
             database.close()
@@ -177,18 +181,31 @@ class KeptOnDisk:
         fcntl.flock(self._owner_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # a generation is a window wide, and at least `min_width_ms`: a short window would open a database for
         # every few seconds of event time (a record kept longer changes no answer)
-        self.seen = GenerationIndex(self.directory / "seen", max(limits.duplicate_window_ms, min_width_ms))
+        self.seen = GenerationIndex(self.directory / "seen", max(limits.duplicate_window_ms, min_width_ms),
+                                    self.note_disk_use)
         self.finished = GenerationIndex(self.directory / "finished",
-                                        max(limits.reservation_retention_ms, min_width_ms))
+                                        max(limits.reservation_retention_ms, min_width_ms), self.note_disk_use)
+        self.peak_disk_bytes = 0  # the most the directory held when measured: before each drop and at the end
 
     def store(self, partition: int) -> DiskKeptStore:
         self.seen.register(partition)
         self.finished.register(partition)
         return DiskKeptStore(partition, self)
 
+    def note_disk_use(self) -> None:
+        """Measure what the directory holds now (its files' sizes) into `peak_disk_bytes`."""
+        held = 0
+        for path in self.directory.rglob("*"):
+            try:
+                held += path.stat().st_size if path.is_file() else 0
+            except OSError:  # a file RocksDB removed meanwhile
+                pass
+        self.peak_disk_bytes = max(self.peak_disk_bytes, held)
+
     def close(self) -> None:
         self.seen.close()
         self.finished.close()
+        self.note_disk_use()
         shutil.rmtree(self.directory, ignore_errors=True)
         if self._owner_lock >= 0:
             os.close(self._owner_lock)

@@ -151,8 +151,10 @@ def _merged(options: ReplayOptions, summaries: list[ReplaySummary], busy_seconds
         merged.rejections.update(summary.rejections)
         merged.partitions.update(summary.partitions)
         merged.peak_rss_mib += summary.peak_rss_mib
+        merged.peak_disk_mib += summary.peak_disk_mib
     merged.partitions = dict(sorted(merged.partitions.items()))
     merged.peak_rss_mib = round(merged.peak_rss_mib, 1)
+    merged.peak_disk_mib = round(merged.peak_disk_mib, 1)
     merged.seconds = seconds
     merged.busy_seconds = busy_seconds
     return merged

@@ -70,6 +70,7 @@ class ReplaySummary:
     busy_seconds: float = 0.0  # until the last entry was applied and every record acknowledged
     processes: int = 1  # that replayed the partitions (fewer than asked when there are fewer partitions)
     peak_rss_mib: float = 0.0  # the largest resident set of each of them, added up
+    peak_disk_mib: float = 0.0  # the most the seen ids and finished reservations of each took on disk, added up
 
     @property
     def events_per_second(self) -> float:
@@ -198,9 +199,11 @@ class Replayer:
                                   "use app.replay.replay()")
             create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
         try:
-            return self._run()
+            summary = self._run()
         finally:
             self._applier.close()
+        summary.peak_disk_mib = round(self._applier.peak_disk_bytes / 2**20, 1)
+        return summary
 
     def _run(self) -> ReplaySummary:
         summary = ReplaySummary(self.options.namespace, self.options.from_earliest)

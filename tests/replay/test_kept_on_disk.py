@@ -133,3 +133,18 @@ def test_what_a_killed_process_left_is_deleted_by_the_next_one_and_a_running_pro
         running.stdin.close()
         assert running.wait(timeout=120) == 0
     assert not live.exists()  # deleted by its own process as it closed
+
+
+def test_the_most_the_records_took_on_disk_is_measured_before_a_generation_goes_and_at_the_end(tmp_path):
+    kept = KeptOnDisk(SHORT, parent=str(tmp_path), min_width_ms=GENERATION_MS)
+    store = kept.store(0)
+    for n in range(2_000):  # all in generation 0
+        store.put_seen_event("SKU1", f"event-{n}", n, ledger_position(n))
+    kept.seen.flush()
+    held = sum(path.stat().st_size for path in kept.directory.rglob("*") if path.is_file())
+    assert held > 0 and kept.peak_disk_bytes == 0  # not measured yet
+    store.forget_before(3 * GENERATION_MS, 3 * GENERATION_MS)  # generation 0 goes: measured just before
+    assert kept.seen.dropped == 1 and kept.peak_disk_bytes >= held
+    measured = kept.peak_disk_bytes
+    kept.close()
+    assert kept.peak_disk_bytes >= measured and not kept.directory.exists()
