@@ -318,17 +318,6 @@ def read_outputs(bootstrap_servers: str, codec, topics: list[str]) -> list[Outpu
     return out
 
 
-def disk_usage_bytes(path: Path) -> int:
-    """Bytes allocated on disk under `path`, like `du` (st_blocks x 512)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
 
 def start_positions(topics: list[str], partitions: int, start_offsets: dict[str, int]) -> list[TopicPartition]:
     """Where a baseline starts reading: `start_offsets` maps "topic:partition" to an offset (0 when absent)."""

@@ -63,6 +63,7 @@ from app.kafka.admin import create_topics
 from app.kafka.batch_sender import default_partition
 from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.service.ingest import LedgerWriter
+from app.service.memory import disk_usage_bytes
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
 from app.wire.topics import (
@@ -90,7 +91,6 @@ from benchmarks.harness import (
     LedgerTail,
     RecordProducer,
     ServiceWorker,
-    disk_usage_bytes,
     read_outputs,
     read_records,
     run_module,

@@ -37,6 +37,7 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 from app.engine import FinishedReservation, MemoryStore
 from app.engine.codec import decode_finished, encode_finished
 from app.engine.limits import HOUR_MS, EngineLimits
+from app.service.memory import disk_usage_bytes
 
 PENDING_LIMIT = 10_000  # writes held in a dict, then written in one batch: a quarter cheaper than a put each
 WRITE_BUFFER_BYTES = 4 << 20  # per generation database: a replay holds a few of them per kind
@@ -193,14 +194,8 @@ class KeptOnDisk:
         return DiskKeptStore(partition, self)
 
     def note_disk_use(self) -> None:
-        """Measure what the directory holds now (its files' sizes) into `peak_disk_bytes`."""
-        held = 0
-        for path in self.directory.rglob("*"):
-            try:
-                held += path.stat().st_size if path.is_file() else 0
-            except OSError:  # a file RocksDB removed meanwhile
-                pass
-        self.peak_disk_bytes = max(self.peak_disk_bytes, held)
+        """Measure what the directory holds on disk now into `peak_disk_bytes`."""
+        self.peak_disk_bytes = max(self.peak_disk_bytes, disk_usage_bytes(self.directory))
 
     def close(self) -> None:
         self.seen.close()

@@ -19,6 +19,7 @@ from app.engine import EngineLimits, MemoryStore, PartitionEngine
 from app.engine.partition import FORGET_STEP_MS
 from app.engine.positions import ledger_position
 from app.replay.kept_on_disk import ABANDONED_AFTER_SECONDS, DIRECTORY_PREFIX, OWNER_LOCK, KeptOnDisk
+from app.service.memory import disk_usage_bytes
 from tests.engine.factories import CHANNELS
 from tests.tables.test_kept_records import START, stream
 
@@ -89,6 +90,7 @@ def test_a_record_below_every_horizon_is_not_written(tmp_path):
 OWNER = """
 import os, signal, sys
 from app.engine import EngineLimits
+from app.service.memory import disk_usage_bytes
 from app.replay.kept_on_disk import ABANDONED_AFTER_SECONDS, DIRECTORY_PREFIX, OWNER_LOCK, KeptOnDisk
 kept = KeptOnDisk(EngineLimits(), parent=sys.argv[1])
 print(kept.directory, flush=True)
@@ -141,7 +143,7 @@ def test_the_most_the_records_took_on_disk_is_measured_before_a_generation_goes_
     for n in range(2_000):  # all in generation 0
         store.put_seen_event("SKU1", f"event-{n}", n, ledger_position(n))
     kept.seen.flush()
-    held = sum(path.stat().st_size for path in kept.directory.rglob("*") if path.is_file())
+    held = disk_usage_bytes(kept.directory)
     assert held > 0 and kept.peak_disk_bytes == 0  # not measured yet
     store.forget_before(3 * GENERATION_MS, 3 * GENERATION_MS)  # generation 0 goes: measured just before
     assert kept.seen.dropped == 1 and kept.peak_disk_bytes >= held
