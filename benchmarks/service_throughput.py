@@ -1,9 +1,10 @@
-"""Throughput of the availability stage alone (ledger -> engine -> topics + tables), on the peak benchmark's mix.
+"""Throughput of the availability stage alone (ledger -> engine -> topics + tables), on a peak benchmark's mix.
 
-    python -m benchmarks.service_throughput [--events 200000] [--py-spy FILE]
+    python -m benchmarks.service_throughput [--events 200000] [--mix mixed|single|bulk] [--py-spy FILE]
 
-The peak workload's mix (benchmarks/generator.py: store sales and returns, reservations, bulk warehouse movements
-over Zipf-popular SKUs) goes through the ingest stage's own logic (`ingest_micro_batch`, in this process) in
+The peak workload's mix (benchmarks/generator.py; `mixed` by default: store sales and returns, reservations, bulk
+warehouse movements over Zipf-popular SKUs; `single` and `bulk` are the peak benchmark's other two sections) goes
+through the ingest stage's own logic (`ingest_micro_batch`, in this process) in
 micro-batches of the settings' `batch_size`, and the ledger records it writes are produced straight to the ledger,
 with the policy and the stock loads first. Then one worker starts with AVAILABILITY_STAGES=availability and the
 clock runs from its "Worker ready" to the moment its `ledger_events_applied` metric counts every entry written (read every 0.5 s);
@@ -11,7 +12,8 @@ its CPU seconds over that time give the per-core figure. It also counts, without
 the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own, and
 reports the worker's memory by part at the scrape with its largest resident set (`availability_memory_bytes`).
 `--py-spy FILE` records the worker meanwhile (speedscope format). Result in
-benchmarks/results/service_throughput.json ($BENCHMARK_RESULTS_DIR where it is set).
+benchmarks/results/service_throughput.json, or service_throughput-<mix>.json for another mix ($BENCHMARK_RESULTS_DIR
+where it is set).
 """
 
 from __future__ import annotations
@@ -40,16 +42,17 @@ from app.wire.ledger import LedgerBatcher, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
 from benchmarks.cpu import cpu_seconds, peak_rss_mib
-from benchmarks.generator import Workload, WorkloadConfig
+from benchmarks.generator import MIXES, Workload, WorkloadConfig
 from benchmarks.report import results_dir
 from benchmarks.worker_metrics import scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
 
 
-def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int) -> tuple[list, int]:
-    """(partition, key, value) of every ledger record the mix of `events` events becomes, policy and stock loads
+def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int,
+                       mix: str = "mixed") -> tuple[list, int]:
+    """(partition, key, value) of every ledger record the `mix` of `events` events becomes, policy and stock loads
     first, and the number of ledger entries they hold."""
-    workload = Workload(WorkloadConfig(partitions=settings.partitions), mix="mixed", prefix="st")
+    workload = Workload(WorkloadConfig(partitions=settings.partitions), mix=mix, prefix="st")
     records = list(workload.records(events)) + list(workload.flush())
     writer = LedgerWriter(codec, settings.partitions)
     ledger: list[tuple[int, bytes, bytes]] = []
@@ -109,6 +112,8 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--mix", choices=MIXES, default="mixed",
+                        help="the peak benchmark's workload to apply (default mixed, its mix section)")
     parser.add_argument("--py-spy", type=Path, default=None, help="record the worker with py-spy into FILE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, EmbeddedBroker(Path(scratch) / "tansu.log") as broker:
@@ -119,7 +124,7 @@ def main() -> None:
         create_topics(settings, broker.bootstrap_servers)
         codec = AvroCodec(settings)
         prepared = time.monotonic()
-        ledger, entries = ledger_of_workload(settings, codec, args.events, int(time.time() * 1000))
+        ledger, entries = ledger_of_workload(settings, codec, args.events, int(time.time() * 1000), args.mix)
         print(f"{args.events:,} events -> {len(ledger):,} ledger records, {entries:,} entries "
               f"({time.monotonic() - prepared:.1f} s)", flush=True)
         coalesced, uncoalesced = availability_records(settings, codec, ledger)
@@ -156,7 +161,7 @@ def main() -> None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=60)
             worker.stop()
-        result = {"events": args.events, "ledger_records": len(ledger), "ledger_entries": entries,
+        result = {"events": args.events, "mix": args.mix, "ledger_records": len(ledger), "ledger_entries": entries,
                   "batch_size": settings.batch_size, "ledger_batch_max_entries": settings.ledger_batch_max_entries,
                   "seconds": round(elapsed, 2), "entries_per_second": round(entries / elapsed),
                   "worker_cpu_seconds": round(cpu, 2), "entries_per_cpu_second": round(entries / cpu),
@@ -167,7 +172,8 @@ def main() -> None:
         print(json.dumps(result))
         out = results_dir()
         out.mkdir(parents=True, exist_ok=True)
-        (out / "service_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+        name = "service_throughput.json" if args.mix == "mixed" else f"service_throughput-{args.mix}.json"
+        (out / name).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
