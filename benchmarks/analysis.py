@@ -273,6 +273,43 @@ def catch_up_seconds(lag: Sequence[tuple[float, float]], burst_end_ms: float, th
     return None
 
 
+def live_rate_while_behind(applied: Sequence[tuple[float, float]], lag: Sequence[tuple[float, float]],
+                           produced: Sequence[tuple[float, float]], from_ms: float, burst_end_ms: float,
+                           threshold: float) -> dict:
+    """The rate at which the service applies a live stream that outruns it: the events applied from `from_ms` (the
+    burst's start, when the offered rate is several times the steady one) to the earlier of the lag being back
+    within `threshold` after the burst (`catch_up_seconds`) and the last record sent, over the time between. Within
+    that window records keep arriving while a backlog waits, so the service applies as fast as it can on a live
+    stream; after the last record it drains a plain backlog, which is the rate this one is compared with.
+
+    That holds only if the burst outran the service. `kept_up` says it did not (it applied at least 90% of what
+    the burst offered, over the burst): the rate is then the burst's, a lower bound of what the service can do
+    live, not a measure of it. events_per_second is None when there is no data."""
+    empty = {"events_per_second": None, "window_seconds": 0.0, "events_applied": 0, "window_end": None,
+             "kept_up": None}
+    if not applied or not produced:
+        return empty
+    last_sent = produced[-1][0]
+    catch_up = catch_up_seconds(lag, burst_end_ms, threshold)
+    caught_up_at = None if catch_up is None else burst_end_ms + catch_up * 1000
+    if caught_up_at is not None and caught_up_at <= last_sent:
+        end, why = caught_up_at, "lag back within the threshold"
+    else:
+        end, why = last_sent, "last record sent"
+    burst_end = min(burst_end_ms, end)
+    offered = count_at(produced, burst_end) - count_at(produced, from_ms)
+    taken = count_at(applied, burst_end) - count_at(applied, from_ms)
+    kept_up = taken >= 0.9 * offered
+    if kept_up:  # the burst's own window: after it the offered rate falls back, and so would the figure
+        end, why = burst_end, "burst's end (kept up with it)"
+    seconds = (end - from_ms) / 1000
+    if seconds <= 0:
+        return {**empty, "window_end": why}
+    events = count_at(applied, end) - count_at(applied, from_ms)
+    return {"events_per_second": round(events / seconds, 1), "window_seconds": round(seconds, 1),
+            "events_applied": round(events), "window_end": why, "kept_up": kept_up}
+
+
 def capacity_line(target_rate: float, per_worker_rate: float | None, scaling_efficiency: float | None,
                   partitions: int, utilisation: float = 0.5) -> dict:
     """Workers needed for `target_rate` events/s.

@@ -113,6 +113,7 @@ TARGETS = {  # judged on whole-section rates (first record sent to last event ap
     "mix_per_core_vs_quix": 1.0,
     "single_per_core_vs_quix": 1.0,
     "bulk_events_per_second_per_worker": 100_000,
+    "live_fraction_of_backlog_rate": 0.9,  # "as fast live as from a backlog"
     "p99_ms_at_half_max": 250,
     "burst_catch_up_seconds": 60,
 }
@@ -736,6 +737,9 @@ class PeakBenchmark:
             "ledger_lag": [((t - start) / 1000, v) for t, v in ledger_lag],
         }
         sustained = self.result["throughput"]["mix"]["service"]["whole_section_events_per_second"]
+        live_rate = analysis.live_rate_while_behind(applied, publish_lag, produced, burst_start, burst_end, threshold)
+        rate = live_rate["events_per_second"]
+        live_rate["fraction_of_sustained_max"] = round(rate / sustained, 3) if rate is not None and sustained else None
         windows_cpu = {name: (low, high) for name, (low, high) in
                        (("steady", (start, burst_start)), ("burst", (burst_start, burst_end)),
                         ("after_burst", (burst_end, applied[-1][0] if applied else burst_end)))}
@@ -758,6 +762,10 @@ class PeakBenchmark:
             "caught_up_lag_events": round(threshold),
             "publish_lag_at_burst_start_events": round(lag_at_burst_start),
             "catch_up_seconds_after_burst": None if catch_up is None else round(catch_up, 1),
+            "live_rate_while_behind": live_rate,
+            "live_rate_measure": "events applied per second from the burst's start to the earlier of the lag back "
+                                 "within a quarter second of events and the last record sent (a live stream with a "
+                                 "backlog waiting), over the sustained maximum",
             "burst_backlog_arithmetic": _burst_arithmetic(live["steady_rate"], BURST_FACTOR, profile.burst_seconds,
                                                           sustained),
             "cpu_seconds": {name: self.window_cpu(scenario, low, high) for name, (low, high) in windows_cpu.items()},
@@ -1080,6 +1088,9 @@ class PeakBenchmark:
                  "whole_section_events_per_second_per_worker"),
              "threshold": TARGETS["bulk_events_per_second_per_worker"], "higher_is_better": True,
              "unit": "events/s"},
+            {"target": "live stream applied at >= 90% of the backlog rate (from the burst's start, while behind)",
+             "measured": (live.get("live_rate_while_behind") or {}).get("fraction_of_sustained_max"),
+             "threshold": TARGETS["live_fraction_of_backlog_rate"], "higher_is_better": True, "unit": "ratio"},
             {"target": "p99 < 250 ms at half the sustained maximum (steady window of the live run)",
              "measured": live.get("latency", {}).get("steady", {}).get("p99_ms"),
              "threshold": TARGETS["p99_ms_at_half_max"], "higher_is_better": False, "unit": "ms"},
@@ -1095,6 +1106,11 @@ class PeakBenchmark:
         if live and catch_up is None:
             rows[-1]["met"] = False
             rows[-1]["note"] = "lag not back within the run"
+        live_rate = live.get("live_rate_while_behind") or {}
+        if live_rate.get("kept_up"):  # the burst's rate is a lower bound: it judges the target only if high enough
+            [row] = [row for row in rows if row["target"].startswith("live stream")]
+            row["met"] = True if row["met"] else None
+            row["note"] = "kept up with the burst: the figure is the burst's rate, a lower bound"
         return rows
 
 

@@ -205,6 +205,42 @@ def test_ledger_map_counts_the_events_of_batched_records():
     assert list(ledger.ledgered()) == [(1000, 0, 1), (1010, 0, 4), (1020, 0, 4), (1030, 0, 5), (1040, 0, 7)]
 
 
+def test_live_rate_while_behind_counts_from_the_burst_to_catch_up_or_the_last_record_sent():
+    # sent: 100/s for 10 s, then a burst of 400/s from 10 s to 20 s, then 100/s again until 40 s
+    produced = [(t * 1000, 100 * min(t, 10) + 400 * max(0, min(t, 20) - 10) + 100 * max(0, t - 20))
+                for t in range(0, 41)]
+    # the service keeps up until the burst, then applies 250/s until it has caught up
+    applied, done = [], 0.0
+    for t in range(0, 61):
+        sent = dict(produced).get(t * 1000, produced[-1][1])
+        done = sent if t <= 10 else min(sent, done + 250)
+        applied.append((t * 1000, done))
+    lag = analysis.lag_series(produced, applied, 0, 60_000, step_ms=1000)
+    # caught up at 30 s (1,000 + 4,000 + 1,000 sent; 1,000 + 20 x 250 applied): the window is 10 s to 30 s
+    rate = analysis.live_rate_while_behind(applied, lag, produced, 10_000, 20_000, threshold=0)
+    assert rate == {"events_per_second": 250.0, "window_seconds": 20.0, "events_applied": 5000,
+                    "window_end": "lag back within the threshold", "kept_up": False}
+    # the records end (at 25 s) before the lag is back: the window ends with the last record sent, so the plain
+    # backlog drained after it is not counted as live
+    cut = [point for point in produced if point[0] <= 25_000]
+    lag = analysis.lag_series(cut, applied, 0, 60_000, step_ms=1000)
+    rate = analysis.live_rate_while_behind(applied, lag, cut, 10_000, 20_000, threshold=0)
+    assert rate["window_end"] == "last record sent" and rate["window_seconds"] == 15.0
+    assert rate["events_per_second"] == 250.0
+    # a service that keeps up with the burst (here a second behind it) shows the burst's rate, as a lower bound
+    late = [(t + 1000, done) for t, done in produced]
+    lag = analysis.lag_series(produced, late, 0, 60_000, step_ms=1000)
+    rate = analysis.live_rate_while_behind(late, lag, produced, 10_000, 20_000, threshold=400)
+    assert rate["kept_up"] and rate["window_end"] == "burst's end (kept up with it)"
+    # over the burst's 10 s it applied the 3,700 events sent from 9 s to 19 s: 370/s, 92.5% of what was offered
+    assert rate["events_per_second"] == 370.0 and rate["window_seconds"] == 10.0
+    # the same lateness over a burst it does not keep up with is a service behind it
+    slow = [(t, done * 0.8) for t, done in late]
+    lag = analysis.lag_series(produced, slow, 0, 60_000, step_ms=1000)
+    assert analysis.live_rate_while_behind(slow, lag, produced, 10_000, 20_000, threshold=400)["kept_up"] is False
+    assert analysis.live_rate_while_behind([], [], [], 0, 0, 0)["events_per_second"] is None
+
+
 def test_latency_lag_catch_up_and_capacity():
     summary = analysis.latency_summary(range(1, 1001))
     assert (summary["p50_ms"], summary["p99_ms"], summary["p999_ms"]) == (500, 990, 999)

@@ -104,7 +104,17 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
         assert "kept running" in result["restart"]["warm"]["ingest"]
 
     targets = {row["target"]: row for row in result["targets"]}
-    assert len(targets) == 5
+    assert len(targets) == 6
+    # the live stream's rate while behind, against the mix backlog's: from the burst's start, a window of data
+    live_rate = live["live_rate_while_behind"]
+    assert live_rate["events_per_second"] > 0 and live_rate["window_seconds"] > 0
+    assert live_rate["window_end"] in ("lag back within the threshold", "last record sent",
+                                       "burst's end (kept up with it)")
+    [live_target] = [row for name, row in targets.items() if name.startswith("live stream")]
+    assert live_target["measured"] == live_rate["fraction_of_sustained_max"] > 0
+    if live_rate["kept_up"]:  # the smoke profile's burst is capped far below the backlog rate: a lower bound only
+        assert live_target["met"] in (None, True) and "lower bound" in live_target["note"]
+    assert "- live rate while behind: " in (tmp_path / f"{name}.md").read_text()
     quix_targets = [row for name, row in targets.items() if "Quix" in name]
     assert len(quix_targets) == 2 and quix_targets[0]["measured"] == ratios["per_core"]
     assert all({"measured", "threshold", "met"} <= set(row) for row in targets.values())

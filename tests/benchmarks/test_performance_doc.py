@@ -104,7 +104,11 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
     assert completed.returncode == 0, completed.stderr[-3000:]
     [written] = tmp_path.glob("*.json")
     result = json.loads(written.read_text())
-    if written.name == "service_throughput.json":  # the availability stage alone (about 25 s)
+    if written.name.startswith("service_throughput"):  # the availability stage alone (about 25 s)
+        mix = re.search(r"--mix (\w+)", command)
+        assert result["mix"] == (mix.group(1) if mix else "mixed")
+        assert written.name == ("service_throughput.json" if result["mix"] == "mixed"
+                                else f"service_throughput-{result['mix']}.json")
         assert result["ledger_entries"] > result["events"]  # policy and stock loads too
         assert result["ledger_records"] < result["ledger_entries"]  # batch records, as the ingest stage writes them
         assert result["entries_per_second"] > 0 and result["entries_per_cpu_second"] > 0
@@ -150,4 +154,4 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert waits[50]["p50_ms"] < waits[1500]["p50_ms"]  # what the service's transport is for
         return
     assert written.stem == results_name(result) and (tmp_path / f"{written.stem}.md").exists()
-    assert len(result["targets"]) == 5 and all(row["met"] is not None for row in result["targets"])
+    assert len(result["targets"]) == 6 and all(row["met"] is not None for row in result["targets"])
