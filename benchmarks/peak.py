@@ -1008,7 +1008,8 @@ class PeakBenchmark:
     # -- py-spy ---------------------------------------------------------------------------------------------
 
     def start_py_spy(self, worker: ServiceWorker, ingest: list[IngestWorker]) -> list:
-        """py-spy on the worker into FILE and, in `split`, on the first ingest process into FILE-ingest."""
+        """py-spy on the worker into FILE and, in `split`, on the first ingest process into FILE-ingest; with idle
+        samples, so that the time the stage waits (on a busy broker, in the live run) shows beside its work."""
         if self.py_spy is None:
             return []
         binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -1017,7 +1018,7 @@ class PeakBenchmark:
         self.py_spy.parent.mkdir(parents=True, exist_ok=True)
         targets = [(worker, self.py_spy)] + [(process, ingest_profile_path(self.py_spy)) for process in ingest[:1]]
         return [(subprocess.Popen([binary, "record", "--pid", str(target.pid), "--rate", "100", "--format",
-                                   "speedscope", "--output", str(path), "--nonblocking"],
+                                   "speedscope", "--output", str(path), "--nonblocking", "--idle"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), target.kind, path)
                 for target, path in targets]
 
@@ -1175,8 +1176,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingest-per-worker", type=int, default=None, metavar="K",
                         help="split only: ingest processes started with each worker (default 1)")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
-                        help="record the mix drain's worker with py-spy (speedscope JSON) into FILE; in split also "
-                        "the first ingest process, into FILE with -ingest before its suffix")
+                        help="record the worker with py-spy (speedscope JSON) into FILE from the mix drain to the "
+                        "end of the live run, idle samples included (time the event loop waits shows in its select); "
+                        "in split also the first ingest process, into FILE with -ingest before its suffix")
     parser.add_argument("--sender-linger-ms", type=int, default=DEFAULT_LINGER_MS, metavar="MS",
                         help=f"linger of the live run's source producer (default {DEFAULT_LINGER_MS}, librdkafka's): "
                         "on the embedded broker, fewer and larger source batches cost a consumer less "
