@@ -1078,6 +1078,11 @@ class PeakBenchmark:
             return ((throughput.get(section) or {}).get("ratios") or {}).get("quix", {}).get("per_core")
 
         catch_up = live.get("catch_up_seconds_after_burst")
+        live_rate = live.get("live_rate_while_behind") or {}
+        live_row = {"target": "live stream applied at >= 90% of the backlog rate (from the burst's start, while "
+                              "behind)",
+                    "measured": live_rate.get("fraction_of_sustained_max"),
+                    "threshold": TARGETS["live_fraction_of_backlog_rate"], "higher_is_better": True, "unit": "ratio"}
         rows = [
             {"target": "mix per core, whole section >= 1.0x Quix Streams", "measured": quix_per_core("mix"),
              "threshold": TARGETS["mix_per_core_vs_quix"], "higher_is_better": True, "unit": "ratio"},
@@ -1089,9 +1094,7 @@ class PeakBenchmark:
                  "whole_section_events_per_second_per_worker"),
              "threshold": TARGETS["bulk_events_per_second_per_worker"], "higher_is_better": True,
              "unit": "events/s"},
-            {"target": "live stream applied at >= 90% of the backlog rate (from the burst's start, while behind)",
-             "measured": (live.get("live_rate_while_behind") or {}).get("fraction_of_sustained_max"),
-             "threshold": TARGETS["live_fraction_of_backlog_rate"], "higher_is_better": True, "unit": "ratio"},
+            live_row,
             {"target": "p99 < 250 ms at half the sustained maximum (steady window of the live run)",
              "measured": live.get("latency", {}).get("steady", {}).get("p99_ms"),
              "threshold": TARGETS["p99_ms_at_half_max"], "higher_is_better": False, "unit": "ms"},
@@ -1107,11 +1110,9 @@ class PeakBenchmark:
         if live and catch_up is None:
             rows[-1]["met"] = False
             rows[-1]["note"] = "lag not back within the run"
-        live_rate = live.get("live_rate_while_behind") or {}
         if live_rate.get("kept_up"):  # the burst's rate is a lower bound: it judges the target only if high enough
-            [row] = [row for row in rows if row["target"].startswith("live stream")]
-            row["met"] = True if row["met"] else None
-            row["note"] = "kept up with the burst: the figure is the burst's rate, a lower bound"
+            live_row["met"] = True if live_row["met"] else None
+            live_row["note"] = "kept up with the burst: the figure is the burst's rate, a lower bound"
         return rows
 
 
