@@ -210,9 +210,9 @@ def test_live_rate_while_behind_counts_from_the_burst_to_catch_up_or_the_last_re
     produced = [(t * 1000, 100 * min(t, 10) + 400 * max(0, min(t, 20) - 10) + 100 * max(0, t - 20))
                 for t in range(0, 41)]
     # the service keeps up until the burst, then applies 250/s until it has caught up
-    applied, done = [], 0.0
+    applied, done, sent_at = [], 0.0, dict(produced)
     for t in range(0, 61):
-        sent = dict(produced).get(t * 1000, produced[-1][1])
+        sent = sent_at.get(t * 1000, produced[-1][1])
         done = sent if t <= 10 else min(sent, done + 250)
         applied.append((t * 1000, done))
     lag = analysis.lag_series(produced, applied, 0, 60_000, step_ms=1000)
