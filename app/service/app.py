@@ -33,6 +33,12 @@ BROKER_SESSION_TIMEOUT_SECONDS = 6.0
 BROKER_HEARTBEAT_INTERVAL_SECONDS = 0.5
 BROKER_REBALANCE_TIMEOUT_SECONDS = 10.0
 PRODUCER_LINGER_SECONDS = 0.002  # lets a batch's sends share produce requests without delaying a quiet stream
+# aiokafka queues one batch per topic partition and keeps one produce request in flight per broker, so a partition
+# moves at most one batch per round trip. At its default of 16 KiB, a write-back of a few thousand SKU states (1-2 KB
+# each) took dozens of round trips per changelog partition: on a busy broker, half of the availability stage's time
+# in the live run (docs/PERFORMANCE.md). Half of the 1 MiB that Kafka, and most Kafka-compatible brokers, accept by
+# default (`message.max.bytes`).
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 # Records Faust queues ahead of each stream of the worker before it pauses fetching; the ledger agent's is the queue
 # that fills. Faust's default, 4,096, is sized for small messages; a ledger record holds up to
 # `ledger_batch_max_entries` events (about 10 KB on the peak benchmark's mix), so a backlog kept 30-40 MiB of records
@@ -81,6 +87,7 @@ def build_service(
         # "beyond" it after a crash. That is not an inconsistency here: see app.service.availability.
         recovery_consistency_check=False,
         producer_linger=PRODUCER_LINGER_SECONDS,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         Monitor=QuietMonitor,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         web_bind=settings.web_host,
