@@ -173,6 +173,15 @@ def count_at(series: Sequence[tuple[float, float]], timestamp: float) -> float:
     return series[index][1] if index >= 0 else 0
 
 
+def work_per_cpu_second(applied: Sequence[tuple[float, float]], start_ms: float, end_ms: float,
+                        cpu_seconds: float) -> dict:
+    """Events applied between two times (`applied`: cumulative count over time) and per CPU second of the processes
+    that applied them (None without CPU seconds)."""
+    events = count_at(applied, end_ms) - count_at(applied, start_ms)
+    return {"events_applied": round(events),
+            "service_events_per_cpu_second": round(events / cpu_seconds) if cpu_seconds > 0 else None}
+
+
 @dataclass(frozen=True)
 class Throughput:
     events: int

@@ -768,8 +768,16 @@ class PeakBenchmark:
                                  "backlog waiting), over the sustained maximum",
             "burst_backlog_arithmetic": _burst_arithmetic(live["steady_rate"], BURST_FACTOR, profile.burst_seconds,
                                                           sustained),
-            "cpu_seconds": {name: self.window_cpu(scenario, low, high) for name, (low, high) in windows_cpu.items()},
+            "cpu_seconds": {name: self.window_cpu_and_work(scenario, applied, low, high)
+                            for name, (low, high) in windows_cpu.items()},
         }
+
+    def window_cpu_and_work(self, scenario: Scenario, applied: list, start_ms: float, end_ms: float) -> dict:
+        """`window_cpu`, with the events the service applied in the window and per CPU second of its processes:
+        what a CPU second of the service does live, beside its per-core figure from a backlog."""
+        figure = self.window_cpu(scenario, start_ms, end_ms)
+        return {**figure, **analysis.work_per_cpu_second(applied, start_ms, end_ms,
+                                                          figure["workers"] + figure["ingest_processes"])}
 
     @staticmethod
     def window_cpu(scenario: Scenario, start_ms: float, end_ms: float) -> dict:

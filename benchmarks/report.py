@@ -239,16 +239,19 @@ def markdown(result: dict) -> str:
                       "of its own that only hands pre-encoded records to librdkafka; *benchmark* is the harness "
                       "reading the ledger and committed offsets). *Cores busy* = all of them over the window's "
                       "seconds; *machine* = every process of the machine, other jobs included (/proc/stat): near the "
-                      "core count, the machine was the limit.", "",
+                      "core count, the machine was the limit. *Events applied* in the window, and per CPU second "
+                      "of the service's processes (workers and ingest processes): beside the per-core figures of the "
+                      "backlogs above.", "",
                       "| window | seconds | workers | ingest processes | broker | sender | benchmark | cores busy | "
-                      "machine |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "machine | events applied | per service CPU second |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for window, figure in cpu.items():
                 lines.append(f"| {window} | {_n(figure['wall_seconds'], 1)} | {_n(figure['workers'], 1)} | "
                              f"{_n(figure['ingest_processes'], 1)} | {_n(figure['broker'], 1)} | "
                              f"{_n(figure['sender'], 1)} | {_n(figure['benchmark'], 1)} | "
                              f"{_n(figure['cores_busy'], 2)} of {figure.get('cores', 'n/a')} | "
-                             f"{_n(figure.get('machine_cores_busy'), 2)} |")
+                             f"{_n(figure.get('machine_cores_busy'), 2)} | {_n(figure.get('events_applied'))} | "
+                             f"{_n(figure.get('service_events_per_cpu_second'))} |")
     resources = result.get("resources") or {}
     restart = result.get("restart") or {}
     lines += ["", "## Resources and restarts", ""]

@@ -4,6 +4,7 @@ aiokafka producer, and Kafka's default partitioner for keyed records."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
 
@@ -30,6 +31,10 @@ class BatchSender:
         self._partition_counts: dict[str, int] = {}
         self._pending: list = []  # (future, records in it) of every batch or record sent since the last acks()
         self._records = 0
+        # seconds spent waiting on the producer since the last `take_waits()`: for room in a partition's queue
+        # (aiokafka holds one batch per partition until a produce request takes it) and for acknowledgements
+        self._queue_wait = 0.0
+        self._acknowledgement_wait = 0.0
 
     async def send(
         self,
@@ -88,7 +93,9 @@ class BatchSender:
         pending, self._pending, self._records = self._pending, [], 0
         last_offsets: dict[tuple[str, int], int] = {}
         if pending:
+            started = time.monotonic()
             results = await asyncio.gather(*(future for future, _ in pending))
+            self._acknowledgement_wait += time.monotonic() - started
             for metadata, (_, records) in zip(results, pending):
                 where = (metadata.topic, metadata.partition)
                 last = metadata.offset + records - 1  # a batch's metadata carries its first record's offset
@@ -96,10 +103,19 @@ class BatchSender:
                     last_offsets[where] = last
         return last_offsets
 
+    def take_waits(self) -> tuple[float, float]:
+        """Seconds waited for queue room and for acknowledgements since the last call."""
+        waits = (self._queue_wait, self._acknowledgement_wait)
+        self._queue_wait = self._acknowledgement_wait = 0.0
+        return waits
+
     async def _submit(self, where: tuple[str, int], batch) -> None:
         topic, partition = where
         records = batch.record_count()
-        self._pending.append((await self._aiokafka_producer().send_batch(batch, topic, partition=partition), records))
+        started = time.monotonic()
+        future = await self._aiokafka_producer().send_batch(batch, topic, partition=partition)
+        self._queue_wait += time.monotonic() - started
+        self._pending.append((future, records))
 
     async def _default_partition(self, topic: str, key: bytes) -> int:
         count = self._partition_counts.get(topic)

@@ -155,6 +155,7 @@ class LedgerBatchProcessor:
         for topic, count in self._published.items():
             self._observer.published(topic, count)
         self._published.clear()
+        self._observer.producer_waited(*self._sender.take_waits())
         published_at = int(time.time() * 1000)
         for partition, count in applied.items():
             self._observer.batch_applied(partition, count, ingest_times[partition], published_at)

@@ -158,6 +158,13 @@ class ServiceMetrics(IngestMetrics):
             "read back itself and applied in order, by topic",
             ["topic"], registry=r,
         )
+        self.producer_wait = Counter(
+            f"{p}_producer_wait_seconds",
+            "Seconds the availability stage waited on its producer, by what for: `queue` (room in a partition's "
+            "queue, which holds one batch until a produce request takes it), `acknowledgement` (the broker's, awaited "
+            "before a write-back and at the end of a micro-batch). Near 1 s per second: the broker is the limit",
+            ["wait"], registry=r,
+        )
         self.end_to_end_latency = Histogram(
             f"{p}_end_to_end_latency_seconds",
             "Wall time from ledger append (the entry's ingest_time) to its batch's records handed to the producer",
@@ -199,6 +206,10 @@ class ServiceMetrics(IngestMetrics):
 
     def skipped_records_read(self, topic: str, count: int) -> None:
         self.skipped_records.labels(topic).inc(count)
+
+    def producer_waited(self, queue_seconds: float, acknowledgement_seconds: float) -> None:
+        self.producer_wait.labels("queue").inc(queue_seconds)
+        self.producer_wait.labels("acknowledgement").inc(acknowledgement_seconds)
 
     def published(self, topic: str, count: int = 1) -> None:
         channel = channel_of_topic(topic)

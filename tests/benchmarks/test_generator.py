@@ -205,6 +205,20 @@ def test_ledger_map_counts_the_events_of_batched_records():
     assert list(ledger.ledgered()) == [(1000, 0, 1), (1010, 0, 4), (1020, 0, 4), (1030, 0, 5), (1040, 0, 7)]
 
 
+def test_work_per_cpu_second_counts_the_events_applied_within_the_window():
+    applied = [(1000.0, 100.0), (2000.0, 400.0), (3000.0, 1000.0)]  # cumulative events applied over time
+    # from 1.5 s to 3 s: the count at 3 s less the count last known at 1.5 s (100, at 1 s)
+    assert analysis.work_per_cpu_second(applied, 1500, 3000, cpu_seconds=2.0) == {
+        "events_applied": 900, "service_events_per_cpu_second": 450}
+    assert analysis.work_per_cpu_second(applied, 0, 500, cpu_seconds=1.0)["events_applied"] == 0  # before any
+    # windows that meet add up to the whole: the live run's three windows to its events
+    whole = analysis.work_per_cpu_second(applied, 0, 3000, 1.0)["events_applied"]
+    parts = [analysis.work_per_cpu_second(applied, low, high, 1.0)["events_applied"]
+             for low, high in ((0, 1500), (1500, 2500), (2500, 3000))]
+    assert sum(parts) == whole == 1000
+    assert analysis.work_per_cpu_second(applied, 0, 3000, cpu_seconds=0.0)["service_events_per_cpu_second"] is None
+
+
 def test_live_rate_while_behind_counts_from_the_burst_to_catch_up_or_the_last_record_sent():
     # sent: 100/s for 10 s, then a burst of 400/s from 10 s to 20 s, then 100/s again until 40 s
     produced = [(t * 1000, 100 * min(t, 10) + 400 * max(0, min(t, 20) - 10) + 100 * max(0, t - 20))

@@ -95,6 +95,14 @@ def test_smoke_profile_runs_and_writes_results(tmp_path, topology, embedded_brok
         slack = 0.1 + 0.5 / cpu["wall_seconds"]
         assert cpu["machine_cores_busy"] >= cpu["cores_busy"] - slack, (cpu, slack)
         assert (cpu["ingest_processes"] > 0) == (topology == "split")
+        assert cpu["service_events_per_cpu_second"] == round(
+            cpu["events_applied"] / (cpu["workers"] + cpu["ingest_processes"]))
+    # the three windows meet: together they hold the live run's events, none twice. The applied series sees an event
+    # through an output of it or of a later entry of its partition, so a partition's last events that publish
+    # nothing (a refused sale, say) may go unseen
+    windows = ("steady", "burst", "after_burst")
+    windows_applied = sum(live["cpu_seconds"][window]["events_applied"] for window in windows)
+    assert 0.99 * live["events_sent"] <= windows_applied <= live["events_sent"]
     assert result["restart"]["warm"]["seconds_to_first_output"] > 0
     assert result["resources"]["sku_locations_held"] > 0 and result["resources"]["rocksdb_bytes"] > 0
     assert len(result["resources"]["peak_rss_mib_per_ingest_process"]) == ingest_processes

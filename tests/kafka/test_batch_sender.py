@@ -148,3 +148,37 @@ def test_submit_hands_open_batches_over_and_acks_awaits_them_all_in_order():
         assert sender.pending == 0
 
     asyncio.run(scenario())
+
+
+def test_the_time_waited_for_queue_room_and_for_acknowledgements_is_counted_and_taken_once(monkeypatch):
+    """What `availability_producer_wait_seconds_total` reports: a clock that moves only while the producer holds
+    the sender (0.25 s for room in the queue per batch, 0.5 s until the broker acknowledges)."""
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr("app.kafka.batch_sender.time", SimpleNamespace(monotonic=lambda: clock.now))
+
+    class SlowProducer(FakeProducer):
+        async def send_batch(self, batch, topic, *, partition):
+            clock.now += 0.25  # aiokafka waits here while the partition's previous batch is queued
+            acknowledged = await super().send_batch(batch, topic, partition=partition)
+            pending = asyncio.get_running_loop().create_future()
+
+            def acknowledge() -> None:
+                clock.now += 0.5
+                pending.set_result(acknowledged.result())
+
+            asyncio.get_running_loop().call_soon(acknowledge)
+            return pending
+
+    async def scenario():
+        producer = SlowProducer(capacity=10)
+        sender = BatchSender(SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer)))
+        assert sender.take_waits() == (0.0, 0.0)
+        await sender.send("availability.ecommerce", b"sku-1", b"a", partition=1)
+        await sender.send("availability.ecommerce", b"sku-2", b"b", partition=2)
+        await sender.acks()  # two batches queued (0.25 s each), then awaited together
+        queue, acknowledgement = sender.take_waits()
+        assert queue == pytest.approx(0.5)
+        assert acknowledgement == pytest.approx(1.0)  # both acknowledgements came while the sender awaited them
+        assert sender.take_waits() == (0.0, 0.0)
+
+    asyncio.run(scenario())
