@@ -182,6 +182,27 @@ def work_per_cpu_second(applied: Sequence[tuple[float, float]], start_ms: float,
             "service_events_per_cpu_second": round(events / cpu_seconds) if cpu_seconds > 0 else None}
 
 
+def work_per_cpu_second_by_part(progress: Sequence[tuple[float, float]], total: float, parts: int = 10) -> list[dict]:
+    """Work per CPU second in each of `parts` equal parts of a run's `total` work, from cumulative (work done, CPU
+    seconds) readings in order: part k runs from the first reading at or past k/parts of the total to the first at or
+    past (k+1)/parts, so its work and CPU seconds are what the readings saw between them. A part that no reading ends
+    apart from the one before it (readings further apart than a part) is None."""
+    readings = [(0.0, 0.0), *progress]
+    rows: list[dict] = []
+    previous = readings[0]
+    for k in range(1, parts + 1):
+        boundary = total * k / parts
+        reached = next((reading for reading in readings if reading[0] >= boundary), None)
+        if reached is None or reached[0] <= previous[0] or reached[1] <= previous[1]:
+            rows.append({"part": k, "work": None, "cpu_seconds": None, "work_per_cpu_second": None})
+            continue
+        work, cpu = reached[0] - previous[0], reached[1] - previous[1]
+        rows.append({"part": k, "work": round(work), "cpu_seconds": round(cpu, 2),
+                     "work_per_cpu_second": round(work / cpu)})
+        previous = reached
+    return rows
+
+
 @dataclass(frozen=True)
 class Throughput:
     events: int

@@ -740,6 +740,7 @@ class PeakBenchmark:
         live_rate = analysis.live_rate_while_behind(applied, publish_lag, produced, burst_start, burst_end, threshold)
         rate = live_rate["events_per_second"]
         live_rate["fraction_of_sustained_max"] = round(rate / sustained, 3) if rate is not None and sustained else None
+        live_rate["target_fraction_of_sustained_max"] = TARGETS["live_fraction_of_backlog_rate"]
         windows_cpu = {name: (low, high) for name, (low, high) in
                        (("steady", (start, burst_start)), ("burst", (burst_start, burst_end)),
                         ("after_burst", (burst_end, applied[-1][0] if applied else burst_end)))}

@@ -51,13 +51,13 @@ def _n(value, digits: int = 0, suffix: str = "") -> str:
     return f"{round(value):,}{suffix}"
 
 
-def _live_rate_line(live: dict, targets: list[dict]) -> str:
+def _live_rate_line(live: dict) -> str:
     """The live run's rate while behind, against the backlog rate and its target (runs before it was measured have
-    none)."""
+    none; runs before the target was stored beside it show it as n/a)."""
     rate = live.get("live_rate_while_behind")
     if not rate:
         return "- live rate while behind: not measured in this run"
-    target = next((row["threshold"] for row in targets if row["target"].startswith("live stream")), None)
+    target = rate.get("target_fraction_of_sustained_max")
     return (f"- live rate while behind: {_n(rate.get('events_per_second'))} events/s applied from the burst's start "
             f"over {_n(rate.get('window_seconds'), 1, ' s')} (to the {rate.get('window_end') or 'n/a'}), "
             f"{_times(rate.get('fraction_of_sustained_max'))} the sustained maximum (the target: {_times(target)})")
@@ -230,7 +230,7 @@ def markdown(result: dict) -> str:
                   f"- catch-up after the burst: {_n(live['catch_up_seconds_after_burst'], 1, ' s')} (lag back to "
                   f"<= {_n(live['caught_up_lag_events'])} events, a quarter second of the steady rate; n/a: not "
                   "within the run)",
-                  _live_rate_line(live, result.get("targets") or []),
+                  _live_rate_line(live),
                   f"- arithmetic: the burst leaves ~{_n(arithmetic.get('backlog_events_expected'))} events, drained "
                   f"in ~{_n(arithmetic.get('drain_seconds_expected'), 1, ' s')} at the measured maximum"]
         cpu = live.get("cpu_seconds") or {}

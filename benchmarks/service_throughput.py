@@ -10,7 +10,9 @@ with the policy and the stock loads first. Then one worker starts with AVAILABIL
 clock runs from its "Worker ready" to the moment its `ledger_events_applied` metric counts every entry written (read every 0.5 s);
 its CPU seconds over that time give the per-core figure. It also counts, without a worker, the availability records
 the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own, and
-reports the worker's memory by part at the scrape with its largest resident set (`availability_memory_bytes`).
+reports the worker's memory by part at the scrape with its largest resident set (`availability_memory_bytes`) and
+the entries per worker CPU second of each tenth of the ledger (from the same scrapes: None for a tenth no scrape
+ends apart; a longer run's states grow, and so does the cost per entry).
 `--py-spy FILE` records the worker meanwhile (speedscope format). Result in
 benchmarks/results/service_throughput.json, or service_throughput-<mix>.json for another mix ($BENCHMARK_RESULTS_DIR
 where it is set).
@@ -41,6 +43,7 @@ from app.settings import Settings
 from app.wire.ledger import LedgerBatcher, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
+from benchmarks.analysis import work_per_cpu_second_by_part
 from benchmarks.cpu import cpu_seconds, peak_rss_mib
 from benchmarks.generator import MIXES, Workload, WorkloadConfig
 from benchmarks.report import results_dir
@@ -147,11 +150,13 @@ def main() -> None:
             started, cpu_start = time.monotonic(), cpu_seconds(worker.process.pid)
             done = 0
             memory_at_peak: dict[str, float] = {}
+            progress: list[tuple[int, float]] = []  # (entries applied, worker CPU seconds) at each scrape
             while done < entries:
                 if time.monotonic() - started > 900:
                     raise TimeoutError(f"{done:,} of {entries:,} entries applied in 900 s")
                 time.sleep(0.5)  # what a Prometheus scrape every 0.5 s would cost
                 done, memory = scrape(web_port)
+                progress.append((done, cpu_seconds(worker.process.pid) - cpu_start))
                 if memory.get("resident", 0) >= memory_at_peak.get("resident", 0):
                     memory_at_peak = memory
             elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
@@ -168,7 +173,10 @@ def main() -> None:
                   "availability_records": coalesced, "availability_records_one_per_entry": uncoalesced,
                   "worker_peak_rss_mib": peak_rss,
                   # the worker's /metrics at the scrape with the largest resident set (MiB; docs/OPERATIONS.md)
-                  "worker_memory_at_peak_mib": memory_at_peak}
+                  "worker_memory_at_peak_mib": memory_at_peak,
+                  # how the cost per entry moves as the states grow: each tenth of the entries, as applied
+                  "entries_per_cpu_second_by_tenth": [
+                      row["work_per_cpu_second"] for row in work_per_cpu_second_by_part(progress, entries, 10)]}
         print(json.dumps(result))
         out = results_dir()
         out.mkdir(parents=True, exist_ok=True)

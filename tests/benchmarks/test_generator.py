@@ -266,3 +266,17 @@ def test_latency_lag_catch_up_and_capacity():
     capacity = analysis.capacity_line(10_000, 1_000, 0.8, partitions=8)
     assert capacity["workers_at_full_load"] == 13 and capacity["workers_at_latency_load"] == 25
     assert capacity["needs_more_partitions"]
+
+
+def test_work_per_cpu_second_by_part_splits_the_run_at_the_first_reading_past_each_part():
+    # 100 units of work, read as (work done, CPU seconds): the first half at 10 per CPU second, the second at 5
+    progress = [(25, 2.5), (50, 5.0), (75, 10.0), (100, 15.0)]
+    rows = analysis.work_per_cpu_second_by_part(progress, 100, parts=4)
+    assert [row["work_per_cpu_second"] for row in rows] == [10, 10, 5, 5]
+    assert sum(row["work"] for row in rows) == 100 and sum(row["cpu_seconds"] for row in rows) == 15.0
+    # readings further apart than a part: the part no reading ends is None, and the next one holds both
+    rows = analysis.work_per_cpu_second_by_part([(60, 6.0), (100, 14.0)], 100, parts=4)
+    assert [row["work"] for row in rows] == [60, None, 40, None]
+    assert [row["work_per_cpu_second"] for row in rows] == [10, None, 5, None]
+    # a run that ended short of its total: the parts never reached are None
+    assert [row["work"] for row in analysis.work_per_cpu_second_by_part([(30, 1.0)], 100, parts=2)] == [None, None]
