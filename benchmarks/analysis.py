@@ -182,24 +182,30 @@ def work_per_cpu_second(applied: Sequence[tuple[float, float]], start_ms: float,
             "service_events_per_cpu_second": round(events / cpu_seconds) if cpu_seconds > 0 else None}
 
 
-def work_per_cpu_second_by_part(progress: Sequence[tuple[float, float]], total: float, parts: int = 10) -> list[dict]:
+def work_per_cpu_second_by_part(progress: Sequence[tuple[float, float]], total: float, parts: int = 10,
+                                min_readings: int = 1) -> list[dict]:
     """Work per CPU second in each of `parts` equal parts of a run's `total` work, from cumulative (work done, CPU
     seconds) readings in order: part k runs from the first reading at or past k/parts of the total to the first at or
-    past (k+1)/parts, so its work and CPU seconds are what the readings saw between them. A part that no reading ends
-    apart from the one before it (readings further apart than a part) is None."""
+    past (k+1)/parts, so its work and CPU seconds are what the readings saw between them. A part that fewer than
+    `min_readings` readings end apart from the one before it is None, and the next part starts where it started:
+    the work counter and the CPU clock are read at slightly different moments, which a part of few readings
+    magnifies."""
     readings = [(0.0, 0.0), *progress]
     rows: list[dict] = []
-    previous = readings[0]
+    start = 0  # index of the reading the current part starts from
     for k in range(1, parts + 1):
         boundary = total * k / parts
-        reached = next((reading for reading in readings if reading[0] >= boundary), None)
-        if reached is None or reached[0] <= previous[0] or reached[1] <= previous[1]:
+        end = next((index for index in range(start, len(readings)) if readings[index][0] >= boundary), None)
+        work = cpu = None
+        if end is not None and end - start >= min_readings:
+            work = readings[end][0] - readings[start][0]
+            cpu = readings[end][1] - readings[start][1]
+        if not work or not cpu or cpu <= 0:
             rows.append({"part": k, "work": None, "cpu_seconds": None, "work_per_cpu_second": None})
             continue
-        work, cpu = reached[0] - previous[0], reached[1] - previous[1]
         rows.append({"part": k, "work": round(work), "cpu_seconds": round(cpu, 2),
                      "work_per_cpu_second": round(work / cpu)})
-        previous = reached
+        start = end
     return rows
 
 

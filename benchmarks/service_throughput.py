@@ -11,8 +11,10 @@ clock runs from its "Worker ready" to the moment its `ledger_events_applied` met
 its CPU seconds over that time give the per-core figure. It also counts, without a worker, the availability records
 the engine publishes for that ledger, and how many it would had each entry been a ledger record of its own, and
 reports the worker's memory by part at the scrape with its largest resident set (`availability_memory_bytes`) and
-the entries per worker CPU second of each tenth of the ledger (from the same scrapes: None for a tenth no scrape
-ends apart; a longer run's states grow, and so does the cost per entry).
+the entries per worker CPU second of each tenth of the entries (from the same scrapes; None for a tenth of fewer
+than BY_TENTH_MIN_SCRAPES scrapes, which the next tenth then includes: the worker counts its entries once per chunk,
+so a short tenth is off by the chunk it read early or late). A longer run's states grow, and so does the cost per
+entry.
 `--py-spy FILE` records the worker meanwhile (speedscope format). Result in
 benchmarks/results/service_throughput.json, or service_throughput-<mix>.json for another mix ($BENCHMARK_RESULTS_DIR
 where it is set).
@@ -49,6 +51,8 @@ from benchmarks.generator import MIXES, Workload, WorkloadConfig
 from benchmarks.report import results_dir
 from benchmarks.worker_metrics import scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
+
+BY_TENTH_MIN_SCRAPES = 10  # 5 s of scrapes per tenth: about 1,000,000 events or more gives every tenth a figure
 
 
 def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int,
@@ -176,7 +180,8 @@ def main() -> None:
                   "worker_memory_at_peak_mib": memory_at_peak,
                   # how the cost per entry moves as the states grow: each tenth of the entries, as applied
                   "entries_per_cpu_second_by_tenth": [
-                      row["work_per_cpu_second"] for row in work_per_cpu_second_by_part(progress, entries, 10)]}
+                      row["work_per_cpu_second"] for row in work_per_cpu_second_by_part(
+                          progress, entries, 10, min_readings=BY_TENTH_MIN_SCRAPES)]}
         print(json.dumps(result))
         out = results_dir()
         out.mkdir(parents=True, exist_ok=True)

@@ -278,5 +278,11 @@ def test_work_per_cpu_second_by_part_splits_the_run_at_the_first_reading_past_ea
     rows = analysis.work_per_cpu_second_by_part([(60, 6.0), (100, 14.0)], 100, parts=4)
     assert [row["work"] for row in rows] == [60, None, 40, None]
     assert [row["work_per_cpu_second"] for row in rows] == [10, None, 5, None]
+    # fewer readings than asked for: None, and the next part starts where that one started
+    progress = [(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0), (50, 5.0), (55, 6.0), (70, 7.0), (100, 8.0)]
+    rows = analysis.work_per_cpu_second_by_part(progress, 100, parts=2, min_readings=5)
+    assert [row["work"] for row in rows] == [50, None]
+    rows = analysis.work_per_cpu_second_by_part(progress, 100, parts=4, min_readings=3)
+    assert [row["work"] for row in rows] == [30, None, 70, None]  # the third part holds the second's work too
     # a run that ended short of its total: the parts never reached are None
     assert [row["work"] for row in analysis.work_per_cpu_second_by_part([(30, 1.0)], 100, parts=2)] == [None, None]

@@ -118,8 +118,8 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         memory = result["worker_memory_at_peak_mib"]  # the worker's own account of it, by part
         assert memory["resident"] > 50 and memory["cached_sku_states"] > 0
         assert memory["rocksdb_memtables"] > 0 and memory["malloc_in_use"] >= memory["rocksdb_memtables"]
-        by_tenth = result["entries_per_cpu_second_by_tenth"]  # None where scrapes 0.5 s apart span two tenths
-        assert len(by_tenth) == 10 and by_tenth[-1] is not None and all(rate > 0 for rate in by_tenth if rate)
+        by_tenth = result["entries_per_cpu_second_by_tenth"]  # a short run's tenths are None (too few scrapes)
+        assert len(by_tenth) == 10 and all(rate is None or rate > 0 for rate in by_tenth)
         return
     if written.name == "engine.json":  # the engine alone (30-45 s)
         check_engine_result(result, tmp_path)
