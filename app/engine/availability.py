@@ -68,13 +68,9 @@ def rebuild_derived(state: SkuState, policy: Policy) -> None:
     state.network_own_reserved = {}
     state.location_own_reserved = {}
     state.sourcing_cache = {}
-    next_expiry = None
     for reservation in state.reservations.values():
         add_own_reserved(state, policy, reservation.channel, reservation.lines, 1)
-        expires_at = reservation.expires_at
-        if expires_at is not None and (next_expiry is None or expires_at < next_expiry):
-            next_expiry = expires_at
-    state.next_expiry = next_expiry
+    state.rebuild_expiries()
 
 
 def add_own_reserved(state: SkuState, policy: Policy, channel: str, lines, sign: int) -> None:

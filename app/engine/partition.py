@@ -326,23 +326,9 @@ class PartitionEngine:
     def _expire_overdue(self, state: SkuState, policy: Policy | None, cause: Cause, out: list) -> list[str]:
         """Safety net: expire the SKU's own reservations the clock has passed but the index no longer holds (the
         partition state may be newer than the SKU state after a crash between the two writes)."""
-        clock = self.state.clock
-        overdue = []
-        next_expiry = None  # the earliest expiry among the reservations that stay active
-        for reservation_id, reservation in state.reservations.items():
-            expires_at = reservation.expires_at
-            if expires_at is None:
-                continue
-            if expires_at <= clock:
-                overdue.append((expires_at, reservation_id))
-            elif next_expiry is None or expires_at < next_expiry:
-                next_expiry = expires_at
         touched: list[str] = []
-        if overdue:
-            overdue.sort()
-            for _, reservation_id in overdue:
-                touched.extend(expire(state, policy, self.state, self._finished, reservation_id, cause, out))
-        state.next_expiry = next_expiry
+        for reservation_id in state.pop_overdue(self.state.clock):
+            touched.extend(expire(state, policy, self.state, self._finished, reservation_id, cause, out))
         return touched
 
     def _apply_to_sku(self, event, position: int, origin: EntryOrigin, out: list) -> None:

@@ -207,8 +207,7 @@ def _reserve(
     expires_at = command.expires_at
     if expires_at is not None:
         partition.register_expiry(state.sku, reservation_id, expires_at)
-        if state.next_expiry is None or expires_at < state.next_expiry:
-            state.next_expiry = expires_at
+        state.add_expiry(expires_at, reservation_id)
     out.append(_decision(state.sku, reservation_id, command.channel, ACCEPTED, None, command.quantity, lines, cause))
     return tuple(location for location, _ in lines)
 

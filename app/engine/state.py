@@ -186,6 +186,7 @@ class SkuState:
         "network_own_reserved",
         "location_own_reserved",
         "next_expiry",
+        "expiry_heap",
         "sourcing_cache",
     )
 
@@ -211,9 +212,50 @@ class SkuState:
         self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
         self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
         self.location_own_reserved: dict[tuple[str, str], int] = {}  # (channel, location) -> its reserved units
-        self.next_expiry: int | None = None  # lower bound of the earliest expires_at among active reservations
+        self.next_expiry: int | None = None  # the earliest expires_at among active reservations (see expiry_heap)
+        # (expires_at, reservation_id) of the active reservations with an expiry, as a heap; the entry of one that
+        # ended another way stays until it reaches the top or the heap is rebuilt. Finding the SKU's overdue
+        # reservations then costs what is overdue, not a walk over every active one (a hot SKU holds thousands).
+        self.expiry_heap: list[tuple[int, str]] = []
         # channel -> (number of positions, its locations with a position in sourcing order); see reservations.py
         self.sourcing_cache: dict[str, tuple[int, list[str]]] = {}
+
+    def rebuild_expiries(self) -> None:
+        """The expiry heap and next_expiry from the active reservations (after decoding, or a policy change)."""
+        heap = [(r.expires_at, rid) for rid, r in self.reservations.items() if r.expires_at is not None]
+        heapq.heapify(heap)
+        self.expiry_heap = heap
+        self.next_expiry = heap[0][0] if heap else None
+
+    def add_expiry(self, expires_at: int, reservation_id: str) -> None:
+        """A reservation with an expiry became active (it is in `reservations` already)."""
+        heap = self.expiry_heap
+        if len(heap) > 64 and len(heap) > 2 * len(self.reservations):  # mostly entries of ended reservations
+            self.rebuild_expiries()  # this one included
+            return
+        heapq.heappush(heap, (expires_at, reservation_id))
+        if self.next_expiry is None or expires_at < self.next_expiry:
+            self.next_expiry = expires_at
+
+    def pop_overdue(self, clock: int) -> list[str]:
+        """Ids of the active reservations with expires_at <= clock, earliest first (ties by id), removed from the
+        heap; next_expiry then becomes the earliest expiry of those still active after them."""
+        heap = self.expiry_heap
+        reservations = self.reservations
+        overdue: list[str] = []
+        while heap and heap[0][0] <= clock:
+            expires_at, reservation_id = heapq.heappop(heap)
+            reservation = reservations.get(reservation_id)
+            if reservation is not None and reservation.expires_at == expires_at and reservation_id not in overdue:
+                overdue.append(reservation_id)
+        while heap:  # stale entries at the top: their reservations ended another way
+            expires_at, reservation_id = heap[0]
+            reservation = reservations.get(reservation_id)
+            if reservation is not None and reservation.expires_at == expires_at and reservation_id not in overdue:
+                break
+            heapq.heappop(heap)
+        self.next_expiry = heap[0][0] if heap else None
+        return overdue
 
     def remember_entry(
         self, event_id: str, kind: str, partition: int, position: int, result: str, reservation_id: str | None = None
