@@ -12,7 +12,9 @@ What it models:
   (NETWORK, half of the DCs' stock) and `store-pickup` (LOCATION, stores).
 - The realistic mix, per event: store sales (about 40%) and returns (5%) as single `StockMovement` records on
   `source.store-transactions`; reservations from the 3 channels (20%: reserve, then fulfil or release) as single
-  `ReservationCommand` records; warehouse and ERP movements (35%: receipts, DC-to-store transfers shipped and
+  `ReservationCommand` records (a command ends a random active reservation with probability 0.45, else reserves:
+  open reservations build up through a run, 20,314 at 1,000,000 events, half of them without an expiry, and a hot
+  SKU holds thousands; docs/PERFORMANCE.md, "Three million events"); warehouse and ERP movements (35%: receipts, DC-to-store transfers shipped and
   received, DC cycle counts and adjustments) in bulk `StockMovementBatch` records on `source.stock-movements`, one
   feed per DC (keyed by the DC, so a transfer's receipt always follows its shipment on the same source partition).
 - Valid events only: a shadow model of stock keeps every sale, shipment, reservation and fulfilment within what the

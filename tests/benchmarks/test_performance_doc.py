@@ -50,7 +50,8 @@ OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost", "python -m benchmarks
 
 
 def takes_minutes(command: str) -> bool:
-    return is_peak_benchmark(command) or "--events 1000000" in command or command.startswith(OUT_OF_BUDGET)
+    return (is_peak_benchmark(command) or re.search(r"--events \d{7,}", command) is not None  # a million or more
+            or command.startswith(OUT_OF_BUDGET))
 
 
 def as_run(command: str):
