@@ -52,7 +52,9 @@ from benchmarks.report import results_dir
 from benchmarks.worker_metrics import scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
 
-BY_TENTH_MIN_SCRAPES = 10  # 5 s of scrapes per tenth: about 1,000,000 events or more gives every tenth a figure
+# 5 s of scrapes per tenth at least. The worker's count moves once per chunk (tens of thousands of entries), so a
+# tenth spans few moves unless the run is long: 1,000,000 events gave 3 tenths of 10 a figure, 3,000,000 all of them.
+BY_TENTH_MIN_SCRAPES = 10
 
 
 def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int,
