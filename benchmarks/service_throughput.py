@@ -53,7 +53,7 @@ from benchmarks.worker_metrics import scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
 
 # 5 s of scrapes per tenth at least. The worker's count moves once per chunk (tens of thousands of entries), so a
-# tenth spans few moves unless the run is long: 1,000,000 events gave 3 tenths of 10 a figure, 3,000,000 all of them.
+# tenth spans few moves unless the run is long: 1,000,000 events gave 3 tenths of 10 a figure, 3,000,000 all 10.
 BY_TENTH_MIN_SCRAPES = 10
 
 
