@@ -14,9 +14,10 @@ What it models:
   `source.store-transactions`; reservations from the 3 channels (20%: reserve, then fulfil or release) as single
   `ReservationCommand` records (a command ends a random active reservation with probability 0.45, else reserves:
   open reservations build up through a run, 20,314 at 1,000,000 events, half of them without an expiry, and a hot
-  SKU holds thousands; docs/PERFORMANCE.md, "Three million events"); warehouse and ERP movements (35%: receipts, DC-to-store transfers shipped and
-  received, DC cycle counts and adjustments) in bulk `StockMovementBatch` records on `source.stock-movements`, one
-  feed per DC (keyed by the DC, so a transfer's receipt always follows its shipment on the same source partition).
+  SKU holds thousands; docs/PERFORMANCE.md, "Three million events"); warehouse and ERP movements (35%: receipts,
+  DC-to-store transfers shipped and received, DC cycle counts and adjustments) in bulk `StockMovementBatch` records
+  on `source.stock-movements`, one feed per DC (keyed by the DC, so a transfer's receipt always follows its shipment
+  on the same source partition).
 - Valid events only: a shadow model of stock keeps every sale, shipment, reservation and fulfilment within what the
   engine will have. Where the model lacks stock, the generator adds a *stock load* (one RECEIPT per SKU-location)
   that the benchmark writes to the ledger before the section that needs it: the pre-season stock on hand. The

@@ -212,7 +212,9 @@ class SkuState:
         self.network_pools: dict[str, int] = {}  # NETWORK channel -> sum of its locations' ATP
         self.network_own_reserved: dict[str, int] = {}  # channel -> its reserved units at locations it draws from
         self.location_own_reserved: dict[tuple[str, str], int] = {}  # (channel, location) -> its reserved units
-        self.next_expiry: int | None = None  # the earliest expires_at among active reservations (see expiry_heap)
+        # the earliest expires_at among active reservations, or lower: the partition's index may have expired that
+        # reservation since (the SKU's next entry then pops the heap, which makes it exact again)
+        self.next_expiry: int | None = None
         # (expires_at, reservation_id) of the active reservations with an expiry, as a heap; the entry of one that
         # ended another way stays until it reaches the top or the heap is rebuilt. Finding the SKU's overdue
         # reservations then costs what is overdue, not a walk over every active one (a hot SKU holds thousands).

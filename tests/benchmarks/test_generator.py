@@ -274,7 +274,7 @@ def test_work_per_cpu_second_by_part_splits_the_run_at_the_first_reading_past_ea
     rows = analysis.work_per_cpu_second_by_part(progress, 100, parts=4)
     assert [row["work_per_cpu_second"] for row in rows] == [10, 10, 5, 5]
     assert sum(row["work"] for row in rows) == 100 and sum(row["cpu_seconds"] for row in rows) == 15.0
-    # readings further apart than a part: the part no reading ends is None, and the next one holds both
+    # readings further apart than a part: a part whose first reading past it is the previous part's is None
     rows = analysis.work_per_cpu_second_by_part([(60, 6.0), (100, 14.0)], 100, parts=4)
     assert [row["work"] for row in rows] == [60, None, 40, None]
     assert [row["work_per_cpu_second"] for row in rows] == [10, None, 5, None]
