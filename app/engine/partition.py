@@ -15,6 +15,7 @@ Per entry (docs/RULES.md, "Order of processing of one ledger entry"):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 from app.engine import reasons
@@ -452,7 +453,10 @@ class _FinishedView:
     __slots__ = ("_engine",)
 
     def __init__(self, engine: PartitionEngine) -> None:
-        self._engine = engine
+        # A weak reference: a strong one would make the engine and its view a cycle, and an engine dropped by its
+        # owner (a rebalance, a replay's end) would keep its store and every state in it until the cycle collector
+        # found them, which in a worker, once they are frozen (app/service/gc_pauses.py), is up to 10 minutes.
+        self._engine = weakref.proxy(engine)
 
     def get(self, sku: str, reservation_id: str) -> FinishedReservation | None:
         engine = self._engine
