@@ -40,6 +40,7 @@ from app.operations.export import read_export
 from app.replay.applying import LedgerApplier
 from app.replay.reading import PartitionsReader, consumer_for, partition_count
 from app.replay.replay import output_producer
+from app.service.gc_pauses import frozen_survivors
 from app.wire.serialization import AvroCodec
 from app.wire.topics import INVENTORY_EXCEPTIONS, LEDGER, STOCK_MOVEMENTS
 
@@ -126,7 +127,10 @@ def reconcile_partitions(settings: Settings, bootstrap_servers: str, rows: list,
     """The ledger of `partitions` as of the time, the export rows of their SKUs compared, the impacts computed."""
     started = time.monotonic()
     on_records = _count_records_read if _RECORDS_READ is not None else None
-    with positions_as_of(settings, bootstrap_servers, AvroCodec(settings), as_of_ms, partitions, on_records) as applier:
+    codec = AvroCodec(settings)
+    # the ledger's states are live objects, all of them kept: not the collector's to scan again and again
+    with frozen_survivors(), positions_as_of(settings, bootstrap_servers, codec, as_of_ms, partitions,
+                                             on_records) as applier:
         ledger_done = time.monotonic()
         comparison = compare(applier.engines, partition_count, rows, only=frozenset(partitions),
                              with_bad_rows=with_bad_rows)

@@ -8,13 +8,18 @@ loop: they were the live p99. After a full collection, what survived is live and
 Freezing changes what is freed only for reference cycles among frozen objects (everything else is freed by
 reference counting, whatever its generation; the cached states hold no cycles), so every `unfreeze_every_seconds`
 the frozen objects go back to the oldest generation and the next full collection scans them all once.
+
+A replay (app/replay/parallel.py) holds every SKU state it has made as a live object, so its heap grows all the
+way: its full collections scanned all of it, 5.8 of 109 CPU seconds on a 3,000,000-event ledger, for nothing, as
+its states hold no cycles. It runs inside `frozen_survivors()`, which installs the same freezer for its duration.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 UNFREEZE_EVERY_SECONDS = 600.0
 
@@ -48,3 +53,18 @@ def install() -> FullCollectionFreezer:
     freezer = FullCollectionFreezer()
     gc.callbacks.append(freezer)
     return freezer
+
+
+@contextmanager
+def frozen_survivors() -> Iterator[FullCollectionFreezer]:
+    """The freezer, installed for the duration of the block; then removed, and what it froze unfrozen (unless
+    something was frozen before the block: that is the caller's, and stays so)."""
+    frozen_before = gc.get_freeze_count()
+    freezer = FullCollectionFreezer()
+    gc.callbacks.append(freezer)
+    try:
+        yield freezer
+    finally:
+        gc.callbacks.remove(freezer)
+        if frozen_before == 0:
+            gc.unfreeze()

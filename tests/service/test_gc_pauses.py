@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from app.service.gc_pauses import FullCollectionFreezer
+from app.service.gc_pauses import FullCollectionFreezer, frozen_survivors
 
 
 class Cycle:
@@ -35,4 +35,24 @@ def test_full_collections_freeze_their_survivors_and_the_interval_unfreezes_them
         assert freezer.freezes == 2 and gc.get_freeze_count() > 0
     finally:
         gc.callbacks.remove(freezer)
+        gc.unfreeze()
+
+
+def test_frozen_survivors_freeze_only_inside_the_block_and_leave_a_callers_freeze_alone():
+    gc.unfreeze()
+    callbacks_before = list(gc.callbacks)
+    try:
+        with frozen_survivors() as freezer:
+            assert freezer in gc.callbacks
+            kept = [Cycle() for _ in range(100)]
+            gc.collect()
+            assert freezer.freezes == 1 and gc.get_freeze_count() >= len(kept)
+        assert gc.callbacks == callbacks_before and gc.get_freeze_count() == 0  # what it froze is scanned again
+        gc.collect()
+        gc.freeze()  # the caller's own freeze: a block inside it must not undo it
+        frozen = gc.get_freeze_count()
+        with frozen_survivors():
+            gc.collect()
+        assert gc.callbacks == callbacks_before and gc.get_freeze_count() >= frozen > 0
+    finally:
         gc.unfreeze()
