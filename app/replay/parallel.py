@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from app.errors import UserError
 from app.replay.namespace import create_namespace_topics
 from app.replay.replay import ProgressCallback, Replayer, ReplayError, ReplaySummary
-from app.service.gc_pauses import frozen_survivors
 
 if TYPE_CHECKING:
     from app.replay.replay import ReplayOptions
@@ -51,8 +50,7 @@ def replay(settings: Settings, bootstrap_servers: str, options: ReplayOptions,
     be done (a process's error, records not delivered)."""
     parent = Replayer(settings, bootstrap_servers, options, codec, on_progress)  # checks the options first
     if options.processes == 1:
-        with frozen_survivors():  # its states, all live objects, are not the collector's to scan again and again
-            return parent.run()
+        return parent.run()
     create_namespace_topics(settings, bootstrap_servers, parent.topics.values())
     return _run_in_processes(parent)
 
@@ -62,9 +60,8 @@ def _run_in_processes(parent: Replayer) -> ReplaySummary:
     started = time.monotonic()
     parts = shares(parent.ledger_partitions(), options.processes)
     if len(parts) <= 1:  # one partition (or none): one process does it, this one
-        with frozen_survivors():
-            return Replayer(parent.settings, parent.bootstrap_servers, options, parent.codec, parent.on_progress,
-                            partitions=parts[0] if parts else ()).run()
+        return Replayer(parent.settings, parent.bootstrap_servers, options, parent.codec, parent.on_progress,
+                        partitions=parts[0] if parts else ()).run()
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     processes = [
@@ -124,8 +121,7 @@ def _replay_share(settings: Settings, bootstrap_servers: str, options: ReplayOpt
 
     signal.signal(signal.SIGTERM, stop_on_terminate)  # the parent stops the others when one fails
     try:
-        with frozen_survivors():
-            summary = Replayer(settings, bootstrap_servers, options, on_progress=progress, partitions=share).run()
+        summary = Replayer(settings, bootstrap_servers, options, on_progress=progress, partitions=share).run()
     except SystemExit:
         raise  # stopped: nobody is listening any more
     except UserError as error:

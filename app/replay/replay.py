@@ -29,6 +29,7 @@ from app.kafka.producing import produce_or_wait
 from app.replay.applying import LedgerApplier
 from app.replay.namespace import LIVE, create_namespace_topics, output_topics
 from app.replay.reading import PartitionsReader, offsets_at_time, partition_count
+from app.service.gc_pauses import frozen_survivors
 from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import LedgerItem
 from app.wire.serialization import AvroCodec
@@ -199,7 +200,8 @@ class Replayer:
                                   "use app.replay.replay()")
             create_namespace_topics(self.settings, self.bootstrap_servers, self.topics.values())
         try:
-            summary = self._run()
+            with frozen_survivors():  # its states, all live objects, are not the collector's to scan again and again
+                summary = self._run()
         finally:
             self._applier.close()
         summary.peak_disk_mib = round(self._applier.peak_disk_bytes / 2**20, 1)

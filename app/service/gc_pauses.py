@@ -9,7 +9,7 @@ Freezing changes what is freed only for reference cycles among frozen objects (e
 reference counting, whatever its generation; the cached states hold no cycles), so every `unfreeze_every_seconds`
 the frozen objects go back to the oldest generation and the next full collection scans them all once.
 
-A replay (app/replay/parallel.py) and reconcile's ledger pass hold every SKU state they have made as a live object
+A replay (app/replay/replay.py) and reconcile's ledger pass hold every SKU state they have made as a live object
 until they end, so their heap grows all the way and each full collection scanned all of it again, to find next to
 nothing (1.9 of 32.4 CPU seconds of a 1,000,000-event replay: docs/PERFORMANCE.md, "A replay's full collections").
 They run inside `frozen_survivors()`, which installs the same freezer for their duration.
