@@ -1,14 +1,15 @@
 """Read topic partitions from given offsets to their end, with a consumer of our own (no group, no commits).
 
 When is a partition at its end? Never from the high watermark alone: the embedded Tansu broker reports it as the
-START of a partition's last batch, not the offset after its last record. Two answers:
-- by default the high watermarks taken when reading starts are only a lower bound: reading ends once every
-  partition has reached its bound AND no record has arrived for `idle_seconds`. Records appended while reading (the
+START of a partition's last batch, not the offset after its last record. Every pass reads at least every record
+its partitions held when it started (`EndsAtStart` says how, and why that is exact on both brokers), whatever the
+timing of its fetches. Then:
+- by default reading goes on until no record has arrived for `idle_seconds`: records appended while reading (the
   live service may be running) are read if they arrive before that quiet period; on a topic written to
-  continuously that period may never come.
-- `through_start_ends=True` reads every record the partitions held when reading started, and stops there
-  (`EndsAtStart` says how, and why that is exact on both brokers): a bounded pass that ends within a fetch of
-  the end even while the topic is being written.
+  continuously that period may never come. A quiet period before the records of the start are read never ends
+  the pass (a fetch may be slow on a loaded machine); `STALL_SECONDS` of it is an error;
+- `through_start_ends=True` stops as soon as the records of the start are read: a bounded pass that ends within a
+  fetch of the end even while the topic is being written.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class PartitionsReader:
         self._bootstrap_servers = bootstrap_servers
         self._consumer = consumer_for(bootstrap_servers, settings, **(
             {"enable.partition.eof": True, "fetch.wait.max.ms": 100} if through_start_ends else {}))
-        self.ends_at_start: EndsAtStart | None = None
+        self._bounded = through_start_ends
         try:
             count = partition_count(self._consumer, topic, timeout)
             if starts is None:
@@ -135,14 +136,19 @@ class PartitionsReader:
             for partition in self.starts:
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 self.low[partition], self.end_hints[partition] = low, high
-            if through_start_ends:
-                self.ends_at_start = EndsAtStart(self._consumer, [(topic, p) for p in self.starts], timeout)
-            else:
+            self.positions = {partition: self._first_offset(partition) for partition in self.starts}
+            self.ends_at_start = EndsAtStart(self._consumer, [(topic, p) for p in self.starts], timeout)
+            if not through_start_ends:
+                # A partition read from inside its last batch on Tansu, or from its end: whether a record is
+                # still to come there cannot be told from the watermarks (EndsAtStart), so the quiet period
+                # decides (without the partition EOF a bounded pass waits for, which Tansu does not send there).
+                marks = self.ends_at_start.marks
+                self.ends_at_start.pending -= {(topic, p) for p in self.starts
+                                               if self.positions[p] >= marks.get((topic, p), 0)}
                 self._probe_last_batches(timeout)
         except BaseException:
             self._consumer.close()
             raise
-        self.positions = {partition: self._first_offset(partition) for partition in self.starts}
 
     def _probe_last_batches(self, timeout: float) -> None:
         """Sharpen the end hints: read from each high watermark (the start of the last batch on Tansu) for a
@@ -177,17 +183,13 @@ class PartitionsReader:
     def batches(self) -> Iterator[list[Message]]:
         consumer = self._consumer
         consumer.assign([TopicPartition(self.topic, p, self.starts[p]) for p in self.starts])
-        behind = {p for p in self.starts if self.positions[p] < self.end_hints[p]}
         ends = self.ends_at_start
         last_arrival = time.monotonic()
-        while not (ends is not None and ends.done):
+        while not (self._bounded and ends.done):
             messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
             batch = []
             for message in messages:
-                if ends is not None:
-                    ends.note(message)
-                    if message.partition() in self.end_hints:
-                        self.end_hints[message.partition()] = ends.end(self.topic, message.partition())
+                ends.note(message)
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -198,23 +200,19 @@ class PartitionsReader:
                 batch.append(message)
                 partition = message.partition()
                 self.positions[partition] = message.offset() + 1
-                if partition in behind and self.positions[partition] >= self.end_hints[partition]:
-                    behind.discard(partition)
+                self.end_hints[partition] = max(self.end_hints[partition], ends.end(self.topic, partition))
             if batch:
                 last_arrival = time.monotonic()
                 yield batch
-            elif ends is not None:
-                if time.monotonic() - last_arrival >= STALL_SECONDS:
-                    stuck = ", ".join(f"{p}@{self.positions[p]}" for _, p in sorted(ends.pending))
-                    raise ReadError(f"{self.topic}: no records for {STALL_SECONDS:g}s before the end of "
-                                    f"partitions {stuck}; is the broker up?")
-            elif time.monotonic() - last_arrival >= self.idle_seconds:
-                if not behind:
+                continue
+            quiet = time.monotonic() - last_arrival
+            if ends.done:
+                if quiet >= self.idle_seconds:
                     return
-                if time.monotonic() - last_arrival >= max(STALL_SECONDS, self.idle_seconds):
-                    stuck = ", ".join(f"{p}@{self.positions[p]}<{self.end_hints[p]}" for p in sorted(behind))
-                    raise ReadError(f"{self.topic}: no records for {STALL_SECONDS:g}s before the end of "
-                                    f"partitions {stuck}; is the broker up?")
+            elif quiet >= max(STALL_SECONDS, self.idle_seconds):
+                stuck = ", ".join(f"{p}@{self.positions[p]}<{self.end_hints[p]}" for _, p in sorted(ends.pending))
+                raise ReadError(f"{self.topic}: no records for {STALL_SECONDS:g}s before the end of "
+                                f"partitions {stuck}; is the broker up?")
 
     def close(self) -> None:
         self._consumer.close()

@@ -84,7 +84,8 @@ def test_verify_reports_an_injected_difference(replayed, bootstrap_servers, caps
     use_settings_in_commands(monkeypatch, settings)
     codec = AvroCodec(settings)
     live = availability_topic("ecommerce").name
-    assert verify(settings, bootstrap_servers, "a", "b", idle_seconds=1.0, codec=codec).equal
+    before = verify(settings, bootstrap_servers, "a", "b", idle_seconds=1.0, codec=codec)
+    assert before.equal, (before.records, [str(difference) for difference in before.differences])
 
     target = output_topics(settings, "b")[live].name
     records = read_topic(bootstrap_servers, target, settings.partitions, idle_seconds=0.5)
