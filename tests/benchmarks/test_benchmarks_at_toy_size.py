@@ -46,7 +46,8 @@ def test_a_small_replay_applies_every_ledger_entry(embedded_broker_starts):
 
 def test_a_small_engine_run_measures_the_realistic_stream_and_every_location_count(tmp_path: Path):
     environment = {**os.environ, "BENCHMARK_RESULTS_DIR": str(tmp_path)}
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.engine_benchmark", "--events", "3000"],
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.engine_benchmark", "--events", "3000",
+                                "--rounds", "2"],
                                cwd=Path(__file__).resolve().parents[2], env=environment, capture_output=True,
                                text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

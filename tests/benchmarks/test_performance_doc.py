@@ -65,6 +65,14 @@ def check_engine_result(result: dict, results_dir: Path) -> None:
     assert [row["locations_per_sku"] for row in result["scaling"]] == [5, 50, 500]
     assert result["scaling"][0]["cost_relative_to_5_locations"] == 1.0
     assert (results_dir / "engine.md").exists()
+    # the headline is the least flattering round: the slowest realistic stream, the steepest location scaling
+    rounds = result["rounds"]
+    assert rounds and all([row["locations_per_sku"] for row in one["scaling"]] == [5, 50, 500] for one in rounds)
+    assert result["realistic"]["events_per_second"] == min(one["realistic"]["events_per_second"] for one in rounds)
+    steepest = max(one["scaling"][-1]["microseconds_per_event"] / one["scaling"][0]["microseconds_per_event"]
+                   for one in rounds)
+    headline = result["scaling"]
+    assert headline[-1]["microseconds_per_event"] / headline[0]["microseconds_per_event"] == steepest
 
 
 def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
