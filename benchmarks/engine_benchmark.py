@@ -9,12 +9,13 @@ The garbage collector runs as in a worker (app.service.gc_pauses: the survivors 
 and each run starts from a collected heap: a run that inherits the previous run's million objects pays for scanning
 them (the 5-location run, measured after the realistic one, did 49,000-56,000 events/s instead of 83,000-88,000).
 
-The machine is shared, and one run of each stream moved by 15% from one invocation to the next (the 500-location
-cost came out at 1.23x and at 1.08x the 5-location one), so the streams are measured in `--rounds` rounds, each
-round the realistic stream and then 5, 50 and 500 locations, one after the other. Times are the process's CPU
-seconds. The headline figures are the least flattering of the rounds: the realistic stream's slowest round, and
-the location counts of the round whose 500-location cost was the highest against its own 5-location cost. Every
-round is in the results.
+The machine is shared, and its pace moves within seconds: one run of each stream after another put the 500-location
+cost at 1.23x, 1.08x, then 1.71x, 1.17x and 1.21x the 5-location one. So the three location counts are applied in
+turn, a block of 2,000 events of each at a time, and their costs compare as alternated pairs do. The streams are
+measured in `--rounds` rounds, each the realistic stream and then the three location counts. Times are the
+process's CPU seconds. The headline figures are the least flattering of the rounds: the realistic stream's slowest
+round, and the location counts of the round whose 500-location cost was the highest against its own 5-location
+cost. Every round is in the results.
 
 Run: python -m benchmarks.engine_benchmark [--events N] [--rounds N] [--quick]
 Writes benchmarks/results/engine.json and engine.md ($BENCHMARK_RESULTS_DIR where it is set).
@@ -173,56 +174,92 @@ class StreamGenerator:
                                   rnd.randint(1, 3), at, rnd.random() < 0.2, expires_at, self.time, "bench")
 
 
-def run(events_count: int, locations_per_sku: int, sku_count: int, store_count: int, dc_count: int = 5) -> dict:
+class Feed:
+    """One seeded stream on an engine of its own, policy and stock already applied: `apply(start, stop)` feeds the
+    stream's events start..stop-1 and returns the CPU seconds they took."""
+
+    def __init__(self, events_count: int, locations_per_sku: int, sku_count: int, store_count: int,
+                 dc_count: int = 5) -> None:
+        self.locations_per_sku, self.sku_count, self.store_count, self.dc_count = (
+            locations_per_sku, sku_count, store_count, dc_count)
+        self.generator = StreamGenerator(SEED, sku_count, store_count, dc_count, locations_per_sku)
+        self.store = MemoryStore()
+        self.engine = PartitionEngine(0, self.store, CHANNELS)
+        self.offset = 0
+        self.engine.apply(build_policy(store_count, dc_count), self.offset)
+        for event in self.generator.seed_stock():
+            self.offset += 1
+            self.engine.apply(event, self.offset)
+        self.stream = self.generator.events(events_count)
+        self.outputs = 0
+        self.seconds = 0.0
+
+    def apply(self, start: int, stop: int) -> None:
+        apply, offset, outputs = self.engine.apply, self.offset, 0
+        started = time.process_time()
+        for event in self.stream[start:stop]:
+            offset += 1
+            outputs += len(apply(event, offset))
+        self.seconds += time.process_time() - started
+        self.offset, self.outputs = offset, self.outputs + outputs
+
+    def result(self) -> dict:
+        hot = self.store.get_sku_state(self.generator.skus[0])
+        encode_started = time.process_time()
+        for _ in range(200):
+            encoded = encode_sku_state(hot)
+        encode_us = (time.process_time() - encode_started) / 200 * 1e6
+        events = len(self.stream)
+        return {
+            "locations_per_sku": self.locations_per_sku,
+            "skus": self.sku_count,
+            "stores": self.store_count,
+            "distribution_centres": self.dc_count,
+            "events": events,
+            "seconds": round(self.seconds, 4),
+            "events_per_second": round(events / self.seconds),
+            "microseconds_per_event": round(self.seconds / events * 1e6, 3),
+            "outputs": self.outputs,
+            "hot_sku_state_bytes": len(encoded),
+            "hot_sku_encode_microseconds": round(encode_us, 1),
+        }
+
+
+def fresh_heap() -> None:
     gc.collect()  # what the previous run left is not this run's to scan
     gc.unfreeze()
-    generator = StreamGenerator(SEED, sku_count, store_count, dc_count, locations_per_sku)
-    store = MemoryStore()
-    engine = PartitionEngine(0, store, CHANNELS)
-    offset = 0
-    engine.apply(build_policy(store_count, dc_count), offset)
-    for event in generator.seed_stock():
-        offset += 1
-        engine.apply(event, offset)
-    stream = generator.events(events_count)
-    outputs = 0
-    apply = engine.apply
-    started = time.process_time()
-    for event in stream:
-        offset += 1
-        outputs += len(apply(event, offset))
-    elapsed = time.process_time() - started
-    hot = store.get_sku_state(generator.skus[0])
-    encode_started = time.process_time()
-    for _ in range(200):
-        encoded = encode_sku_state(hot)
-    encode_us = (time.process_time() - encode_started) / 200 * 1e6
-    return {
-        "locations_per_sku": locations_per_sku,
-        "skus": sku_count,
-        "stores": store_count,
-        "distribution_centres": dc_count,
-        "events": len(stream),
-        "seconds": round(elapsed, 4),
-        "events_per_second": round(len(stream) / elapsed),
-        "microseconds_per_event": round(elapsed / len(stream) * 1e6, 3),
-        "outputs": outputs,
-        "hot_sku_state_bytes": len(encoded),
-        "hot_sku_encode_microseconds": round(encode_us, 1),
-    }
+
+
+def run(events_count: int, locations_per_sku: int, sku_count: int, store_count: int, dc_count: int = 5) -> dict:
+    fresh_heap()
+    feed = Feed(events_count, locations_per_sku, sku_count, store_count, dc_count)
+    feed.apply(0, len(feed.stream))
+    return feed.result()
+
+
+INTERLEAVE_BLOCK = 2_000  # events of one location count between two of another
+
+
+def scaling_round(events: int) -> list[dict]:
+    """The 5, 50 and 500-location streams applied in turn, INTERLEAVE_BLOCK events of each at a time (the first of
+    each turn rotating), so that the machine's changes of pace fall on all three alike: the cost of one relative to
+    another is the engine's, not the moment's."""
+    fresh_heap()
+    feeds = [Feed(events, locations_per_sku=n, sku_count=max(200, 20_000 // n), store_count=max(300, n))
+             for n in (5, 50, 500)]
+    for turn, start in enumerate(range(0, events, INTERLEAVE_BLOCK)):
+        for index in range(len(feeds)):
+            feeds[(turn + index) % len(feeds)].apply(start, start + INTERLEAVE_BLOCK)
+    rows = [feed.result() for feed in feeds]
+    base = rows[0]["microseconds_per_event"]
+    for row in rows:
+        row["cost_relative_to_5_locations"] = round(row["microseconds_per_event"] / base, 2)
+    return rows
 
 
 def measure_round(events: int) -> tuple[dict, list[dict]]:
-    """One round: the realistic stream, then each location count (relative costs within the round)."""
-    realistic = run(events, locations_per_sku=20, sku_count=20_000, store_count=300)
-    scaling = [
-        run(events // 2, locations_per_sku=n, sku_count=max(200, 20_000 // n), store_count=max(300, n))
-        for n in (5, 50, 500)
-    ]
-    base = scaling[0]["microseconds_per_event"]
-    for row in scaling:
-        row["cost_relative_to_5_locations"] = round(row["microseconds_per_event"] / base, 2)
-    return realistic, scaling
+    """One round: the realistic stream, then the location counts interleaved."""
+    return run(events, locations_per_sku=20, sku_count=20_000, store_count=300), scaling_round(events // 2)
 
 
 def main() -> None:
