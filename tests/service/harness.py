@@ -13,15 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from app.kafka.broker import free_loopback_port
+from app.replay.reading import EndsAtStart
 from app.settings import Settings
 from app.wire.serialization import AvroCodec
 
@@ -171,19 +172,21 @@ def read_topic(
     timeout: float = 60.0,
     idle_seconds: float = 1.0,
 ) -> list[ReadRecord]:
-    """Every record of `topic` from the start, once `until(records)` holds and nothing new arrived for
-    `idle_seconds`. Raises AssertionError at `timeout` with what was read."""
+    """Every record of `topic` from the start, once the records it held at the start are read, `until(records)`
+    holds and nothing new arrived for `idle_seconds`. Raises AssertionError at `timeout` with what was read."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap_servers, "group.id": f"reader-{time.monotonic_ns()}",
          "enable.auto.commit": False, "auto.offset.reset": "earliest"}
     )
-    consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
     records: list[ReadRecord] = []
     deadline = time.monotonic() + timeout
-    last_arrival = time.monotonic()
     try:
+        there_at_start = records_there_at_start(consumer, topic, range(partitions))
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
+        last_arrival = time.monotonic()
         while True:
             for message in consumer.consume(num_messages=10000, timeout=0.2):
+                there_at_start.note(message)
                 if message.error():
                     continue
                 records.append(
@@ -194,12 +197,22 @@ def read_topic(
                 )
                 last_arrival = time.monotonic()
             now = time.monotonic()
-            if now - last_arrival >= idle_seconds and until(records):
+            if now - last_arrival >= idle_seconds and there_at_start.done and until(records):
                 return records
             if now > deadline:
                 raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records read)")
     finally:
         consumer.close()
+
+
+def records_there_at_start(consumer: Consumer, topic: str, partitions: Iterable[int]) -> EndsAtStart:
+    """What a reader from the beginning must read before a quiet moment may end it: every record the partitions
+    hold now (app.replay.reading.EndsAtStart). A quiet second alone is no end: on a loaded machine the first fetch,
+    or the one bringing a partition's last batch, can take that long. A topic not created yet holds nothing."""
+    try:
+        return EndsAtStart(consumer, [(topic, partition) for partition in partitions])
+    except KafkaException:
+        return EndsAtStart(consumer, [])
 
 
 def wait_for_ledger_entries(bootstrap_servers: str, codec: AvroCodec, partitions: int, record_name: str,
