@@ -32,6 +32,7 @@ from app.replay.reading import PartitionsReader, offsets_at_time, partition_coun
 from app.service.gc_pauses import frozen_survivors
 from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import LedgerItem
+from app.wire.output_encoders import availability_encoder
 from app.wire.serialization import AvroCodec
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
 
@@ -150,7 +151,7 @@ class Replayer:
                                       keep=None if options.clock_ticks else _not_a_clock_tick, kept_on_disk=True)
         self._availability = {  # channel -> (output topic, encoder of the live topic's schema)
             channel: (self.topics[availability_topic(channel).name].name,
-                      self.codec.serde(availability_topic(channel)).encode)
+                      availability_encoder(self.codec.serde(availability_topic(channel))))
             for channel in settings.channels
         }
         self._decisions = (self.topics[RESERVATION_DECISIONS.name].name, self.codec.serde(RESERVATION_DECISIONS).encode)
@@ -268,7 +269,7 @@ class Replayer:
                 kind = type(output)
                 if kind is ChannelAvailability:
                     topic, encode = availability[output.channel]
-                    produce(topic, encode(output.to_record()), output.key.encode())
+                    produce(topic, encode(output), output.key.encode())
                     records[topic] += 1
                 elif kind is ReservationDecision:
                     produce(decisions_topic, decisions_encode(output.to_record()), output.key.encode())

@@ -42,6 +42,7 @@ from app.service.heap_trim import HeapTrimmer
 from app.service.runtime import AvailabilityService, end_worker_on_unexpected_error
 from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import LedgerItem, Unreadable, apply_ledger_record, read_ledger_record
+from app.wire.output_encoders import availability_encoder
 from app.wire.topics import DEAD_LETTERS, INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS
 from tables.store import PartitionStateStore
 from tables.write_back import write_back
@@ -85,8 +86,8 @@ class LedgerBatchProcessor:
         self._app = service.app
         self._tables = service.tables
         self._ledger = service.codec.serde(LEDGER)
-        self._availability_serdes = {
-            channel: (name, service.codec.serde(name))
+        self._availability_encoders = {  # channel -> (topic, encoder of an output: app/wire/output_encoders.py)
+            channel: (name, availability_encoder(service.codec.serde(name)))
             for channel, name in service.topics.availability_topic_names.items()
         }
         self._decisions = service.codec.serde(RESERVATION_DECISIONS)
@@ -283,8 +284,8 @@ class LedgerBatchProcessor:
         for output in outputs:
             kind = type(output)
             if kind is ChannelAvailability:
-                topic, serde = self._availability_serdes[output.channel]
-                key, value = output.key.encode(), serde.encode(output.to_record())
+                topic, encode = self._availability_encoders[output.channel]
+                key, value = output.key.encode(), encode(output)
                 if not send_nowait(topic, key, value):
                     await send(topic, key, value)
                 published[topic] = published.get(topic, 0) + 1

@@ -33,14 +33,14 @@ import io
 import json
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 import fastavro
 from confluent_kafka.schema_registry import ConfigCompatibilityLevel, Schema, SchemaRegistryClient, ServerConfig
 
 from app.errors import UserError
 from app.wire.avro_decoder import Decoder, compile_decoder
-from app.wire.avro_encoder import Encoder, UnsupportedSchema, compile_encoder
+from app.wire.avro_encoder import Encoder, UnsupportedSchema, compile_encoder, compile_object_encoder
 from app.wire.topics import TopicSpec, all_topics
 
 if TYPE_CHECKING:
@@ -275,6 +275,28 @@ class RecordSerde:
             self._encoder = None
         # schema id -> (writer schema, reader schema or None when writer == reader)
         self._plans: dict[int, tuple[dict, dict | None]] = {schema_id: (parsed_schema, None)}
+
+    def object_encoder(self, sources: dict[str, str], to_record: Callable[[Any], dict]) -> Callable[[Any], bytes]:
+        """A function that encodes an object as `encode(to_record(obj))` does, byte for byte, reading its fields by
+        the expressions of `sources` (app.wire.avro_encoder.compile_object_encoder) instead of making the dict. An
+        object the compiled code does not take goes the way of `encode(to_record(obj))`, errors included."""
+        encode, header = self.encode, self._header
+        try:
+            encoder = compile_object_encoder(
+                fastavro.parse_schema(self._codec.schemas.expanded(self.topic.value_record), named_schemas={}),
+                sources)
+        except UnsupportedSchema:
+            return lambda value: encode(to_record(value))
+
+        def encode_object(value: Any) -> bytes:
+            out = bytearray(header)
+            try:
+                encoder(value, out)
+                return bytes(out)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return encode(to_record(value))
+
+        return encode_object
 
     def encode(self, value: dict) -> bytes:
         encoder = self._encoder

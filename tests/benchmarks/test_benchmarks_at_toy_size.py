@@ -32,6 +32,7 @@ def test_both_decoders_and_both_encoders_agree_on_a_small_ledger():
     assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
     encoding = result["encoding"]
     assert encoding["availability_records"] > 0 and encoding["compiled_us_per_record"] > 0
+    assert encoding["from_output_us_per_output"] > 0 and encoding["to_record_then_compiled_us_per_output"] > 0
 
 
 @pytest.mark.integration
