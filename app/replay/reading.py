@@ -15,7 +15,7 @@ timing of its fetches. Then:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -71,12 +71,15 @@ class EndsAtStart:
     Records written after the start are read at most up to a bound fixed once, so a pass over a topic being written
     continuously ends as soon as the records of the start are read, and never waits for a quiet moment."""
 
-    def __init__(self, consumer: Consumer, partitions: Iterable[tuple[str, int]], timeout: float = 10.0) -> None:
+    def __init__(self, consumer: Consumer, partitions: Iterable[tuple[str, int]], timeout: float = 10.0,
+                 watermarks: Mapping[tuple[str, int], tuple[int, int]] | None = None) -> None:
+        """`watermarks`: (low, high) per partition, when the caller has just read them (else read here)."""
         self._consumer = consumer
         self.marks: dict[tuple[str, int], int] = {}  # the high watermark h at the start, per non-empty partition
         self.bounds: dict[tuple[str, int], int] = {}  # the fixed end, once known
         for topic, partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            low, high = (watermarks[(topic, partition)] if watermarks is not None else
+                         consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout))
             if high > low:
                 self.marks[(topic, partition)] = high
         self.pending = set(self.marks)
@@ -137,7 +140,9 @@ class PartitionsReader:
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 self.low[partition], self.end_hints[partition] = low, high
             self.positions = {partition: self._first_offset(partition) for partition in self.starts}
-            self.ends_at_start = EndsAtStart(self._consumer, [(topic, p) for p in self.starts], timeout)
+            self.ends_at_start = EndsAtStart(
+                self._consumer, [(topic, p) for p in self.starts], timeout,
+                watermarks={(topic, p): (self.low[p], self.end_hints[p]) for p in self.starts})
             if not through_start_ends:
                 # A partition read from inside its last batch on Tansu, or from its end: whether a record is
                 # still to come there cannot be told from the watermarks (EndsAtStart), so the quiet period

@@ -267,10 +267,10 @@ class RecordSerde:
         self._parsed = parsed_schema
         self._header = _HEADER.pack(MAGIC_BYTE, schema_id)
         self._codec = codec
+        # the schema with every named type in line, as the compiled encoders read it (parsed once for both)
+        self._expanded = fastavro.parse_schema(codec.schemas.expanded(topic.value_record), named_schemas={})
         try:  # the same bytes as fastavro, faster (app/wire/avro_encoder.py); fastavro for the schemas it cannot do
-            self._encoder: Encoder | None = compile_encoder(
-                fastavro.parse_schema(codec.schemas.expanded(topic.value_record), named_schemas={})
-            )
+            self._encoder: Encoder | None = compile_encoder(self._expanded)
         except UnsupportedSchema:
             self._encoder = None
         # schema id -> (writer schema, reader schema or None when writer == reader)
@@ -282,9 +282,7 @@ class RecordSerde:
         object the compiled code does not take goes the way of `encode(to_record(obj))`, errors included."""
         encode, header = self.encode, self._header
         try:
-            encoder = compile_object_encoder(
-                fastavro.parse_schema(self._codec.schemas.expanded(self.topic.value_record), named_schemas={}),
-                sources)
+            encoder = compile_object_encoder(self._expanded, sources)
         except UnsupportedSchema:
             return lambda value: encode(to_record(value))
 
