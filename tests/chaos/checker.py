@@ -32,8 +32,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from app.engine import (
     ChannelAvailability,
     ClockTick,
@@ -48,10 +46,9 @@ from app.settings import Settings
 from app.wire.ledger import ledger_events
 from app.wire.serialization import AvroCodec
 from app.wire.topics import INVENTORY_EXCEPTIONS, LEDGER, RESERVATION_DECISIONS, availability_topic
-from tests.service.harness import records_there_at_start
+from tests.service.harness import feed_topic
 from tests.service.scenario import Expected, assert_no_channel_accepted_more_than_shown, ledger_of_sent_events
 
-CONSUME_BATCH = 10_000
 WRITTEN_BY_THE_SERVICE = (ClockTick, FeedActivity)  # ledger entries no source sent: they have no event id
 NOT_SOURCE_EVENTS = (*WRITTEN_BY_THE_SERVICE, PolicyChange)
 
@@ -60,33 +57,9 @@ def consume_topic(bootstrap_servers: str, topic: str, on_message: Callable, done
                   timeout: float = 120.0, idle_seconds: float = 1.0) -> bool:
     """Feed every record of `topic` (all partitions, from the beginning) to `on_message(message)` until the records
     it held at the start are read, `done()` holds and nothing arrived for `idle_seconds`. Returns False if `timeout`
-    passed first."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers, "group.id": f"chaos-checker-{time.monotonic_ns()}",
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    })
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        there_at_start = records_there_at_start(consumer, topic, partitions)
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
-        deadline = time.monotonic() + timeout
-        last_arrival = time.monotonic()
-        while True:
-            messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
-            for message in messages:
-                there_at_start.note(message)
-                if message.error() is None:
-                    on_message(message)
-            now = time.monotonic()
-            if messages:
-                last_arrival = now
-            if now - last_arrival >= idle_seconds and there_at_start.done and done():
-                return True
-            if now > deadline:
-                return False
-    finally:
-        consumer.close()
+    passed first. Fetches large enough for a million-event ledger."""
+    return feed_topic(bootstrap_servers, topic, on_message, done=done, timeout=timeout, idle_seconds=idle_seconds,
+                      **{"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024})
 
 
 def read_ledger_entries(bootstrap_servers: str, codec: AvroCodec, event_ids: set[str], timeout: float = 300.0):

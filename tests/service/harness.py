@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from app.kafka.broker import free_loopback_port
@@ -174,33 +174,45 @@ def read_topic(
 ) -> list[ReadRecord]:
     """Every record of `topic` from the start, once the records it held at the start are read, `until(records)`
     holds and nothing new arrived for `idle_seconds`. Raises AssertionError at `timeout` with what was read."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers, "group.id": f"reader-{time.monotonic_ns()}",
-         "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-    )
     records: list[ReadRecord] = []
+
+    def keep(message) -> None:
+        records.append(ReadRecord(message.topic(), message.partition(), message.offset(), message.key(),
+                                  message.value(), tuple(message.headers() or ())))
+
+    if not feed_topic(bootstrap_servers, topic, keep, done=lambda: until(records), partitions=range(partitions),
+                      timeout=timeout, idle_seconds=idle_seconds):
+        raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records read)")
+    return records
+
+
+def feed_topic(bootstrap_servers: str, topic: str, on_message: Callable, done: Callable[[], bool] = lambda: True,
+               partitions: Iterable[int] | None = None, timeout: float = 60.0, idle_seconds: float = 1.0,
+               **consumer_config: object) -> bool:
+    """Feed every record of `topic` (`partitions`, or all, from the beginning) to `on_message(message)` until the
+    records it held at the start are read, `done()` holds and nothing arrived for `idle_seconds`. Returns False if
+    `timeout` passed first."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"reader-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest", **consumer_config})
     deadline = time.monotonic() + timeout
     try:
-        there_at_start = records_there_at_start(consumer, topic, range(partitions))
-        consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
+        if partitions is None:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = list(partitions)
+        there_at_start = records_there_at_start(consumer, topic, partitions)
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
         last_arrival = time.monotonic()
         while True:
-            for message in consumer.consume(num_messages=10000, timeout=0.2):
+            for message in consumer.consume(num_messages=10_000, timeout=0.2):
                 there_at_start.note(message)
-                if message.error():
-                    continue
-                records.append(
-                    ReadRecord(
-                        message.topic(), message.partition(), message.offset(), message.key(), message.value(),
-                        tuple(message.headers() or ()),
-                    )
-                )
-                last_arrival = time.monotonic()
+                if message.error() is None:
+                    on_message(message)
+                    last_arrival = time.monotonic()
             now = time.monotonic()
-            if now - last_arrival >= idle_seconds and there_at_start.done and until(records):
-                return records
+            if now - last_arrival >= idle_seconds and there_at_start.done and done():
+                return True
             if now > deadline:
-                raise AssertionError(f"{topic}: condition not met after {timeout}s ({len(records)} records read)")
+                return False
     finally:
         consumer.close()
 
