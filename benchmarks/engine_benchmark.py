@@ -17,7 +17,7 @@ process's CPU seconds. The headline figures are the least flattering of the roun
 round, and the location counts of the round whose 500-location cost was the highest against its own 5-location
 cost. Every round is in the results.
 
-Run: python -m benchmarks.engine_benchmark [--events N] [--rounds N] [--quick]
+Run: python -m benchmarks.engine_benchmark [--events N] [--rounds N] [--skus N] [--quick]
 Writes benchmarks/results/engine.json and engine.md ($BENCHMARK_RESULTS_DIR where it is set).
 """
 
@@ -240,12 +240,12 @@ def run(events_count: int, locations_per_sku: int, sku_count: int, store_count: 
 INTERLEAVE_BLOCK = 2_000  # events of one location count between two of another
 
 
-def scaling_round(events: int) -> list[dict]:
+def scaling_round(events: int, skus: int = 20_000) -> list[dict]:
     """The 5, 50 and 500-location streams applied in turn, INTERLEAVE_BLOCK events of each at a time (the first of
     each turn rotating), so that the machine's changes of pace fall on all three alike: the cost of one relative to
     another is the engine's, not the moment's."""
     fresh_heap()
-    feeds = [Feed(events, locations_per_sku=n, sku_count=max(200, 20_000 // n), store_count=max(300, n))
+    feeds = [Feed(events, locations_per_sku=n, sku_count=max(200, skus // n), store_count=max(300, n))
              for n in (5, 50, 500)]
     for turn, start in enumerate(range(0, events, INTERLEAVE_BLOCK)):
         for index in range(len(feeds)):
@@ -257,9 +257,10 @@ def scaling_round(events: int) -> list[dict]:
     return rows
 
 
-def measure_round(events: int) -> tuple[dict, list[dict]]:
+def measure_round(events: int, skus: int = 20_000) -> tuple[dict, list[dict]]:
     """One round: the realistic stream, then the location counts interleaved."""
-    return run(events, locations_per_sku=20, sku_count=20_000, store_count=300), scaling_round(events // 2)
+    return (run(events, locations_per_sku=20, sku_count=skus, store_count=300),
+            scaling_round(events // 2, skus))
 
 
 def main() -> None:
@@ -267,12 +268,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every stream (default 3)")
     parser.add_argument("--quick", action="store_true", help="fewer events, for a smoke run")
+    parser.add_argument("--skus", type=int, default=20_000,
+                        help="SKUs of the realistic stream, each stocked first (default 20,000; fewer for a toy run)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.skus < 1:
+        parser.error("--skus must be at least 1")
     events = 30_000 if args.quick else args.events
     gc_pauses.install()
-    rounds = [measure_round(events) for _ in range(args.rounds)]
+    rounds = [measure_round(events, args.skus) for _ in range(args.rounds)]
     realistic = min((round_realistic for round_realistic, _ in rounds), key=lambda row: row["events_per_second"])
     scaling = max((round_scaling for _, round_scaling in rounds),
                   key=lambda rows: rows[-1]["microseconds_per_event"] / rows[0]["microseconds_per_event"])

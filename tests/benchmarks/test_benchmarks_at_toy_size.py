@@ -12,8 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import broker_fetch_cost, decode_benchmark, replay_benchmark
-from tests.benchmarks.test_performance_doc import check_engine_result
+from benchmarks import broker_fetch_cost, decode_benchmark, fetch_hop, replay_benchmark
+from tests.benchmarks.test_performance_doc import (
+    check_engine_result,
+    check_fetch_hop_result,
+    check_service_throughput_result,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(arguments: list[str], results: Path) -> None:
+    """`python -m <arguments>` from the project root, writing its results to `results`."""
+    completed = subprocess.run([sys.executable, "-m", *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
+                               env={**os.environ, "BENCHMARK_RESULTS_DIR": str(results)}, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
 
 
 @pytest.mark.integration
@@ -46,10 +59,21 @@ def test_a_small_replay_applies_every_ledger_entry(embedded_broker_starts):
 
 
 def test_a_small_engine_run_measures_the_realistic_stream_and_every_location_count(tmp_path: Path):
-    environment = {**os.environ, "BENCHMARK_RESULTS_DIR": str(tmp_path)}
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.engine_benchmark", "--events", "3000",
-                                "--rounds", "2"],
-                               cwd=Path(__file__).resolve().parents[2], env=environment, capture_output=True,
-                               text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    check_engine_result(json.loads((tmp_path / "engine.json").read_text()), tmp_path)
+    run_benchmark(["benchmarks.engine_benchmark", "--events", "3000", "--rounds", "2", "--skus", "2000"], tmp_path)
+    result = json.loads((tmp_path / "engine.json").read_text())
+    check_engine_result(result, tmp_path)
+    assert result["realistic"]["skus"] == 2_000 and [row["skus"] for row in result["scaling"]] == [400, 200, 200]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mix", ["mixed", "single"])
+def test_a_small_availability_stage_run_reports_its_figures(mix: str, tmp_path: Path, embedded_broker_starts):
+    run_benchmark(["benchmarks.service_throughput", "--events", "4000", "--mix", mix], tmp_path)
+    [written] = tmp_path.glob("service_throughput*.json")
+    check_service_throughput_result(json.loads(written.read_text()), written.name, mix)
+
+
+@pytest.mark.integration
+def test_a_short_fetch_hop_run_shows_the_longer_wait(tmp_path: Path, embedded_broker_starts):
+    assert fetch_hop.main(["--records", "12", "--results-dir", str(tmp_path)]) == 0
+    check_fetch_hop_result(json.loads((tmp_path / "fetch_hop.json").read_text()))

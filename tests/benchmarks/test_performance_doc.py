@@ -2,8 +2,9 @@
 project's virtualenv first on PATH, writing its results to a temporary directory through BENCHMARK_RESULTS_DIR
 (never over benchmarks/results/). The peak benchmark's commands take minutes (`quick`) to half an hour (`peak`), and
 the availability stage's million-event run about four: these run with `-m slow` (the default suite checks that each
-peak command parses with the real command's parser), as do a few of half a minute to a minute (OUT_OF_BUDGET, run at
-toy size in the default suite); the others run in the default suite."""
+peak command parses with the real command's parser), as do the runs of a quarter of a minute to a minute
+(OUT_OF_BUDGET), each of which the default suite runs at toy size with the same checks
+(tests/benchmarks/test_benchmarks_at_toy_size.py)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,12 @@ def is_peak_benchmark(command: str) -> bool:
     return command.startswith(("python -m benchmarks.peak", "availability benchmark"))
 
 
-# Runs of half a minute to a minute that the default suite leaves to `-m slow`, to stay within its 15 minutes; it runs
-# each of them at toy size instead (tests/benchmarks/test_benchmarks_at_toy_size.py).
+# Runs of a quarter of a minute to a minute that the default suite leaves to `-m slow`, to stay within its 15
+# minutes; it runs each of them at toy size instead (tests/benchmarks/test_benchmarks_at_toy_size.py).
 OUT_OF_BUDGET = ("python -m benchmarks.broker_fetch_cost", "python -m benchmarks.decode_benchmark",
                  "python -m benchmarks.replay_benchmark", "python -m benchmarks.engine_benchmark",
-                 "python -m benchmarks.ingest_benchmark --events")
+                 "python -m benchmarks.ingest_benchmark --events", "python -m benchmarks.service_throughput",
+                 "python -m benchmarks.fetch_hop")
 
 
 def takes_minutes(command: str) -> bool:
@@ -73,6 +75,29 @@ def check_engine_result(result: dict, results_dir: Path) -> None:
                    for one in rounds)
     headline = result["scaling"]
     assert headline[-1]["microseconds_per_event"] / headline[0]["microseconds_per_event"] == steepest
+
+
+def check_service_throughput_result(result: dict, written_name: str, mix: str) -> None:
+    """What an availability-stage benchmark run must report, documented or at toy size."""
+    assert result["mix"] == mix
+    assert written_name == ("service_throughput.json" if mix == "mixed" else f"service_throughput-{mix}.json")
+    assert result["ledger_entries"] > result["events"]  # policy and stock loads too
+    assert result["ledger_records"] < result["ledger_entries"]  # batch records, as the ingest stage writes them
+    assert result["entries_per_second"] > 0 and result["entries_per_cpu_second"] > 0
+    # a key changed several times by one ledger record is published once
+    assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
+    assert result["worker_peak_rss_mib"] > 50
+    memory = result["worker_memory_at_peak_mib"]  # the worker's own account of it, by part
+    assert memory["resident"] > 50 and memory["cached_sku_states"] > 0
+    assert memory["rocksdb_memtables"] > 0 and memory["malloc_in_use"] >= memory["rocksdb_memtables"]
+    by_tenth = result["entries_per_cpu_second_by_tenth"]  # a short run's tenths are None (too few scrapes)
+    assert len(by_tenth) == 10 and all(rate is None or rate > 0 for rate in by_tenth)
+
+
+def check_fetch_hop_result(result: dict) -> None:
+    """What a fetch-hop benchmark run must report, documented or at toy size."""
+    waits = {figure["fetch_max_wait_ms"]: figure for figure in result["by_fetch_max_wait"]}
+    assert waits[50]["p50_ms"] < waits[1500]["p50_ms"]  # what the service's transport is for
 
 
 def peak_arguments(command: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -115,20 +140,7 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
     result = json.loads(written.read_text())
     if written.name.startswith("service_throughput"):  # the availability stage alone (about 25 s)
         mix = re.search(r"--mix (\w+)", command)
-        assert result["mix"] == (mix.group(1) if mix else "mixed")
-        assert written.name == ("service_throughput.json" if result["mix"] == "mixed"
-                                else f"service_throughput-{result['mix']}.json")
-        assert result["ledger_entries"] > result["events"]  # policy and stock loads too
-        assert result["ledger_records"] < result["ledger_entries"]  # batch records, as the ingest stage writes them
-        assert result["entries_per_second"] > 0 and result["entries_per_cpu_second"] > 0
-        # a key changed several times by one ledger record is published once
-        assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
-        assert result["worker_peak_rss_mib"] > 50
-        memory = result["worker_memory_at_peak_mib"]  # the worker's own account of it, by part
-        assert memory["resident"] > 50 and memory["cached_sku_states"] > 0
-        assert memory["rocksdb_memtables"] > 0 and memory["malloc_in_use"] >= memory["rocksdb_memtables"]
-        by_tenth = result["entries_per_cpu_second_by_tenth"]  # a short run's tenths are None (too few scrapes)
-        assert len(by_tenth) == 10 and all(rate is None or rate > 0 for rate in by_tenth)
+        check_service_throughput_result(result, written.name, mix.group(1) if mix else "mixed")
         return
     if written.name == "engine.json":  # the engine alone (30-45 s)
         check_engine_result(result, tmp_path)
@@ -161,8 +173,7 @@ def test_documented_command_runs_as_written(command: str, tmp_path: Path) -> Non
         assert all(run["received"] == run["messages"] > 0 for run in result["runs"][1:])
         return
     if result["benchmark"] == "fetch_hop":
-        waits = {figure["fetch_max_wait_ms"]: figure for figure in result["by_fetch_max_wait"]}
-        assert waits[50]["p50_ms"] < waits[1500]["p50_ms"]  # what the service's transport is for
+        check_fetch_hop_result(result)
         return
     assert written.stem == results_name(result) and (tmp_path / f"{written.stem}.md").exists()
     assert len(result["targets"]) == 6 and all(row["met"] is not None for row in result["targets"])
