@@ -12,6 +12,7 @@ from app.engine import event_to_record
 from app.wire.topics import STOCK_MOVEMENTS, availability_topic, ledger_partition
 from tests.chaos.checker import check_against_engine, consume_topic
 from tests.chaos.conftest import second_worker
+from tests.chaos.group_log import group_log_lines
 from tests.chaos.results import record_figures
 from tests.chaos.workload import Workload, wait_for_outputs
 from tests.engine.factories import receipt
@@ -69,15 +70,24 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 def settled_assignment(first, second, partitions: int):
-    """Both workers ready, with disjoint active partitions that together cover every partition."""
+    """Both workers ready, with disjoint active partitions that together cover every partition. When they do not
+    settle in time, the failure shows their last /ready answers and the group lines of their logs."""
+    last_answers = {}
+
     def split():
         try:
             a, b = ready_partitions(first), ready_partitions(second)
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError) as error:
+            last_answers["error"] = repr(error)
             return None
+        last_answers.update({"first": sorted(a), "second": sorted(b)})
         return (a, b) if a and b and not a & b and a | b == set(range(partitions)) else None
 
-    wait_until(lambda: split() is not None, 120, "a settled assignment of the partitions over two workers")
+    try:
+        wait_until(lambda: split() is not None, 120, "a settled assignment of the partitions over two workers")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last /ready answers {last_answers}\n" + "\n".join(
+            f"{settings.data_dir.name}: {group_log_lines(settings)}" for settings in (first, second))) from None
     return split()
 
 
