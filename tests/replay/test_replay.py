@@ -33,7 +33,8 @@ def run_replay(settings, bootstrap_servers, name: str):
 
 
 def raw_per_key(bootstrap_servers, topic: str, partitions: int) -> dict[bytes, list[bytes]]:
-    records = read_topic(bootstrap_servers, topic, partitions, idle_seconds=1.0)
+    """A finished replay's topic, per key: every record it held when read (nothing more is to come)."""
+    records = read_topic(bootstrap_servers, topic, partitions, idle_seconds=0)
     return per_key((r.key, r.value) for r in sorted(records, key=lambda r: (r.partition, r.offset)))
 
 
