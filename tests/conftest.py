@@ -64,14 +64,18 @@ def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
             "kafka_bootstrap_servers": request.getfixturevalue("bootstrap_servers") if uses_broker else None,
         }
         values.update(overrides)
-        # Tests see the documented defaults whatever AVAILABILITY_* variables the developer's shell exports.
-        with pytest.MonkeyPatch.context() as environment:
-            for name in list(os.environ):
-                if name.upper().startswith(SETTINGS_ENV_PREFIX) or name.upper() == "KAFKA_BOOTSTRAP_SERVERS":
-                    environment.delenv(name)
-            return Settings(**values)
+        return isolated_settings(**values)
 
     return build
+
+
+def isolated_settings(**values: Any) -> Settings:
+    """Settings of `values` and the documented defaults, whatever AVAILABILITY_* variables the shell exports."""
+    with pytest.MonkeyPatch.context() as environment:
+        for name in list(os.environ):
+            if name.upper().startswith(SETTINGS_ENV_PREFIX) or name.upper() == "KAFKA_BOOTSTRAP_SERVERS":
+                environment.delenv(name)
+        return Settings(**values)
 
 
 @pytest.fixture

@@ -32,6 +32,13 @@ def run_replay(settings, bootstrap_servers, name: str):
     return Replayer(settings, bootstrap_servers, ReplayOptions(namespace=name, idle_seconds=1.0)).run()
 
 
+@pytest.fixture
+def shared(replayed_once):
+    """The module's replayed ledger and its broker (tests/replay/conftest.py), for the tests that only read it or
+    replay it into namespaces of their own."""
+    return replayed_once, replayed_once.kafka_bootstrap_servers
+
+
 def raw_per_key(bootstrap_servers, topic: str, partitions: int) -> dict[bytes, list[bytes]]:
     """A finished replay's topic, per key: every record it held when read (nothing more is to come)."""
     records = read_topic(bootstrap_servers, topic, partitions, idle_seconds=0)
@@ -127,7 +134,8 @@ def test_verify_shows_field_differences(replayed, bootstrap_servers):
     assert "only in b" in str(report.differences[0])
 
 
-def test_live_topics_need_confirmation(replayed, bootstrap_servers, capsys):
+def test_live_topics_need_confirmation(shared, capsys):
+    _, bootstrap_servers = shared
     code = main(["replay", "--to-live", "--quiet", "-b", bootstrap_servers])
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
@@ -141,7 +149,8 @@ def use_settings_in_commands(monkeypatch, settings) -> None:
     monkeypatch.setenv("AVAILABILITY_PARTITIONS", str(settings.partitions))
 
 
-def test_replay_command_prints_a_summary(replayed, bootstrap_servers, capsys, monkeypatch):
+def test_replay_command_prints_a_summary(shared, capsys, monkeypatch):
+    replayed, bootstrap_servers = shared
     use_settings_in_commands(monkeypatch, replayed)
     assert main(["replay", "--name", "c", "--quiet", "--idle", "0.5", "-b", bootstrap_servers]) == 0
     printed = capsys.readouterr().out
@@ -149,7 +158,8 @@ def test_replay_command_prints_a_summary(replayed, bootstrap_servers, capsys, mo
     assert main(["verify", "a", "c", "--idle", "0.5", "-b", bootstrap_servers]) == 0
 
 
-def test_replay_from_offsets_reads_only_those_partitions(replayed, bootstrap_servers):
+def test_replay_from_offsets_reads_only_those_partitions(shared):
+    replayed, bootstrap_servers = shared
     summary = Replayer(replayed, bootstrap_servers,
                        ReplayOptions(namespace="part", from_offsets={2: 5}, idle_seconds=0.5)).run()
     assert set(summary.partitions) == {2}
@@ -157,7 +167,8 @@ def test_replay_from_offsets_reads_only_those_partitions(replayed, bootstrap_ser
     assert not summary.from_earliest
 
 
-def test_replay_from_a_time(replayed, bootstrap_servers):
+def test_replay_from_a_time(shared):
+    replayed, bootstrap_servers = shared
     everything = Replayer(replayed, bootstrap_servers, ReplayOptions(namespace="t0", from_time_ms=0,
                                                                      idle_seconds=0.5)).run()
     assert everything.events > 6_000 and not everything.from_earliest
@@ -167,9 +178,10 @@ def test_replay_from_a_time(replayed, bootstrap_servers):
     assert future.events == 0
 
 
-def test_a_replay_in_processes_equals_one_in_one(replayed, bootstrap_servers):
+def test_a_replay_in_processes_equals_one_in_one(shared):
     """Each ledger partition replayed by one of three processes: per key the same records, byte for byte, as one
     process gives; the summary adds the processes' up, and the progress reported is their sum."""
+    replayed, bootstrap_servers = shared
     settings = replayed
     progress: list[tuple[int, int, int]] = []
     one = Replayer(settings, bootstrap_servers, ReplayOptions(namespace="one", idle_seconds=0.5)).run()
@@ -198,17 +210,18 @@ def test_processes_must_be_at_least_one(capsys):
     assert refused.value.code == 2 and "--processes: must be greater than 0" in capsys.readouterr().err
 
 
-def test_a_failing_replay_process_fails_the_replay(replayed, bootstrap_servers):
+def test_a_failing_replay_process_fails_the_replay(shared):
     """Partition 9 does not exist: the process given it fails, the other is stopped, the error names both."""
+    replayed, bootstrap_servers = shared
     with pytest.raises(ReplayError, match=r"partitions 9: .*no partition 9"):
         replay(replayed, bootstrap_servers,
                ReplayOptions(namespace="broken", from_offsets={0: 0, 9: 0}, idle_seconds=0.5, processes=2))
 
 
-def test_a_replay_process_stopped_midway_deletes_what_it_kept_on_disk(replayed, bootstrap_servers, tmp_path,
-                                                                        monkeypatch):
+def test_a_replay_process_stopped_midway_deletes_what_it_kept_on_disk(shared, tmp_path, monkeypatch):
     """How the parent stops the others when one fails (SIGTERM), once the process has applied entries and so made
     its directory of seen ids under TMPDIR: it goes with the process."""
+    replayed, bootstrap_servers = shared
     import multiprocessing
 
     from app.replay.parallel import _replay_share
@@ -237,7 +250,8 @@ def test_a_replay_process_stopped_midway_deletes_what_it_kept_on_disk(replayed, 
     assert kept_on_disk() == []
 
 
-def test_processes_and_a_start_time_or_offsets(replayed, bootstrap_servers):
+def test_processes_and_a_start_time_or_offsets(shared):
+    replayed, bootstrap_servers = shared
     from_time = replay(replayed, bootstrap_servers,
                        ReplayOptions(namespace="t0p", from_time_ms=0, idle_seconds=0.5, processes=2))
     assert from_time.processes == 2 and not from_time.from_earliest

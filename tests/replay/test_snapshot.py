@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.mark.parametrize("channel", ["ecommerce", "store-pickup"])
-def test_snapshot_publishes_every_key_once_with_latest_versions(replayed, bootstrap_servers, channel):
-    settings = replayed
+def test_snapshot_publishes_every_key_once_with_latest_versions(replayed_once, channel):
+    settings = replayed_once  # each channel's snapshot has topics of its own
+    bootstrap_servers = settings.kafka_bootstrap_servers
     codec = AvroCodec(settings)
     live = availability_topic(channel).name
     source = output_topics(settings, "a")[live].name
