@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import broker_fetch_cost, decode_benchmark, fetch_hop, replay_benchmark
+from benchmarks import broker_fetch_cost, decode_benchmark, fetch_hop, ingest_benchmark, replay_benchmark
 from tests.benchmarks.test_performance_doc import (
     check_engine_result,
     check_fetch_hop_result,
+    check_ingest_result,
     check_service_throughput_result,
 )
 
@@ -71,6 +72,10 @@ def test_a_small_availability_stage_run_reports_its_figures(mix: str, tmp_path: 
     run_benchmark(["benchmarks.service_throughput", "--events", "4000", "--mix", mix], tmp_path)
     [written] = tmp_path.glob("service_throughput*.json")
     check_service_throughput_result(json.loads(written.read_text()), written.name, mix)
+
+
+def test_a_small_ingest_run_compares_each_mix_with_its_baseline():
+    check_ingest_result(ingest_benchmark.measure(events=15_000, repeats=1))
 
 
 @pytest.mark.integration

@@ -81,10 +81,10 @@ def test_replays_equal_each_other_and_live_across_kill_9(service_settings, worke
 
     # Equal to what the live service published, repeats from the crash deduplicated (and checked identical); the
     # second replay is byte-identical to the first (above), so equal to live as well.
-    report = verify(settings, bootstrap_servers, "live", "first", idle_seconds=1.0, codec=codec)
+    report = verify(settings, bootstrap_servers, "live", "first", idle_seconds=0.5, codec=codec)  # caught up
     assert report.equal, [str(difference) for difference in report.differences]
     assert report.keys[availability_topic("ecommerce").name] > 100
-    assert main(["verify", "live", "second", "--idle", "1", "-b", bootstrap_servers]) == 0
+    assert main(["verify", "live", "second", "--idle", "0.5", "-b", bootstrap_servers]) == 0
 
 
 def test_verify_reports_an_injected_difference(replayed, bootstrap_servers, capsys, monkeypatch):
