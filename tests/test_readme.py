@@ -4,6 +4,7 @@ which documents exist."""
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,28 @@ def test_the_broker_binary_is_copied_where_the_readme_says(monkeypatch) -> None:
     assert written, "README no longer says where the broker binary goes"
     binary = Path(resolve_tansu_binary())
     assert binary.parent == Path.home() / written[1] and binary.name.startswith("tansu-")
+
+
+def pytest_line_of_make(*arguments: str) -> list[str]:
+    """The pytest command line that `make test ARGUMENTS` runs, as make prints it without running it (`make -n`)."""
+    printed = subprocess.run(["make", "-n", "test", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    [line] = [line for line in printed.stdout.splitlines() if " -m pytest " in line]
+    return shlex.split(line)
+
+
+def test_make_test_runs_the_suite_in_two_processes_or_in_one_as_the_readme_says() -> None:
+    assert "`make test TEST_PROCESSES=0` runs it in one" in README and "in two processes" in README
+    assert pytest_line_of_make()[-4:] == ["-n", "2", "--dist", "loadfile"]
+    in_one = pytest_line_of_make("TEST_PROCESSES=0")
+    assert in_one[-4:] == ["-n", "0", "--dist", "loadfile"]
+    if Path(sys.prefix).resolve() != (PROJECT_ROOT / ".venv").resolve():
+        pytest.skip(f"the tests run from {sys.prefix}, not from the project's .venv (make test uses it)")
+    # The line as make would run it, up to collecting the default suite (running it here would run this test again).
+    collected = subprocess.run([*in_one, "--collect-only", "-q"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=120)
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    # "856/891 tests collected (35 deselected)": the default filter of pyproject.toml applies
+    summary = re.search(r"^\d{3,}/\d+ tests collected \(\d+ deselected\)", collected.stdout, flags=re.M)
+    assert summary, collected.stdout[-2000:]
