@@ -3,6 +3,7 @@ which documents exist."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 README = (PROJECT_ROOT / "README.md").read_text()
+MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TEST_PROCESSES", "PYTEST_ARGS"}
 
 
 def test_read_next_links_every_document() -> None:
@@ -44,8 +46,10 @@ def test_the_broker_binary_is_copied_where_the_readme_says(monkeypatch) -> None:
 
 def pytest_line_of_make(*arguments: str) -> list[str]:
     """The pytest command line that `make test ARGUMENTS` runs, as make prints it without running it (`make -n`)."""
-    printed = subprocess.run(["make", "-n", "test", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             timeout=60)
+    # Without the variables of the make this suite may run under (`make test TEST_PROCESSES=4` passes its own on).
+    environment = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
+    printed = subprocess.run(["make", "-n", "test", *arguments], cwd=PROJECT_ROOT, env=environment,
+                             capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
     [line] = [line for line in printed.stdout.splitlines() if " -m pytest " in line]
     return shlex.split(line)
