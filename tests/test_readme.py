@@ -69,3 +69,17 @@ def test_make_test_runs_the_suite_in_two_processes_or_in_one_as_the_readme_says(
     # "856/891 tests collected (35 deselected)": the default filter of pyproject.toml applies
     summary = re.search(r"^\d{3,}/\d+ tests collected \(\d+ deselected\)", collected.stdout, flags=re.M)
     assert summary, collected.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_make_test_in_one_process_runs_as_written() -> None:
+    """The README's `make test TEST_PROCESSES=0`, run as written: the whole default suite in one process (16-17
+    minutes on 2 cores), hence `-m slow`; the default suite checks its pytest line instead (above)."""
+    [command] = re.findall(r"`(make test TEST_PROCESSES=0)`", README)
+    environment = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
+    completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=environment, capture_output=True,
+                               text=True, timeout=3500)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert " -n 0 " in completed.stdout and "workers [" not in completed.stdout  # pytest-xdist's "2 workers [N items]"
+    assert re.search(r"=+ \d{3,} passed", completed.stdout), completed.stdout[-3000:]
