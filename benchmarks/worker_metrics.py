@@ -17,10 +17,10 @@ MEMORY_METRIC = "availability_memory_bytes"
 CACHED_STATES_METRIC = "availability_cached_sku_states"
 
 
-def scrape(web_port: int) -> tuple[int, dict[str, float]]:
+def scrape(web_port: int, timeout_seconds: float = 5.0) -> tuple[int, dict[str, float]]:
     """From one read of the worker's /metrics: the ledger entries applied, and its memory by part
     (`availability_memory_bytes`, in MiB) with the SKU states it holds decoded."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout_seconds) as response:
         text = response.read().decode()
     applied = 0.0
     memory: dict[str, float] = {}

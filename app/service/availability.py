@@ -63,6 +63,11 @@ APPLY_CHUNK_BYTES = 2 * 1024 * 1024
 """Ledger bytes applied between two write-backs: a micro-batch of batch records (up to `ledger_batch_max_entries`
 events each) is applied in chunks, so the outputs waiting for acknowledgement and the dirty states stay bounded."""
 
+LOOP_HOLD_SECONDS = 0.05
+"""The longest a chunk applies ledger records without letting the event loop run its other tasks: a chunk is tens of
+thousands of entries, seconds of CPU on a loaded machine, and meanwhile the group's heartbeats, fetches, produce
+requests and HTTP requests (/ready, /metrics, lookups) wait. Between two ledger records, past this, it yields once."""
+
 
 def chunks_by_size(events: list, limit: int) -> list[list]:
     """`events` in order, cut into runs of at most `limit` value bytes (a larger record is a run of its own)."""
@@ -118,6 +123,7 @@ class LedgerBatchProcessor:
         self._unwritten_since: float | None = None
         self._assignment = 0  # counts rebalances: a chunk that straddles one writes nothing back
         self._trim_heap = HeapTrimmer()
+        self._loop_held_since = 0.0  # when this processor last let the event loop run (LOOP_HOLD_SECONDS)
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -128,6 +134,7 @@ class LedgerBatchProcessor:
         applied: dict[int, int] = {}
         assignment = self._assignment
         previous = _current_event.get(None)
+        self._loop_held_since = time.monotonic()
         try:
             for partition, partition_events in by_partition.items():
                 partition_events.sort(key=lambda event: event.message.offset)
@@ -261,6 +268,11 @@ class LedgerBatchProcessor:
         ingest_times: dict[int, int] = {}
         applied = 0
         for event in events:
+            if time.monotonic() - self._loop_held_since >= LOOP_HOLD_SECONDS:
+                # What the loop runs meanwhile already runs while a full batch waits for room in its producer queue:
+                # a rebalance in the middle of a chunk is handled in `process`, and write-backs wait for its lock.
+                await asyncio.sleep(0)
+                self._loop_held_since = time.monotonic()
             message = event.message
             items = read_ledger_record(self._ledger, message.value)
             if type(items) is Unreadable:
