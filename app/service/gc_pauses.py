@@ -50,6 +50,20 @@ class FullCollectionFreezer:
             self.freezes += 1
 
 
+def inside_collection_callback(frame) -> bool:
+    """Whether `frame` (where a signal handler interrupted the program) is inside a FullCollectionFreezer's call.
+    Python prints and drops what a gc callback raises ("Exception ignored in"), so a handler that raises there
+    (SystemExit) would not stop anything."""
+    while frame is not None:
+        if frame.f_code is _FREEZER_CALL:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_FREEZER_CALL = FullCollectionFreezer.__call__.__code__
+
+
 def install() -> FullCollectionFreezer:
     freezer = FullCollectionFreezer()
     gc.callbacks.append(freezer)
