@@ -11,16 +11,9 @@ import pytest
 
 from app.service import availability
 from app.service.availability import LOOP_HOLD_SECONDS, LedgerBatchProcessor
+from tests.service.test_write_back import Clock
 
 SECONDS_PER_RECORD = 0.02
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def ledger_records(count: int) -> list:
