@@ -16,7 +16,7 @@ run: $(INSTALLED)
 # --durations: every run names its slowest tests, to keep the default suite within its 15 minutes.
 # -n/--dist (pytest-xdist): the suite in TEST_PROCESSES processes, each test file whole in one of them, so that a
 # module's shared fixtures (a replay, a worker) are built once. Most integration tests wait on a broker or a worker
-# rather than compute: on 2 cores two processes run the suite in about 9 minutes where one takes 16-17.
+# rather than compute: on 2 cores two processes run the suite in about 10 minutes where one takes 17-18.
 # TEST_PROCESSES=0 runs it in this process alone (a debugger, pdb).
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -ra --durations=25 -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)

@@ -74,7 +74,7 @@ def test_make_test_runs_the_suite_in_two_processes_or_in_one_as_the_readme_says(
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_make_test_in_one_process_runs_as_written() -> None:
-    """The README's `make test TEST_PROCESSES=0`, run as written: the whole default suite in one process (16-17
+    """The README's `make test TEST_PROCESSES=0`, run as written: the whole default suite in one process (17-18
     minutes on 2 cores), hence `-m slow`; the default suite checks its pytest line instead (above)."""
     [command] = re.findall(r"`(make test TEST_PROCESSES=0)`", README)
     environment = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
