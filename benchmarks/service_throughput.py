@@ -14,8 +14,9 @@ reports the worker's memory by part at the scrape with its largest resident set 
 the entries per worker CPU second of each tenth of the entries (from the same scrapes; None for a tenth of fewer
 than BY_TENTH_MIN_SCRAPES scrapes, which the next tenth then includes: the worker counts its entries once per chunk,
 so a short tenth is off by the chunk it read early or late). A longer run's states grow, and so does the cost per
-entry. `slowest_scrape_seconds` is the longest a scrape waited for the worker's answer: the worker's event loop
-answers between two chunks of a micro-batch, so it is about the longest a chunk held that loop.
+entry. `slowest_scrape_seconds` is the longest a scrape waited for the worker's answer: the worker answers when its
+stage lets the event loop run (between two chunks of a micro-batch, and within a chunk every LOOP_HOLD_SECONDS of
+app/service/availability.py), so it is about the longest the stage held that loop.
 `--py-spy FILE` records the worker meanwhile (speedscope format). Result in
 benchmarks/results/service_throughput.json, or service_throughput-<mix>.json for another mix ($BENCHMARK_RESULTS_DIR
 where it is set).
@@ -56,8 +57,8 @@ from tests.service.harness import WORKER_READY, WorkerProcess
 # 5 s of scrapes per tenth at least. The worker's count moves once per chunk (tens of thousands of entries), so a
 # tenth spans few moves unless the run is long: 1,000,000 events gave 3 tenths of 10 a figure, 3,000,000 all 10.
 BY_TENTH_MIN_SCRAPES = 10
-# A scrape is answered only between two chunks of the worker's micro-batch (a chunk holds the event loop for seconds
-# on a loaded machine): it waits, and the wait is reported, rather than ending the run.
+# A scrape is answered only when the worker's stage lets its event loop run (a chunk held it for seconds, on a loaded
+# machine, before LOOP_HOLD_SECONDS): it waits, and the wait is reported, rather than ending the run.
 SCRAPE_TIMEOUT_SECONDS = 60.0
 
 
@@ -167,8 +168,7 @@ def main() -> None:
                     raise TimeoutError(f"{done:,} of {entries:,} entries applied in 900 s")
                 time.sleep(0.5)  # what a Prometheus scrape every 0.5 s would cost
                 asked = time.monotonic()
-                # The worker answers between two chunks of its micro-batch, so a scrape waits out the chunk being
-                # applied: how long is reported, as the longest the stage held its event loop (as seen from here).
+                # A scrape waits for the stage to let the event loop run: the longest wait is reported (docstring).
                 done, memory = scrape(web_port, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
                 slowest_scrape = max(slowest_scrape, time.monotonic() - asked)
                 progress.append((done, cpu_seconds(worker.process.pid) - cpu_start))
