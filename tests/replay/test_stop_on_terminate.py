@@ -3,6 +3,7 @@ while its gc callback (app.service.gc_pauses) runs, where Python drops what a ha
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -43,17 +44,14 @@ def test_sigterm_inside_the_collection_callback_still_stops_the_replay_process()
 
 
 def test_a_frame_is_inside_the_callback_only_while_the_freezer_runs() -> None:
-    import gc
-    import sys as system
-
     frames: list = []
     freezer = FullCollectionFreezer()
     original = gc.freeze
-    gc.freeze = lambda: frames.append(system._getframe())
+    gc.freeze = lambda: frames.append(sys._getframe())
     try:
         freezer("stop", {"generation": 2})
     finally:
         gc.freeze = original
     assert inside_collection_callback(frames[0].f_back)  # the freezer's own frame
-    assert not inside_collection_callback(system._getframe())
+    assert not inside_collection_callback(sys._getframe())
     assert not inside_collection_callback(None)
