@@ -123,7 +123,9 @@ class LedgerBatchProcessor:
         self._unwritten_since: float | None = None
         self._assignment = 0  # counts rebalances: a chunk that straddles one writes nothing back
         self._trim_heap = HeapTrimmer()
-        self._loop_held_since = 0.0  # when this processor last let the event loop run (LOOP_HOLD_SECONDS)
+        # when this processor last let the event loop run (LOOP_HOLD_SECONDS): not reset as a chunk starts, since the
+        # end of the chunk before (its submit, a write-back) may not have let it run either
+        self._loop_held_since = 0.0
 
     async def process(self, events: list) -> None:
         by_partition: dict[int, list] = {}
@@ -134,7 +136,6 @@ class LedgerBatchProcessor:
         applied: dict[int, int] = {}
         assignment = self._assignment
         previous = _current_event.get(None)
-        self._loop_held_since = time.monotonic()
         try:
             for partition, partition_events in by_partition.items():
                 partition_events.sort(key=lambda event: event.message.offset)

@@ -83,3 +83,26 @@ def test_a_short_chunk_applies_without_yielding(applied_records):
         return seen
 
     assert asyncio.run(main()) == [2]
+
+
+def test_the_hold_carries_over_from_one_chunk_to_the_next(applied_records):
+    # A chunk's end (its submit, a write-back) need not let the loop run, so the next chunk goes on counting.
+    async def main() -> list[int]:
+        seen: list[int] = []
+        stop = asyncio.Event()
+
+        async def other_task() -> None:
+            while not stop.is_set():
+                seen.append(len(applied_records))
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        processor = bare_processor()
+        await processor._apply(engine=None, events=ledger_records(2))  # 0.04 s: no yield
+        await processor._apply(engine=None, events=ledger_records(2))  # 0.06 s held before its 2nd record
+        stop.set()
+        await other
+        return seen
+
+    assert asyncio.run(main())[:2] == [0, 3]
