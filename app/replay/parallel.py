@@ -20,10 +20,8 @@ If one fails, the others are stopped and the replay fails with its error.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import signal
-import threading
 import time
 import traceback
 from typing import TYPE_CHECKING
@@ -31,7 +29,6 @@ from typing import TYPE_CHECKING
 from app.errors import UserError
 from app.replay.namespace import create_namespace_topics
 from app.replay.replay import ProgressCallback, Replayer, ReplayError, ReplaySummary
-from app.service.gc_pauses import inside_collection_callback
 
 if TYPE_CHECKING:
     from app.replay.replay import ReplayOptions
@@ -39,7 +36,6 @@ if TYPE_CHECKING:
     from app.wire.serialization import AvroCodec
 
 POLL_SECONDS = 0.5
-SIGNAL_AGAIN_AFTER_SECONDS = 0.05  # a collection callback returns within milliseconds (stop_on_terminate)
 
 
 def shares(partitions: list[int], processes: int) -> list[list[int]]:
@@ -136,16 +132,10 @@ def _replay_share(settings: Settings, bootstrap_servers: str, options: ReplayOpt
         messages.put(("done", index, summary))
 
 
-def stop_on_terminate(signum: int, frame) -> None:
+def stop_on_terminate(signum: int, _frame) -> None:
     """SIGTERM handler of a replay process: unwind as an exit does, so that the replay's `finally` blocks delete
-    what it kept on disk (app/replay/kept_on_disk.py); the default action ends the process where it stands.
-
-    A replay runs with a gc callback (app.service.gc_pauses.frozen_survivors), and a SystemExit raised while that
-    callback runs is printed and dropped by Python: the process went on, and a parent waiting for it to stop waited
-    for its whole quiet period. There the signal is sent again once the callback has returned."""
-    if inside_collection_callback(frame):
-        threading.Timer(SIGNAL_AGAIN_AFTER_SECONDS, os.kill, (os.getpid(), signum)).start()
-        return
+    what it kept on disk (app/replay/kept_on_disk.py); the default action ends the process where it stands. The
+    replay runs it outside its gc callback, where what it raises would be dropped (app.service.gc_pauses)."""
     raise SystemExit(128 + signum)
 
 

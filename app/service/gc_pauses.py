@@ -18,6 +18,9 @@ They run inside `frozen_survivors()`, which installs the same freezer for their 
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,7 +56,7 @@ class FullCollectionFreezer:
 def inside_collection_callback(frame) -> bool:
     """Whether `frame` (where a signal handler interrupted the program) is inside a FullCollectionFreezer's call.
     Python prints and drops what a gc callback raises ("Exception ignored in"), so a handler that raises there
-    (SystemExit) would not stop anything."""
+    (SystemExit, KeyboardInterrupt) would not stop anything."""
     while frame is not None:
         if frame.f_code is _FREEZER_CALL:
             return True
@@ -62,6 +65,43 @@ def inside_collection_callback(frame) -> bool:
 
 
 _FREEZER_CALL = FullCollectionFreezer.__call__.__code__
+SIGNAL_AGAIN_AFTER_SECONDS = 0.05  # a collection callback returns within milliseconds
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def outside_collection_callbacks(handler: Callable) -> Callable:
+    """`handler`, run where what it raises is not dropped: a signal that interrupts the freezer's callback is sent
+    again once the callback has returned (a replay stopped by SIGTERM went on to the end of its quiet period:
+    docs/RELIABILITY.md, bug 8)."""
+    def handle(signum: int, frame) -> None:
+        if inside_collection_callback(frame):
+            threading.Timer(SIGNAL_AGAIN_AFTER_SECONDS, os.kill, (os.getpid(), signum)).start()
+            return
+        handler(signum, frame)
+
+    handle.wrapped = handler
+    return handle
+
+
+@contextmanager
+def _signal_handlers_outside_collection_callbacks() -> Iterator[None]:
+    """For the block, the stopping signals' Python handlers (SIGTERM, SIGINT) wrapped by outside_collection_callbacks;
+    only in the main thread, where handlers are set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wrapped = {}
+    for signum in STOPPING_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler) and not hasattr(handler, "wrapped"):
+            wrapped[signum] = outside_collection_callbacks(handler)
+            signal.signal(signum, wrapped[signum])
+    try:
+        yield
+    finally:
+        for signum, handle in wrapped.items():
+            if signal.getsignal(signum) is handle:  # not replaced meanwhile
+                signal.signal(signum, handle.wrapped)
 
 
 def install() -> FullCollectionFreezer:
@@ -73,12 +113,14 @@ def install() -> FullCollectionFreezer:
 @contextmanager
 def frozen_survivors() -> Iterator[FullCollectionFreezer]:
     """The freezer, installed for the duration of the block; then removed, and what it froze unfrozen (unless
-    something was frozen before the block: that is the caller's, and stays so)."""
+    something was frozen before the block: that is the caller's, and stays so). Meanwhile SIGTERM's and SIGINT's
+    handlers are run outside its callback (outside_collection_callbacks)."""
     frozen_before = gc.get_freeze_count()
     freezer = FullCollectionFreezer()
     gc.callbacks.append(freezer)
     try:
-        yield freezer
+        with _signal_handlers_outside_collection_callbacks():
+            yield freezer
     finally:
         gc.callbacks.remove(freezer)
         if frozen_before == 0:
