@@ -45,50 +45,12 @@ def bare_processor() -> LedgerBatchProcessor:
     return processor
 
 
-def test_a_long_chunk_lets_the_loop_run_between_ledger_records(applied_records):
-    seen_by_other_task: list[int] = []  # how many records were applied each time another task got to run
+def applied_while_another_task_runs(applied_records: list[int], *chunks: int) -> tuple[list, list[int]]:
+    """Chunks of `chunks` ledger records applied in turn by one processor while another task runs whenever the loop
+    lets it: what each `_apply` returned, and how many records were applied each time the other task ran."""
+    seen: list[int] = []
 
-    async def main() -> tuple[int, dict[int, int]]:
-        stop = asyncio.Event()
-
-        async def other_task() -> None:
-            while not stop.is_set():
-                seen_by_other_task.append(len(applied_records))
-                await asyncio.sleep(0)
-
-        other = asyncio.create_task(other_task())
-        await asyncio.sleep(0)  # it runs once before the chunk
-        result = await bare_processor()._apply(engine=None, events=ledger_records(10))
-        stop.set()
-        await other
-        return result
-
-    applied, ingest_times = asyncio.run(main())
-    assert applied == 10 and ingest_times == {1: 10} and applied_records == list(range(10))
-    # 0.02 s per record against a 0.05 s hold: the loop runs before the 4th, 7th and 10th records, then at the end
-    assert LOOP_HOLD_SECONDS == 0.05
-    assert seen_by_other_task[:4] == [0, 3, 6, 9]
-
-
-def test_a_short_chunk_applies_without_yielding(applied_records):
-    async def main() -> list[int]:
-        seen: list[int] = []
-
-        async def other_task() -> None:
-            seen.append(len(applied_records))
-
-        other = asyncio.create_task(other_task())
-        await bare_processor()._apply(engine=None, events=ledger_records(2))  # 0.04 s: below the hold
-        await other
-        return seen
-
-    assert asyncio.run(main()) == [2]
-
-
-def test_the_hold_carries_over_from_one_chunk_to_the_next(applied_records):
-    # A chunk's end (its submit, a write-back) need not let the loop run, so the next chunk goes on counting.
-    async def main() -> list[int]:
-        seen: list[int] = []
+    async def main() -> list:
         stop = asyncio.Event()
 
         async def other_task() -> None:
@@ -97,12 +59,30 @@ def test_the_hold_carries_over_from_one_chunk_to_the_next(applied_records):
                 await asyncio.sleep(0)
 
         other = asyncio.create_task(other_task())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # it runs once before the first chunk
         processor = bare_processor()
-        await processor._apply(engine=None, events=ledger_records(2))  # 0.04 s: no yield
-        await processor._apply(engine=None, events=ledger_records(2))  # 0.06 s held before its 2nd record
+        results = [await processor._apply(engine=None, events=ledger_records(count)) for count in chunks]
         stop.set()
         await other
-        return seen
+        return results
 
-    assert asyncio.run(main())[:2] == [0, 3]
+    return asyncio.run(main()), seen
+
+
+def test_a_long_chunk_lets_the_loop_run_between_ledger_records(applied_records):
+    [(applied, ingest_times)], seen = applied_while_another_task_runs(applied_records, 10)
+    assert applied == 10 and ingest_times == {1: 10} and applied_records == list(range(10))
+    # 0.02 s per record against a 0.05 s hold: the loop runs before the 4th, 7th and 10th records, then at the end
+    assert LOOP_HOLD_SECONDS == 0.05
+    assert seen[:4] == [0, 3, 6, 9]
+
+
+def test_a_short_chunk_applies_without_yielding(applied_records):
+    _, seen = applied_while_another_task_runs(applied_records, 2)  # 0.04 s: below the hold
+    assert seen == [0]  # before the chunk, and not while it is applied
+
+
+def test_the_hold_carries_over_from_one_chunk_to_the_next(applied_records):
+    # A chunk's end (its submit, a write-back) need not let the loop run, so the next chunk goes on counting.
+    _, seen = applied_while_another_task_runs(applied_records, 2, 2)  # 0.06 s held before the 2nd chunk's 2nd record
+    assert seen[:2] == [0, 3]
