@@ -17,6 +17,12 @@ README = (PROJECT_ROOT / "README.md").read_text()
 MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TEST_PROCESSES", "PYTEST_ARGS"}
 
 
+def environment_outside_make() -> dict[str, str]:
+    """This process's environment without the variables of a make the suite may run under (`make test
+    TEST_PROCESSES=4` passes its own on to any make started inside it)."""
+    return {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
+
+
 def test_read_next_links_every_document() -> None:
     linked = set(re.findall(r"\(docs/([A-Z_]+\.md)\)", README))
     present = {path.name for path in (PROJECT_ROOT / "docs").glob("*.md")}
@@ -46,9 +52,7 @@ def test_the_broker_binary_is_copied_where_the_readme_says(monkeypatch) -> None:
 
 def pytest_line_of_make(*arguments: str) -> list[str]:
     """The pytest command line that `make test ARGUMENTS` runs, as make prints it without running it (`make -n`)."""
-    # Without the variables of the make this suite may run under (`make test TEST_PROCESSES=4` passes its own on).
-    environment = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
-    printed = subprocess.run(["make", "-n", "test", *arguments], cwd=PROJECT_ROOT, env=environment,
+    printed = subprocess.run(["make", "-n", "test", *arguments], cwd=PROJECT_ROOT, env=environment_outside_make(),
                              capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
     [line] = [line for line in printed.stdout.splitlines() if " -m pytest " in line]
@@ -77,9 +81,8 @@ def test_make_test_in_one_process_runs_as_written() -> None:
     """The README's `make test TEST_PROCESSES=0`, run as written: the whole default suite in one process (17-18
     minutes on 2 cores), hence `-m slow`; the default suite checks its pytest line instead (above)."""
     [command] = re.findall(r"`(make test TEST_PROCESSES=0)`", README)
-    environment = {name: value for name, value in os.environ.items() if name not in MAKE_VARIABLES}
-    completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=environment, capture_output=True,
-                               text=True, timeout=3500)
+    completed = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env=environment_outside_make(),
+                               capture_output=True, text=True, timeout=3500)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert " -n 0 " in completed.stdout and "workers [" not in completed.stdout  # pytest-xdist's "2 workers [N items]"
     assert re.search(r"=+ \d{3,} passed", completed.stdout), completed.stdout[-3000:]

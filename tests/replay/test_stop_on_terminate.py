@@ -16,7 +16,6 @@ from app.service.gc_pauses import FullCollectionFreezer, frozen_survivors, insid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# SIGTERM arrives while a full collection's callback runs: gc.freeze, called by the callback, is made to send it.
 def stopped_inside_the_callback(signal_name: str, handler: str) -> str:
     """A program that installs `handler` for `signal_name`, then sends itself that signal while a full collection's
     callback runs (gc.freeze, which the callback calls, is made to send it)."""
