@@ -10,6 +10,11 @@ The ledger is the one `benchmarks.service_throughput` produces for the peak work
 - compiled: `RecordSerde.decode` itself, whose records of its own schema id go through app/wire/avro_decoder.py.
 Both must give the same values (checked) and the figures are process CPU time per ledger entry.
 
+Reading: the same records read into what the engine applies, each entry's event and origin, alternated, best of
+`--repeats`: from the dicts (`RecordSerde.decode`, `ledger_items`, `event_from_record`), as the stage did before,
+against straight from the bytes (`app.wire.ledger.read_ledger_record`, which builds the movements and commands
+without their dicts); the events must be equal (checked).
+
 Encoding: the availability records the engine publishes for that ledger (`LedgerApplier`, the stage's own loop),
 each encoded by `fastavro.schemaless_writer` (what the codec falls back to) and by `RecordSerde.encode` (the
 compiled encoders of app/wire/avro_encoder.py), best of `--repeats`; the bytes must be equal (checked). And each
@@ -29,10 +34,10 @@ from typing import Any
 
 import fastavro
 
-from app.engine import ChannelAvailability
+from app.engine import ChannelAvailability, event_from_record
 from app.replay.applying import LedgerApplier
 from app.settings import Settings
-from app.wire.ledger import ledger_items
+from app.wire.ledger import ledger_items, read_ledger_record
 from app.wire.output_encoders import availability_encoder
 from app.wire.serialization import HEADER_SIZE, AvroCodec
 from app.wire.topics import LEDGER, availability_topic
@@ -121,6 +126,31 @@ def measure_encoding(settings: Settings, codec: AvroCodec, ledger: list, repeats
             "from_output_speedup": round(dict_seconds / output_seconds, 2)}
 
 
+def measure_reading(serde, values: list[bytes], entries: int, repeats: int) -> dict:
+    def from_dicts(value: bytes) -> None:
+        for item in ledger_items(serde.decode(value).value):
+            event_from_record(item.record_name, item.record), item.origin
+
+    def from_bytes(value: bytes) -> None:
+        for item in read_ledger_record(serde, value):
+            item.event if item.event is not None else event_from_record(item.record_name, item.record), item.origin
+
+    for value in values:
+        expected = [event_from_record(item.record_name, item.record)
+                    for item in ledger_items(serde.decode(value).value)]
+        read = [item.event if item.event is not None else event_from_record(item.record_name, item.record)
+                for item in read_ledger_record(serde, value)]
+        if read != expected:
+            raise RuntimeError("the events read from the bytes and from the dicts differ")
+    dicts_seconds = bytes_seconds = float("inf")
+    for _ in range(repeats):
+        dicts_seconds = min(dicts_seconds, best_cpu(from_dicts, values, 1))
+        bytes_seconds = min(bytes_seconds, best_cpu(from_bytes, values, 1))
+    return {"events_from_dicts_us_per_entry": round(dicts_seconds / entries * 1e6, 3),
+            "events_from_bytes_us_per_entry": round(bytes_seconds / entries * 1e6, 3),
+            "speedup": round(dicts_seconds / bytes_seconds, 2)}
+
+
 def measure(events: int, repeats: int) -> dict:
     settings = Settings(partitions=8)
     codec = AvroCodec(settings)
@@ -143,6 +173,7 @@ def measure(events: int, repeats: int) -> dict:
             "fastavro_us_per_entry": round(fastavro_seconds / entries * 1e6, 3),
             "compiled_us_per_entry": round(compiled_seconds / entries * 1e6, 3),
             "speedup": round(fastavro_seconds / compiled_seconds, 2),
+            "reading": measure_reading(serde, values, entries, repeats),
             "encoding": measure_encoding(settings, codec, ledger, repeats)}
 
 
@@ -155,6 +186,10 @@ def main() -> None:
     print(f"{result['ledger_entries']} ledger entries in {result['ledger_records']} records "
           f"({result['megabytes']} MB), best of {result['repeats']}: fastavro {result['fastavro_us_per_entry']} us, "
           f"compiled {result['compiled_us_per_entry']} us per entry ({result['speedup']}x)")
+    reading = result["reading"]
+    print(f"read into events and origins, best of {result['repeats']}: from the dicts "
+          f"{reading['events_from_dicts_us_per_entry']} us, straight from the bytes "
+          f"{reading['events_from_bytes_us_per_entry']} us per entry ({reading['speedup']}x)")
     encoding = result["encoding"]
     print(f"{encoding['availability_records']} availability records, best of {result['repeats']}: fastavro "
           f"{encoding['fastavro_us_per_record']} us, compiled {encoding['compiled_us_per_record']} us per record "

@@ -117,7 +117,8 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
         engine = as_entries.get(partition) or as_entries.setdefault(
             partition, PartitionEngine(partition, MemoryStore(), channels, limits=settings.engine_limits))
         for item in read_ledger_record(serde, value):  # each entry alone, at the same position
-            outputs = engine.apply(event_from_record(item.record_name, item.record),
+            event = item.event if item.event is not None else event_from_record(item.record_name, item.record)
+            outputs = engine.apply(event,
                                    ledger_position(offset, item.index), item.origin)
             entry_by_entry += sum(type(output) is ChannelAvailability for output in outputs)
     return published, entry_by_entry

@@ -15,15 +15,16 @@ bytes to fastavro, which decodes them its own way or names the error, so the com
 Logical types and unions of more than 63 branches raise UnsupportedSchema, and the codec keeps fastavro for them.
 
 The same generator reads projections, keeping some fields and skipping the others by their encoded length
-(`keep`; benchmarks/ledger_projection.py).
+(`keep`; benchmarks/ledger_projection.py), and builds objects in place of the dicts of chosen records (`objects`:
+the ledger's events, app/wire/ledger.py), their enums given as the values the objects hold (`enums`).
 """
 
 from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NamedTuple
 
 from app.wire.avro_encoder import UnsupportedSchema
 
@@ -38,7 +39,16 @@ PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "by
 _AVRO_TYPES = PRIMITIVES | {"record", "error", "enum", "fixed", "array", "map", "union", "request", "error_union"}
 _MAX_LOOPS = 8  # nested array or map loops in one generated function (Python allows 20 nested blocks)
 
-__all__ = ["Decoder", "UnsupportedSchema", "compile_decoder", "fastavro_union_names", "named_definitions"]
+__all__ = ["Decoder", "RecordObject", "UnsupportedSchema", "compile_decoder", "fastavro_union_names",
+           "named_definitions"]
+
+
+class RecordObject(NamedTuple):
+    """How to build a record as an object: `new` takes the record's field values positionally, in the order of
+    `fields`, which must be the writer schema's (else UnsupportedSchema: a schema that moved them reads as dicts)."""
+
+    fields: tuple[str, ...]
+    new: Callable[..., Any]
 
 
 def named_definitions(schema: Any, into: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -125,10 +135,14 @@ class _Generator:
     """Generated code: the locals are `data`, `p` (position), `b` (a byte), `s` (a shift), temporaries `t<n>`. Each
     `emit` appends lines that read (or skip) the value at `p` into a target and move `p` past it."""
 
-    def __init__(self, definitions: dict[str, dict], keep: Collection[str] | None, union_names: UnionNames) -> None:
+    def __init__(self, definitions: dict[str, dict], keep: Collection[str] | None, union_names: UnionNames,
+                 objects: Mapping[str, RecordObject], enums: Mapping[str, Callable[[str], Any]]) -> None:
         self.definitions = definitions
         self.keep = keep
         self.union_names = union_names
+        self.objects = objects
+        self.enums = enums
+        self.in_object: list[bool] = []  # per record being read: is it built as an object
         self.functions: dict[tuple[str, bool], list[str]] = {}
         self.function_names: dict[tuple[str, bool], str] = {}
         self.constants: dict[str, Any] = dict(_HELPERS)
@@ -154,10 +168,10 @@ class _Generator:
             self.function_names[key] = f"{'read' if read else 'skip'}_{len(self.function_names)}_" + \
                 name.rpartition(".")[2].replace("-", "_")
             lines = self.functions[key] = []  # registered first: a recursive type refers to itself
-            outer, self.inlined, self.loops = (self.inlined, self.loops), [], 0
+            outer, self.inlined, self.in_object, self.loops = (self.inlined, self.in_object, self.loops), [], [], 0
             body: list[str] = []
             self.emit(schema, read, body, "    ", "v")
-            self.inlined, self.loops = outer
+            self.inlined, self.in_object, self.loops = outer
             lines.extend([f"def {self.function_names[key]}(data, p):", *body,
                           "    return v, p" if read else "    return p"])
         return self.function_names[key]
@@ -219,7 +233,7 @@ class _Generator:
             else:
                 self.skip_varint(lines, indent)
         elif kind == "enum":  # an index out of range raises IndexError; a negative one ValueError
-            symbols, index = self.constant(tuple(schema["symbols"])), self.temporary()
+            symbols, index = self.constant(self.enum_values(schema)), self.temporary()
             lines.extend([f"{indent}b = data[p]",
                           f"{indent}if not b & 129:",
                           f"{indent}    {target} = {symbols}[b >> 1]; p += 1",
@@ -247,24 +261,44 @@ class _Generator:
         else:
             raise UnsupportedSchema(f"Avro type {kind!r}")
 
+    def enum_values(self, schema: dict) -> tuple:
+        """An enum's symbols, or the values an object holds for them when the enclosing record is built as one."""
+        symbols = tuple(schema["symbols"])
+        convert = self.enums.get(schema["name"]) if self.in_object and self.in_object[-1] else None
+        if convert is None:
+            return symbols
+        try:
+            return tuple(convert(symbol) for symbol in symbols)
+        except (ValueError, KeyError) as error:  # a symbol the objects do not know: dicts it is
+            raise UnsupportedSchema(f"{schema['name']}: {error}") from error
+
     def emit_record(self, schema: dict, read: bool, lines: list[str], indent: str, target: str) -> None:
         name = schema["name"]
         if name in self.inlined or len(indent) > 60:  # recursive, or deep: a function
             function = self.function(name, schema, read)
             lines.append(f"{indent}{target}, p = {function}(data, p)" if read else f"{indent}p = {function}(data, p)")
             return
+        built = self.objects.get(name) if read else None
+        if built is not None and (self.keep is not None or
+                                  built.fields != tuple(field["name"] for field in schema["fields"])):
+            raise UnsupportedSchema(f"{name}: fields {[field['name'] for field in schema['fields']]} are not "
+                                    f"{list(built.fields)}")
         self.inlined.append(name)
+        self.in_object.append(built is not None)
         fields = []
         for field in schema["fields"]:
             if read and (self.keep is None or field["name"] in self.keep):
                 value = self.temporary()
                 self.emit(field["type"], True, lines, indent, value)
-                fields.append(f"{field['name']!r}: {value}")
+                fields.append((field["name"], value))
             else:
                 self.emit(field["type"], False, lines, indent)
+        self.in_object.pop()
         self.inlined.pop()
-        if read:
-            lines.append(f"{indent}{target} = {{{', '.join(fields)}}}")
+        if built is not None:
+            lines.append(f"{indent}{target} = {self.constant(built.new)}({', '.join(value for _, value in fields)})")
+        elif read:
+            lines.append(f"{indent}{target} = {{{', '.join(f'{name!r}: {value}' for name, value in fields)}}}")
 
     def emit_blocks(self, schema: dict, read: bool, lines: list[str], indent: str, target: str) -> None:
         """Arrays and maps: blocks of `count` items until a count of 0 (fastavro's `_iter_array_or_map`)."""
@@ -311,14 +345,17 @@ class _Generator:
 
 
 def compile_decoder(writer: Any, keep: Collection[str] | None = None,
-                    union_names: UnionNames = fastavro_union_names) -> Decoder:
+                    union_names: UnionNames = fastavro_union_names, objects: Mapping[str, RecordObject] | None = None,
+                    enums: Mapping[str, Callable[[str], Any]] | None = None) -> Decoder:
     """A decoder for the writer schema, fastavro-parsed (the named types it references may be defined elsewhere:
     `__named_schemas`) or self-contained. `keep`: read only these fields of every record and skip the others (a
-    projection); `union_names`: how a union's value is returned. Raises UnsupportedSchema for what it cannot do."""
+    projection); `union_names`: how a union's value is returned; `objects`: records (by full name) built as objects
+    instead of dicts, and `enums`: for the enums read inside those (by full name), the value each symbol is given
+    as. Raises UnsupportedSchema for what it cannot do."""
     definitions = dict(writer.get("__named_schemas", {})) if isinstance(writer, dict) else {}
     named_definitions(writer, definitions)
     name = writer.get("name", "value") if isinstance(writer, dict) else "value"
-    generator = _Generator(definitions, keep, union_names)
+    generator = _Generator(definitions, keep, union_names, objects or {}, enums or {})
     entry = generator.function(name, writer, True)
     namespace = dict(generator.constants)
     exec(compile(generator.source(), f"<Avro decoder of {name}>", "exec"), namespace)

@@ -10,12 +10,22 @@ feed of N movements costs the availability stage a record per ledger partition i
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
 from app.engine.constructors import trusted_constructor
+from app.engine.events import (
+    MovementType,
+    ReservationAction,
+    ReservationCommand,
+    ReturnDisposition,
+    StockBucket,
+    StockMovement,
+)
 from app.engine.positions import EntryOrigin, ledger_position
+from app.wire.avro_decoder import RecordObject
 from app.wire.avro_encoder import EncodedRecord
 from app.wire.serialization import AVRO_NAMESPACE, RecordSerde, SerializationError, UnencodableRecordError
 from app.wire.topics import LEDGER_BROADCAST_KEY, ledger_key
@@ -36,17 +46,20 @@ class LedgerAppend:
 
 @dataclass(frozen=True, slots=True)
 class LedgerItem:
-    """One event of a ledger record, as Avro: `record_name` is the full name of its record."""
+    """One event of a ledger record, as Avro: `record_name` is the full name of its record, `record` the record as a
+    dict, or None when the reader built the engine's `event` from the bytes instead (read_ledger_record; a dead
+    letter reads the dict again, `decoded_item`)."""
 
     index: int
     record_name: str
-    record: dict
+    record: dict | None
     source_topic: str | None
     source_partition: int | None
     source_offset: int | None
     ingest_time: int
     batched: bool  # from a LedgerEntryBatch (its dead letter carries the entry alone, not the whole record)
     source_index: int | None = None  # the event's index inside its source record (None: not recorded)
+    event: object | None = None  # the engine's event, when built from the bytes
 
     @property
     def origin(self) -> EntryOrigin:
@@ -75,6 +88,24 @@ def ledger_items(value: dict) -> list[LedgerItem]:
                       ingest_time, False, value.get("source_index"))]
 
 
+def _items_with_events(value: dict) -> list[LedgerItem]:
+    """ledger_items of a LedgerEntry decoded with its movements and commands built as events (`_EVENT_OBJECTS`)."""
+    entry_name, entry = value["entry"]
+    ingest_time = value["ingest_time"]
+    if entry_name == LEDGER_BATCH_RECORD:  # a batch holds movements and commands only
+        new_item = _new_item
+        return [
+            new_item(index, name, None, item["source_topic"], item["source_partition"], item["source_offset"],
+                     ingest_time, True, item["source_index"], event)
+            for index, item in enumerate(entry["entries"]) for name, event in (item["entry"],)
+        ]
+    if type(entry) is dict:  # a policy change, clock tick or feed activity
+        return [_new_item(0, entry_name, entry, value["source_topic"], value["source_partition"],
+                          value["source_offset"], ingest_time, False, value["source_index"])]
+    return [_new_item(0, entry_name, None, value["source_topic"], value["source_partition"], value["source_offset"],
+                      ingest_time, False, value["source_index"], entry)]
+
+
 def ledger_events(value: dict, offset: int) -> list[tuple[int, object, EntryOrigin]]:
     """(ledger position, engine event, origin) of every entry of the decoded LedgerEntry at `offset`, in ledger
     order: for readers of a ledger the service wrote (tools and checks), so an entry the engine cannot read
@@ -91,12 +122,47 @@ class Unreadable:
     error: str
 
 
+_EVENT_OBJECTS = {
+    f"{AVRO_NAMESPACE}.{kind.__name__}": RecordObject(tuple(field.name for field in fields(kind)),
+                                                      trusted_constructor(kind))
+    for kind in (StockMovement, ReservationCommand)
+}
+"""The records a ledger reader builds as the engine's events straight from the bytes: what event_from_record makes
+of their dicts (tests/wire/test_ledger.py checks both agree), without the dicts."""
+_EVENT_ENUMS = {f"{AVRO_NAMESPACE}.{kind.__name__}": kind
+                for kind in (MovementType, ReturnDisposition, StockBucket, ReservationAction)}
+_event_decoders: weakref.WeakKeyDictionary[RecordSerde, Callable[[bytes], dict | None]] = weakref.WeakKeyDictionary()
+
+
 def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | Unreadable:
-    """The entries of an encoded ledger record, or why it cannot be read."""
+    """The entries of an encoded ledger record, or why it cannot be read. The movements and commands of the
+    records written with the serde's own schema come with their events built (`LedgerItem.event`, no `record`);
+    other records are read as dicts."""
+    decode = _event_decoders.get(serde)
+    if decode is None:
+        decode = _event_decoders[serde] = serde.object_decoder(_EVENT_OBJECTS, _EVENT_ENUMS)
     try:
+        decoded = decode(value)
+        if decoded is not None:
+            return _items_with_events(decoded)
         return ledger_items(serde.decode(value).value)
     except (SerializationError, TypeError, KeyError, ValueError) as error:
         return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
+
+
+_last_read_again: list = [None, None]  # (value, its items): a record's rejections are read again once, not each
+
+
+def decoded_item(serde: RecordSerde, value: bytes, item: LedgerItem) -> LedgerItem:
+    """`item` with its record as a dict, read again from the ledger record `value` it is an entry of (the dead letter
+    of an entry read with its event built)."""
+    if item.record is not None:
+        return item
+    last_value, items = _last_read_again
+    if last_value is not value:
+        items = ledger_items(serde.decode(value).value)
+        _last_read_again[:] = value, items
+    return items[item.index]
 
 
 def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int,
@@ -114,12 +180,14 @@ def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset
     last_applied: list | None = None
     engine.begin_record()
     for item in items:
-        try:
-            event = event_from_record(item.record_name, item.record)
-        except (EventDecodeError, TypeError, KeyError, ValueError) as error:
-            results.append((item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
-                                                   f"{type(error).__name__}: {error}")))
-            continue
+        event = item.event
+        if event is None:
+            try:
+                event = event_from_record(item.record_name, item.record)
+            except (EventDecodeError, TypeError, KeyError, ValueError) as error:
+                results.append((item, None, Unreadable(getattr(error, "reason", reasons.UNDECODABLE_RECORD),
+                                                       f"{type(error).__name__}: {error}")))
+                continue
         if keep is not None and not keep(event):
             continue
         last_applied = apply(event, base_position + item.index, item.origin)

@@ -33,13 +33,13 @@ import io
 import json
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
 
 import fastavro
 from confluent_kafka.schema_registry import ConfigCompatibilityLevel, Schema, SchemaRegistryClient, ServerConfig
 
 from app.errors import UserError
-from app.wire.avro_decoder import Decoder, compile_decoder
+from app.wire.avro_decoder import Decoder, RecordObject, compile_decoder
 from app.wire.avro_encoder import Encoder, UnsupportedSchema, compile_encoder, compile_object_encoder
 from app.wire.topics import TopicSpec, all_topics
 
@@ -321,6 +321,28 @@ class RecordSerde:
             return compile_decoder(self._parsed)
         except UnsupportedSchema:
             return None
+
+    def object_decoder(self, objects: Mapping[str, RecordObject],
+                       enums: Mapping[str, Callable[[str], Any]]) -> Callable[[bytes], Any | None]:
+        """A function that reads a record as `decode(data).value` does, with the records named in `objects` built
+        as objects (app.wire.avro_decoder.compile_decoder), or returns None for a record it does not read that way
+        (another schema id, bytes the compiled decoder refuses): the caller decodes those with `decode`."""
+        try:
+            decoder = compile_decoder(self._parsed, objects=objects, enums=enums)
+        except UnsupportedSchema:
+            return lambda data: None
+        header = self._header
+
+        def decode_objects(data: bytes) -> Any | None:
+            if type(data) is not bytes or data[:HEADER_SIZE] != header:
+                return None
+            try:
+                value, end = decoder(data, HEADER_SIZE)
+            except Exception:  # IndexError, ValueError, UnicodeDecodeError...: bad or unusual bytes
+                return None  # `decode` reads them its own way, or says what is wrong
+            return value if end == len(data) else None
+
+        return decode_objects
 
     def decode(self, data: bytes) -> DecodedRecord:
         if len(data) < HEADER_SIZE or data[0] != MAGIC_BYTE:

@@ -82,6 +82,8 @@ def check_decode_result(result: dict) -> None:
     decoders or the encoders disagree)."""
     assert result["ledger_entries"] > result["ledger_records"] > 0
     assert result["fastavro_us_per_entry"] > 0 and result["compiled_us_per_entry"] > 0
+    reading = result["reading"]  # events from the dicts against straight from the bytes, checked equal
+    assert reading["events_from_dicts_us_per_entry"] > 0 and reading["events_from_bytes_us_per_entry"] > 0
     encoding = result["encoding"]  # the availability records of that ledger, every encoder, checked equal
     assert encoding["availability_records"] > 0 and encoding["compiled_us_per_record"] > 0
     assert encoding["from_output_us_per_output"] > 0 and encoding["to_record_then_compiled_us_per_output"] > 0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from app.settings import Settings
 from app.wire import serialization
-from app.wire.avro_decoder import UnsupportedSchema, compile_decoder
+from app.wire.avro_decoder import RecordObject, UnsupportedSchema, compile_decoder
 from app.wire.serialization import AvroCodec, RecordSerde, SerializationError, UndecodableBodyError
 from app.wire.topics import LEDGER
 from tests.benchmarks.test_ledger_projection import ledger_values
@@ -186,3 +186,64 @@ def test_other_types_and_fastavros_naming_of_union_branches():
         assert (value, end) == fastavro_read(parsed, data, 3) and end == len(data)
         seen.add(repr(value["inner_or_color"])[:12])
     assert seen == {"('toy.Inner'", "('toy.Color'"}
+
+
+INNER_FIELDS = ("flag", "color", "blob", "raw", "ratio", "count")
+
+
+def built_inner(*values):
+    return ("built", values)
+
+
+def as_built(value: dict) -> dict:
+    """fastavro's value of TOY with each toy.Inner as `built_inner` makes it, its colour lower-case (colours outside an
+    Inner stay as they are)."""
+    def inner(record):
+        return built_inner(*(record[name].lower() if name == "color" else record[name] for name in INNER_FIELDS))
+
+    named = value["inner_or_color"]
+    return {**value,
+            "inner": None if value["inner"] is None else inner(value["inner"]),
+            "inner_or_color": (named[0], inner(named[1])) if named[0] == "toy.Inner" else named,
+            "inner_or_enum": inner(value["inner_or_enum"]) if isinstance(value["inner_or_enum"], dict)
+            else value["inner_or_enum"]}
+
+
+def test_chosen_records_are_built_as_objects_with_their_enums_as_given():
+    parsed = fastavro.parse_schema(TOY, named_schemas={})
+    decoder = compile_decoder(parsed, objects={"toy.Inner": RecordObject(INNER_FIELDS, built_inner)},
+                              enums={"toy.Color": str.lower})
+    rng = random.Random(5)
+    built = 0
+    for _ in range(300):
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, parsed, toy_value(rng))
+        data = buffer.getvalue()
+        expected, end = fastavro_read(parsed, data)
+        assert decoder(data, 0) == (as_built(expected), end)
+        built += expected["inner"] is not None
+    assert built > 100
+
+
+@pytest.mark.parametrize("objects, enums", [
+    ({"toy.Inner": RecordObject(INNER_FIELDS[::-1], built_inner)}, {}),  # fields in another order than the writer's
+    ({"toy.Inner": RecordObject(INNER_FIELDS[:-1], built_inner)}, {}),  # a field fewer
+    ({"toy.Inner": RecordObject(INNER_FIELDS, built_inner)}, {"toy.Color": {"RED": 1}.__getitem__}),  # no BLUE
+])
+def test_objects_that_do_not_fit_the_writer_schema_are_refused(objects, enums):
+    """The caller then reads dicts (RecordSerde.object_decoder answers None for every record)."""
+    parsed = fastavro.parse_schema(TOY, named_schemas={})
+    with pytest.raises(UnsupportedSchema):
+        compile_decoder(parsed, objects=objects, enums=enums)
+    serde = RecordSerde(CODEC.serde(LEDGER).topic, 999, parsed, CODEC)
+    assert serde.object_decoder(objects, enums)(bytes([0]) + (999).to_bytes(4, "big") + b"\x00") is None
+
+
+def test_an_object_decoder_reads_only_its_own_schema_id_and_well_formed_bytes():
+    serde = CODEC.serde(LEDGER)
+    decode = serde.object_decoder({}, {})  # no objects: the dicts of `decode`
+    value = serde.encode({"entry": ("inventory.availability.ClockTick", {"event_time": 5}), "source_topic": None,
+                          "source_partition": None, "source_offset": None, "ingest_time": 7, "source_index": None})
+    assert decode(value) == serde.decode(value).value
+    other_id = value[:1] + (serde.schema_id + 1).to_bytes(4, "big") + value[5:]
+    assert [decode(other_id), decode(value[:-1]), decode(value + b"\x00"), decode(bytearray(value))] == [None] * 4

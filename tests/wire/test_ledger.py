@@ -8,16 +8,20 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from app.engine import event_to_record
+from app.engine.events import event_from_record
 from app.engine.positions import POSITION_STRIDE, EntryOrigin, ledger_position, split_position
 from app.settings import Settings
+from app.wire.dead_letters import ledger_dead_letter
 from app.wire.ledger import (
     LEDGER_BATCH_RECORD,
     MAX_LEDGER_RECORD_BYTES,
     LedgerBatcher,
+    decoded_item,
     entry_record,
     item_key,
     ledger_events,
     ledger_items,
+    read_ledger_record,
 )
 from app.wire.serialization import HEADER_SIZE, AvroCodec, full_name
 from app.wire.topics import LEDGER, RESERVATION_COMMANDS, STORE_TRANSACTIONS, ledger_key
@@ -228,3 +232,54 @@ def test_an_encoder_that_cannot_take_source_bytes_gets_the_decoded_records(serde
     batcher = LedgerBatcher(serde, 10)
     batcher.add(0, "SKU1", name, record, ("source.stock-movements", 0, 1, 0), 9, b"\xff not a record")
     assert batcher.flush() == expected.flush()
+
+
+def test_the_reader_builds_the_events_event_from_record_makes_of_the_dicts(serde):
+    """read_ledger_record builds movements and commands straight from the bytes: the same events, origins and
+    items as the dicts give, and each entry's dict (a dead letter's) read back from the record; policies, clock
+    ticks and feed activity stay dicts."""
+    from tests.benchmarks.test_ledger_projection import ledger_values
+
+    built = as_dicts = 0
+    for value in ledger_values(serde, 3_000, seed=7):
+        expected = ledger_items(serde.decode(value).value)
+        items = read_ledger_record(serde, value)
+        assert len(items) == len(expected)
+        for item, plain in zip(items, expected):
+            assert (item.index, item.record_name, item.origin, item.batched, item.ingest_time) == \
+                   (plain.index, plain.record_name, plain.origin, plain.batched, plain.ingest_time)
+            if item.record is None:
+                built += 1
+                assert item.event == event_from_record(plain.record_name, plain.record)
+                assert decoded_item(serde, value, item) == plain
+            else:
+                as_dicts += 1
+                assert (item.record, item.event) == (plain.record, None)
+    assert built > 2_900 and as_dicts > 8
+
+
+def test_the_dead_letter_of_an_entry_read_with_its_event_is_the_one_of_its_dict(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    for n in range(3):
+        batcher.add(0, f"SKU{n}", *movement(n, f"SKU{n}", reason="r" * n), ("source.stock-movements", 0, n, 0), 4)
+    [append] = batcher.flush()
+    for item, plain in zip(read_ledger_record(serde, append.value), ledger_items(serde.decode(append.value).value)):
+        assert item.record is None and item.event is not None
+        letters = [ledger_dead_letter(serde, "REASON", "error", 0, 12, b"", append.value, [], entry)
+                   for entry in (item, plain)]
+        assert letters[0] == letters[1]
+        key, value, headers = letters[0]
+        assert key == ledger_key(plain.record["sku"]).encode()
+        assert serde.decode(value).value["entry"] == (plain.record_name, plain.record)
+
+
+def test_records_of_another_schema_id_are_read_as_dicts(serde):
+    batcher = LedgerBatcher(serde, max_entries=500)
+    batcher.add(0, "SKU1", *movement(1), ("source.stock-movements", 0, 1, 0), 4)
+    [append] = batcher.flush()
+    other = AvroCodec(Settings(_env_file=None)).serde(LEDGER)
+    other.schema_id += 1  # a later version of the schema, say: the compiled reader is for its own id only
+    value = append.value[:1] + other.schema_id.to_bytes(4, "big") + append.value[5:]
+    other._plans[other.schema_id] = other._plans[serde.schema_id]
+    [item] = read_ledger_record(other, value)
+    assert item.event is None and item.record == movement(1)[1]
