@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
-from app.engine import EventDecodeError, PartitionEngine, event_from_record, reasons
+from app.engine import EventDecodeError, PartitionEngine, event_from_record, event_to_record, reasons
 from app.engine.constructors import trusted_constructor
 from app.engine.events import (
     MovementType,
@@ -48,7 +48,7 @@ class LedgerAppend:
 class LedgerItem:
     """One event of a ledger record, as Avro: `record_name` is the full name of its record, `record` the record as a
     dict, or None when the reader built the engine's `event` from the bytes instead (read_ledger_record; a dead
-    letter reads the dict again, `decoded_item`)."""
+    letter takes the event's record, `decoded_item`)."""
 
     index: int
     record_name: str
@@ -150,19 +150,12 @@ def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | U
         return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
 
 
-_last_read_again: list = [None, None]  # (value, its items): a record's rejections are read again once, not each
-
-
-def decoded_item(serde: RecordSerde, value: bytes, item: LedgerItem) -> LedgerItem:
-    """`item` with its record as a dict, read again from the ledger record `value` it is an entry of (the dead letter
-    of an entry read with its event built)."""
+def decoded_item(item: LedgerItem) -> LedgerItem:
+    """`item` with its record as a dict (the dead letter of an entry read with its event built): the event's own
+    record, which is the dict it was read from (the decoder built it from exactly the record's fields)."""
     if item.record is not None:
         return item
-    last_value, items = _last_read_again
-    if last_value is not value:
-        items = ledger_items(serde.decode(value).value)
-        _last_read_again[:] = value, items
-    return items[item.index]
+    return replace(item, record=event_to_record(item.event)[1])
 
 
 def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int,
