@@ -17,6 +17,8 @@ so a short tenth is off by the chunk it read early or late). A longer run's stat
 entry. `slowest_scrape_seconds` is the longest a scrape waited for the worker's answer: the worker answers when its
 stage lets the event loop run (between two chunks of a micro-batch, and within a chunk every LOOP_HOLD_SECONDS of
 app/service/availability.py), so it is about the longest the stage held that loop.
+`event_loop_lag` counts the worker's event-loop probe's wake-ups (`availability_event_loop_lag_seconds`,
+docs/OPERATIONS.md) by how late they came: what else on the worker's loop (heartbeats, fetches, HTTP) waited.
 `--py-spy FILE` records the worker meanwhile (speedscope format). Result in
 benchmarks/results/service_throughput.json, or service_throughput-<mix>.json for another mix ($BENCHMARK_RESULTS_DIR
 where it is set).
@@ -51,7 +53,7 @@ from benchmarks.analysis import work_per_cpu_second_by_part
 from benchmarks.cpu import cpu_seconds, peak_rss_mib
 from benchmarks.generator import MIXES, Workload, WorkloadConfig
 from benchmarks.report import results_dir
-from benchmarks.worker_metrics import scrape
+from benchmarks.worker_metrics import histogram, scrape
 from tests.service.harness import WORKER_READY, WorkerProcess
 
 # 5 s of scrapes per tenth at least. The worker's count moves once per chunk (tens of thousands of entries), so a
@@ -60,6 +62,7 @@ BY_TENTH_MIN_SCRAPES = 10
 # A scrape is answered only when the worker's stage lets its event loop run (a chunk held it for seconds, on a loaded
 # machine, before LOOP_HOLD_SECONDS): it waits, and the wait is reported, rather than ending the run.
 SCRAPE_TIMEOUT_SECONDS = 60.0
+LOOP_LAG_METRIC = "availability_event_loop_lag_seconds"
 
 
 def ledger_of_workload(settings: Settings, codec: AvroCodec, events: int, ingest_time: int,
@@ -177,6 +180,7 @@ def main() -> None:
                     memory_at_peak = memory
             elapsed, cpu = time.monotonic() - started, cpu_seconds(worker.process.pid) - cpu_start
             peak_rss = peak_rss_mib(worker.process.pid)
+            probes, late = histogram(web_port, LOOP_LAG_METRIC)
         finally:
             if profiler is not None:
                 profiler.send_signal(2)
@@ -190,6 +194,9 @@ def main() -> None:
                   "worker_peak_rss_mib": peak_rss,
                   # from asking the worker's /metrics to its answer, the longest of the run's scrapes
                   "slowest_scrape_seconds": round(slowest_scrape, 2),
+                  # the worker's event-loop probe (docs/OPERATIONS.md): how many of its wake-ups came later than each
+                  # bound, from the worker's start (the run, and the little before it)
+                  "event_loop_lag": {"probes": probes, "later_than_seconds": late},
                   # the worker's /metrics at the scrape with the largest resident set (MiB; docs/OPERATIONS.md)
                   "worker_memory_at_peak_mib": memory_at_peak,
                   # how the cost per entry moves as the states grow: each tenth of the entries, as applied

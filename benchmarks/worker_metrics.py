@@ -35,6 +35,20 @@ def scrape(web_port: int, timeout_seconds: float = 5.0) -> tuple[int, dict[str, 
     return int(applied), memory
 
 
+def histogram(web_port: int, name: str, timeout_seconds: float = 60.0) -> tuple[int, dict[str, int]]:
+    """A histogram of the worker's /metrics: (observations, for each bucket bound the observations above it)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout_seconds) as response:
+        text = response.read().decode()
+    count, at_most = 0, {}
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == f"{name}_count":
+            count = int(float(value))
+        elif series.startswith(f'{name}_bucket{{le="') and '"+Inf"' not in series:
+            at_most[series.split('le="', 1)[1].split('"', 1)[0]] = int(float(value))
+    return count, {bound: count - below for bound, below in at_most.items()}
+
+
 class MemorySampler:
     """Scrapes one worker's memory parts every `interval_seconds` until `stop()`; `phase` names what the benchmark
     is doing. A scrape that fails (the worker starting, restarting or gone) is skipped."""

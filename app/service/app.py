@@ -19,6 +19,7 @@ from app.kafka.transport import WorkerApp
 from app.service.availability import register_availability_agent
 from app.service.drift_counter import register_drift_counter
 from app.service.ingest import register_clock_ticks
+from app.service.loop_lag import register_event_loop_lag_probe
 from app.service.recovery_watchdog import register_recovery_watchdog
 from app.service.runtime import AvailabilityService, PipelineObserver, QuietMonitor, ServiceTopics
 from app.settings import Settings
@@ -121,6 +122,7 @@ def build_service(
     register_availability_agent(service)
     register_drift_counter(service, _raw_topic(app, INVENTORY_EXCEPTIONS.name))
     register_recovery_watchdog(service)
+    register_event_loop_lag_probe(service)
     return service
 
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 METRIC_PREFIX = "availability"
 # Ledger append -> publish: a few ms with micro-batches on a quiet stream, seconds under backlog or recovery.
 LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The event loop's lateness: about 1 ms idle, tens of ms while the stage applies ledger records.
+LOOP_LAG_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -165,6 +167,12 @@ class ServiceMetrics(IngestMetrics):
             "before a write-back and at the end of a micro-batch). Near 1 s per second: the broker is the limit",
             ["wait"], registry=r,
         )
+        self.event_loop_lag = Histogram(
+            f"{p}_event_loop_lag_seconds",
+            "How much later than due the worker's event loop woke a probe that sleeps 0.1 s at a time: what a "
+            "heartbeat, a fetch or an HTTP request waited for the loop (a ledger record being applied, a write-back)",
+            buckets=LOOP_LAG_BUCKETS_SECONDS, registry=r,
+        )
         self.end_to_end_latency = Histogram(
             f"{p}_end_to_end_latency_seconds",
             "Wall time from ledger append (the entry's ingest_time) to its batch's records handed to the producer",
@@ -210,6 +218,9 @@ class ServiceMetrics(IngestMetrics):
     def producer_waited(self, queue_seconds: float, acknowledgement_seconds: float) -> None:
         self.producer_wait.labels("queue").inc(queue_seconds)
         self.producer_wait.labels("acknowledgement").inc(acknowledgement_seconds)
+
+    def event_loop_lagged(self, seconds: float) -> None:
+        self.event_loop_lag.observe(seconds)
 
     def published(self, topic: str, count: int = 1) -> None:
         channel = channel_of_topic(topic)

@@ -100,6 +100,9 @@ def check_service_throughput_result(result: dict, written_name: str, mix: str) -
     assert 0 < result["availability_records"] < result["availability_records_one_per_entry"]
     assert result["worker_peak_rss_mib"] > 50
     assert 0 < result["slowest_scrape_seconds"] < 60
+    loop_lag = result["event_loop_lag"]  # the worker's probe, ten wake-ups a second over the run
+    assert loop_lag["probes"] > 10 and set(loop_lag["later_than_seconds"]) >= {"0.05", "0.25", "1.0"}
+    assert all(0 <= late <= loop_lag["probes"] for late in loop_lag["later_than_seconds"].values())
     memory = result["worker_memory_at_peak_mib"]  # the worker's own account of it, by part
     assert memory["resident"] > 50 and memory["cached_sku_states"] > 0
     assert memory["rocksdb_memtables"] > 0 and memory["malloc_in_use"] >= memory["rocksdb_memtables"]
