@@ -7,7 +7,7 @@ so that replay's dead letters are byte for byte the availability stage's.
 
 from __future__ import annotations
 
-from app.wire.ledger import LedgerItem, decoded_item, entry_record, item_key
+from app.wire.ledger import LedgerItem, entry_record, item_key
 from app.wire.topics import (
     DEAD_LETTER_ERROR_HEADER,
     DEAD_LETTER_LEDGER_INDEX_HEADER,
@@ -69,7 +69,6 @@ def ledger_dead_letter(ledger_serde, reason: str, error: str, partition: int, of
     `ledger-index` header. The availability stage and replay both use it, so their dead letters are identical."""
     headers = dead_letter_headers(reason, error, LEDGER.name, partition, offset, original_headers)
     if item is not None and item.batched:
-        item = decoded_item(item)
         key, value = item_key(item), ledger_serde.encode(entry_record(item))
         headers.append((DEAD_LETTER_LEDGER_INDEX_HEADER, str(item.index).encode()))
     return fit_dead_letter(key, value, headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from app.engine import EventDecodeError, PartitionEngine, event_from_record, event_to_record, reasons
 from app.engine.constructors import trusted_constructor
@@ -47,8 +47,8 @@ class LedgerAppend:
 @dataclass(frozen=True, slots=True)
 class LedgerItem:
     """One event of a ledger record, as Avro: `record_name` is the full name of its record, `record` the record as a
-    dict, or None when the reader built the engine's `event` from the bytes instead (read_ledger_record; a dead
-    letter takes the event's record, `decoded_item`)."""
+    dict, or None when the reader built the engine's `event` from the bytes instead (read_ledger_record;
+    `item_record` gives the dict of either)."""
 
     index: int
     record_name: str
@@ -150,12 +150,10 @@ def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | U
         return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
 
 
-def decoded_item(item: LedgerItem) -> LedgerItem:
-    """`item` with its record as a dict (the dead letter of an entry read with its event built): the event's own
-    record, which is the dict it was read from (the decoder built it from exactly the record's fields)."""
-    if item.record is not None:
-        return item
-    return replace(item, record=event_to_record(item.event)[1])
+def item_record(item: LedgerItem) -> dict:
+    """The entry's record as a dict: as read, or for an entry read with its event built, the event's own record,
+    which is the dict it was read from (the decoder built the event from exactly the record's fields)."""
+    return item.record if item.record is not None else event_to_record(item.event)[1]
 
 
 def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset: int,
@@ -194,7 +192,7 @@ def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset
 def entry_record(item: LedgerItem) -> dict:
     """A LedgerEntry holding `item` alone (the dead letter of one entry of a batch)."""
     return {
-        "entry": (item.record_name, item.record),
+        "entry": (item.record_name, item_record(item)),
         "source_topic": item.source_topic,
         "source_partition": item.source_partition,
         "source_offset": item.source_offset,
@@ -205,7 +203,7 @@ def entry_record(item: LedgerItem) -> dict:
 
 def item_key(item: LedgerItem) -> bytes:
     """The ledger key the entry would have on its own: its SKU, or empty for partition-wide entries."""
-    sku = item.record.get("sku")
+    sku = item_record(item).get("sku")
     return (ledger_key(sku) if isinstance(sku, str) else LEDGER_BROADCAST_KEY).encode()
 
 
