@@ -37,7 +37,7 @@ import fastavro
 from app.engine import ChannelAvailability, event_from_record
 from app.replay.applying import LedgerApplier
 from app.settings import Settings
-from app.wire.ledger import ledger_items, read_ledger_record
+from app.wire.ledger import item_event, ledger_items, read_ledger_record
 from app.wire.output_encoders import availability_encoder
 from app.wire.serialization import HEADER_SIZE, AvroCodec
 from app.wire.topics import LEDGER, availability_topic
@@ -133,13 +133,12 @@ def measure_reading(serde, values: list[bytes], entries: int, repeats: int) -> d
 
     def from_bytes(value: bytes) -> None:
         for item in read_ledger_record(serde, value):
-            item.event if item.event is not None else event_from_record(item.record_name, item.record), item.origin
+            item_event(item), item.origin
 
     for value in values:
         expected = [event_from_record(item.record_name, item.record)
                     for item in ledger_items(serde.decode(value).value)]
-        read = [item.event if item.event is not None else event_from_record(item.record_name, item.record)
-                for item in read_ledger_record(serde, value)]
+        read = [item_event(item) for item in read_ledger_record(serde, value)]
         if read != expected:
             raise RuntimeError("the events read from the bytes and from the dicts differ")
     dicts_seconds = bytes_seconds = float("inf")

@@ -46,7 +46,7 @@ from app.kafka.broker import EmbeddedBroker, free_loopback_port
 from app.replay.applying import LedgerApplier
 from app.service.ingest import LedgerWriter, SourceMessage, ingest_micro_batch
 from app.settings import Settings
-from app.wire.ledger import LedgerBatcher, read_ledger_record
+from app.wire.ledger import LedgerBatcher, item_event, read_ledger_record
 from app.wire.serialization import AvroCodec
 from app.wire.topics import LEDGER
 from benchmarks.analysis import work_per_cpu_second_by_part
@@ -120,9 +120,7 @@ def availability_records(settings: Settings, codec: AvroCodec, ledger: list) -> 
         engine = as_entries.get(partition) or as_entries.setdefault(
             partition, PartitionEngine(partition, MemoryStore(), channels, limits=settings.engine_limits))
         for item in read_ledger_record(serde, value):  # each entry alone, at the same position
-            event = item.event if item.event is not None else event_from_record(item.record_name, item.record)
-            outputs = engine.apply(event,
-                                   ledger_position(offset, item.index), item.origin)
+            outputs = engine.apply(item_event(item), ledger_position(offset, item.index), item.origin)
             entry_by_entry += sum(type(output) is ChannelAvailability for output in outputs)
     return published, entry_by_entry
 

@@ -17,11 +17,15 @@ MEMORY_METRIC = "availability_memory_bytes"
 CACHED_STATES_METRIC = "availability_cached_sku_states"
 
 
+def _metrics_text(web_port: int, timeout_seconds: float) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout_seconds) as response:
+        return response.read().decode()
+
+
 def scrape(web_port: int, timeout_seconds: float = 5.0) -> tuple[int, dict[str, float]]:
     """From one read of the worker's /metrics: the ledger entries applied, and its memory by part
     (`availability_memory_bytes`, in MiB) with the SKU states it holds decoded."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout_seconds) as response:
-        text = response.read().decode()
+    text = _metrics_text(web_port, timeout_seconds)
     applied = 0.0
     memory: dict[str, float] = {}
     for line in text.splitlines():
@@ -37,10 +41,8 @@ def scrape(web_port: int, timeout_seconds: float = 5.0) -> tuple[int, dict[str, 
 
 def histogram(web_port: int, name: str, timeout_seconds: float = 60.0) -> tuple[int, dict[str, int]]:
     """A histogram of the worker's /metrics: (observations, for each bucket bound the observations above it)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout_seconds) as response:
-        text = response.read().decode()
     count, at_most = 0, {}
-    for line in text.splitlines():
+    for line in _metrics_text(web_port, timeout_seconds).splitlines():
         series, _, value = line.rpartition(" ")
         if series == f"{name}_count":
             count = int(float(value))

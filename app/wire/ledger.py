@@ -150,6 +150,11 @@ def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | U
         return Unreadable(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}")
 
 
+def item_event(item: LedgerItem):
+    """The entry's engine event: as built by the reader, or made from its record (raises EventDecodeError)."""
+    return item.event if item.event is not None else event_from_record(item.record_name, item.record)
+
+
 def item_record(item: LedgerItem) -> dict:
     """The entry's record as a dict: as read, or for an entry read with its event built, the event's own record,
     which is the dict it was read from (the decoder built the event from exactly the record's fields)."""
