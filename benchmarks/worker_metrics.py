@@ -12,6 +12,8 @@ import threading
 import urllib.request
 from collections.abc import Callable
 
+from prometheus_client.parser import text_string_to_metric_families
+
 APPLIED_METRIC = "availability_ledger_events_applied_total"
 MEMORY_METRIC = "availability_memory_bytes"
 CACHED_STATES_METRIC = "availability_cached_sku_states"
@@ -42,12 +44,14 @@ def scrape(web_port: int, timeout_seconds: float = 5.0) -> tuple[int, dict[str, 
 def histogram(web_port: int, name: str, timeout_seconds: float = 60.0) -> tuple[int, dict[str, int]]:
     """A histogram of the worker's /metrics: (observations, for each bucket bound the observations above it)."""
     count, at_most = 0, {}
-    for line in _metrics_text(web_port, timeout_seconds).splitlines():
-        series, _, value = line.rpartition(" ")
-        if series == f"{name}_count":
-            count = int(float(value))
-        elif series.startswith(f'{name}_bucket{{le="') and '"+Inf"' not in series:
-            at_most[series.split('le="', 1)[1].split('"', 1)[0]] = int(float(value))
+    for family in text_string_to_metric_families(_metrics_text(web_port, timeout_seconds)):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_count":
+                count = int(sample.value)
+            elif sample.name == f"{name}_bucket" and sample.labels["le"] != "+Inf":
+                at_most[sample.labels["le"]] = int(sample.value)
     return count, {bound: count - below for bound, below in at_most.items()}
 
 
