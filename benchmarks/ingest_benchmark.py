@@ -10,8 +10,9 @@ batches per partition and their Avro encoding, the feeds' activity. The consumer
 are not in it: this is the Python part of an ingest stage's cost per event. Each mix: process CPU time of the whole
 pass, best of `--repeats`, per source event; every pass must write the same ledger (checked) and dead-letter
 nothing. Its baseline, in the same run, passes alternating with the service's: the same stage with every record
-encoded again from its decoded form instead of handed to the ledger as the source wrote it (`LedgerWriter(...,
-source_bytes=False)`, the code before that step; the same ledger, checked). Then the memory one micro-batch needs: the peak of Python's allocations (tracemalloc) while the first
+decoded to a dict and encoded again from it, instead of read straight into its event and handed to the ledger as
+the source wrote it (`LedgerWriter(..., source_bytes=False)`, the code before those two steps; the same ledger,
+checked). Then the memory one micro-batch needs: the peak of Python's allocations (tracemalloc) while the first
 `batch_size` source records of the mix are ingested, above what was allocated before (a bulk micro-batch is full from
 `--events 200000`: 200 movements per record).
 

@@ -5,7 +5,9 @@ IngestProcess on confluent-kafka (app.service.ingest_process): on a thread of th
 app.service.ingest_thread) or in the separate ingest process (app.service.ingest_worker, `availability ingest`).
 Per source record:
 - decode with the codec, convert (`event_from_record`) and `validate`; a failure dead-letters the ORIGINAL key,
-  bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`;
+  bytes and headers plus reason, error, source topic/partition/offset, and is logged as `topic[partition]@offset`.
+  A movement or command written with the schema the service registered for its topic is read straight into its
+  event instead (app.wire.ledger.event_reader: the same event, no dict) and goes to the ledger as its own bytes;
 - a stock movement or reservation command becomes an entry of ledger partition `ledger_partition(sku)`;
 - a StockMovementBatch becomes one entry per movement, in its order (an invalid movement is dead-lettered on its
   own, with the movement's index in a header, and does not hold back the others);
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from app.engine import (
@@ -39,6 +41,7 @@ from app.engine import (
     FeedType,
     PolicyChange,
     ReservationCommand,
+    StockMovement,
     event_from_record,
     event_to_record,
     reasons,
@@ -49,7 +52,7 @@ from app.engine.reservations import answerable
 from app.kafka.batch_sender import BatchSender
 from app.service.runtime import AvailabilityService, PipelineObserver
 from app.wire.dead_letters import MOVEMENT_INDEX_HEADER, dead_letter_headers, fit_dead_letter
-from app.wire.ledger import LedgerAppend, LedgerBatcher
+from app.wire.ledger import LedgerAppend, LedgerBatcher, event_reader
 from app.wire.serialization import AVRO_NAMESPACE, HEADER_SIZE, AvroCodec, SerializationError
 from app.wire.topics import (
     DEAD_LETTERS,
@@ -71,14 +74,26 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntryDraft:
-    """A movement or command bound for one ledger partition, as its Avro record (batched by LedgerBatcher)."""
+    """A movement or command bound for one ledger partition (batched by LedgerBatcher): its event, and its Avro
+    record as decoded, unless it was read straight into the event (`record` gives the dict either way)."""
 
     partition: int
     sku: str
     record_name: str
-    record: dict
+    event: StockMovement | ReservationCommand
     source_index: int  # the event's index inside its source record (0 unless a StockMovementBatch)
     body: bytes | None = None  # the record's Avro bytes as the source wrote them, with the ledger's schema
+    decoded: dict | None = None  # the record as decoded; None when it was read straight into `event`
+
+    @property
+    def record(self) -> dict:
+        """The entry's Avro record: as decoded, or the event's own record, which has the same fields."""
+        return self.decoded if self.decoded is not None else event_to_record(self.event)[1]
+
+    @property
+    def ledger_record(self) -> dict | StockMovement | ReservationCommand:
+        """What LedgerBatcher.add takes: the decoded dict, or the event (made a dict only if it is encoded)."""
+        return self.decoded if self.decoded is not None else self.event
 
 
 _new_draft = trusted_constructor(LedgerEntryDraft)  # one per event: a quarter of the dataclass's __init__
@@ -97,14 +112,16 @@ class LedgerWriter:
 
     def __init__(self, codec: AvroCodec, partition_count: int, max_record_bytes: int | None = None,
                  max_event_time_skew_ms: int = DEFAULT_LIMITS.max_event_time_skew_ms, source_bytes: bool = True) -> None:
-        """`source_bytes=False`: every record is encoded again from its decoded form, none handed to the ledger as
-        the source wrote it (the same ledger bytes; the ingest benchmark's baseline)."""
+        """`source_bytes=False`: every record is decoded to a dict and encoded again from it, none read straight
+        into its event or handed to the ledger as the source wrote it (the same ledger bytes; the ingest
+        benchmark's baseline)."""
         self._codec = codec
         self._ledger = codec.serde(LEDGER)
         self._partition_count = partition_count
         self._max_record_bytes = max_record_bytes
         self._max_skew_ms = max_event_time_skew_ms
         self._own_schema_ids: dict[str, int] = {}
+        self._event_readers: dict[str, Callable[[bytes], object | None]] = {}
         self._source_bytes = source_bytes
 
     def entry_value(self, event, source: tuple[str, int, int] | None, ingest_time: int) -> bytes:
@@ -138,12 +155,21 @@ class LedgerWriter:
                 "split it (e.g. a StockMovementBatch into several)",
             ))
             return result
+        source = (topic, partition, offset)
+        if self._source_bytes:
+            read_event = self._event_readers.get(topic)
+            if read_event is None:
+                read_event = self._event_readers[topic] = self._event_reader(topic)
+            event = read_event(value)
+            if event is not None:  # a movement or command in the service's own schema: no dict, its bytes as they are
+                self._append_event(type(event).__name__, None, source, ingest_time, result, None, value[HEADER_SIZE:],
+                                   event)
+                return result
         try:
             decoded = self._codec.decode(topic, value)
         except SerializationError as error:
             result.dead_letters.append(DeadLetter(reasons.UNDECODABLE_RECORD, f"{type(error).__name__}: {error}"))
             return result
-        source = (topic, partition, offset)
         record_name = decoded.record_name.removeprefix(f"{AVRO_NAMESPACE}.")
         if record_name == "StockMovementBatch":
             for index, movement in enumerate(decoded.value["movements"]):
@@ -158,13 +184,21 @@ class LedgerWriter:
             self._append_event(record_name, decoded.value, source, ingest_time, result, None, body)
         return result
 
-    def _append_event(self, record_name, record, source, ingest_time, result: IngestResult, index,
-                      body: bytes | None = None) -> None:
+    def _event_reader(self, topic: str) -> Callable[[bytes], object | None]:
         try:
-            event = event_from_record(record_name, record)
-        except EventDecodeError as error:
-            result.dead_letters.append(DeadLetter(error.reason, str(error), index))
-            return
+            serde = self._codec.serde(topic)
+        except SerializationError:  # not a topic of the codec: decode() says so, in a dead letter
+            serde = None
+        return event_reader(serde)
+
+    def _append_event(self, record_name, record, source, ingest_time, result: IngestResult, index,
+                      body: bytes | None = None, event=None) -> None:
+        if event is None:
+            try:
+                event = event_from_record(record_name, record)
+            except EventDecodeError as error:
+                result.dead_letters.append(DeadLetter(error.reason, str(error), index))
+                return
         reason = validate(event)
         if reason is None and event.event_time > ingest_time + self._max_skew_ms:
             reason = reasons.EVENT_TIME_IN_FUTURE
@@ -179,10 +213,9 @@ class LedgerWriter:
         else:
             sku = event.sku
             # the decoded record is the event's Avro form already (read with the schema the ledger writes):
-            # no conversion back (tests/service/test_ingest_records.py)
-            result.entries.append(
-                _new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, record, index or 0, body)
-            )
+            # no conversion back (tests/service/test_ingest_batch.py)
+            result.entries.append(_new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, event,
+                                             index or 0, body, record))
 
 
 def _refusal(record_name: str, reason: str, event, ingest_time: int) -> str:
@@ -271,12 +304,12 @@ class FeedActivityReporter:
         self._reported: dict[tuple[str, str], int] = {}
         self._latest: dict[tuple[str, str], int] = {}  # this batch's movements
 
-    def observe(self, topic: str, record: dict) -> None:
+    def observe(self, topic: str, movement: StockMovement) -> None:
         feed = FEED_OF_SOURCE_TOPIC.get(topic)
         if feed is not None:
-            key = (feed.value, record["location"])
-            if record["event_time"] > self._latest.get(key, -1):
-                self._latest[key] = record["event_time"]
+            key = (feed.value, movement.location)
+            if movement.event_time > self._latest.get(key, -1):
+                self._latest[key] = movement.event_time
 
     def activities(self) -> list[FeedActivity]:
         """The batch's FeedActivity events (none when nothing new is worth a record); forgets the batch."""
@@ -309,10 +342,10 @@ def ingest_micro_batch(
         topic, partition, offset = message.topic, message.partition, message.offset
         result = writer.ingest(topic, partition, offset, message.value, ingest_time)
         for draft in result.entries:
-            batcher.add(draft.partition, draft.sku, draft.record_name, draft.record,
+            batcher.add(draft.partition, draft.sku, draft.record_name, draft.ledger_record,
                         (topic, partition, offset, draft.source_index), ingest_time, draft.body)
             if feeds is not None and draft.record_name == "StockMovement":
-                feeds.observe(topic, draft.record)
+                feeds.observe(topic, draft.event)
         if result.appends:  # a policy change: everything before it goes first, in every partition
             for append in batcher.flush() + result.appends:
                 records.append(OutgoingRecord(ledger, append.key, append.value, append.partition))

@@ -127,20 +127,42 @@ _EVENT_OBJECTS = {
                                                       trusted_constructor(kind))
     for kind in (StockMovement, ReservationCommand)
 }
-"""The records a ledger reader builds as the engine's events straight from the bytes: what event_from_record makes
-of their dicts (tests/wire/test_ledger.py checks both agree), without the dicts."""
+"""The records a ledger reader (and the ingest stage's `event_reader`) builds as the engine's events straight from
+the bytes: what event_from_record makes of their dicts (tests/wire/test_ledger.py checks both agree), without the
+dicts."""
 _EVENT_ENUMS = {f"{AVRO_NAMESPACE}.{kind.__name__}": kind
                 for kind in (MovementType, ReturnDisposition, StockBucket, ReservationAction)}
-_event_decoders: weakref.WeakKeyDictionary[RecordSerde, Callable[[bytes], dict | None]] = weakref.WeakKeyDictionary()
+_event_decoders: weakref.WeakKeyDictionary[RecordSerde, Callable[[bytes], object | None]] = weakref.WeakKeyDictionary()
+
+
+def _objects_decoder(serde: RecordSerde) -> Callable[[bytes], object | None]:
+    decode = _event_decoders.get(serde)
+    if decode is None:
+        decode = _event_decoders[serde] = serde.object_decoder(_EVENT_OBJECTS, _EVENT_ENUMS)
+    return decode
+
+
+def _no_event(value: bytes) -> None:
+    return None
+
+
+def event_reader(serde: RecordSerde | None) -> Callable[[bytes], object | None]:
+    """For a source topic of stock movements or reservation commands, a function that reads a record written with
+    the serde's own schema straight into the engine's event, as read_ledger_record reads a ledger's entries (no dict;
+    what event_from_record makes of the decoded dict), or gives None: another schema id, or bytes the compiled
+    decoder refuses, which the caller decodes with `serde.decode`. For any other topic, or no serde (a topic the
+    codec does not know), it always gives None."""
+    record = None if serde is None else serde.topic.value_record
+    if record is None or f"{AVRO_NAMESPACE}.{record}" not in _EVENT_OBJECTS:
+        return _no_event
+    return _objects_decoder(serde)
 
 
 def read_ledger_record(serde: RecordSerde, value: bytes) -> list[LedgerItem] | Unreadable:
     """The entries of an encoded ledger record, or why it cannot be read. The movements and commands of the
     records written with the serde's own schema come with their events built (`LedgerItem.event`, no `record`);
     other records are read as dicts."""
-    decode = _event_decoders.get(serde)
-    if decode is None:
-        decode = _event_decoders[serde] = serde.object_decoder(_EVENT_OBJECTS, _EVENT_ENUMS)
+    decode = _objects_decoder(serde)
     try:
         decoded = decode(value)
         if decoded is not None:
@@ -194,6 +216,11 @@ def apply_ledger_record(engine: PartitionEngine, items: list[LedgerItem], offset
     return results
 
 
+def _as_dict(record: object) -> dict:
+    """A batcher entry's record as a dict: as given, or the record of the event it was read as."""
+    return record if type(record) is dict else event_to_record(record)[1]
+
+
 def entry_record(item: LedgerItem) -> dict:
     """A LedgerEntry holding `item` alone (the dead letter of one entry of a batch)."""
     return {
@@ -229,17 +256,19 @@ class LedgerBatcher:
             raise ValueError("max_entries must be at least 1")
         self._serde = serde
         self._max_entries = max_entries
-        self._pending: dict[int, list[tuple[str, str, dict, tuple[str, int, int, int], bytes | None]]] = {}
+        self._pending: dict[int, list[tuple[str, str, object, tuple[str, int, int, int], bytes | None]]] = {}
         self._full: list[LedgerAppend] = []  # records of full partitions, encoded as they filled
         self._ingest_time = 0
 
     def __bool__(self) -> bool:
         return bool(self._pending or self._full)
 
-    def add(self, partition: int, sku: str, record_name: str, record: dict, source: tuple[str, int, int, int],
+    def add(self, partition: int, sku: str, record_name: str, record: object, source: tuple[str, int, int, int],
             ingest_time: int, body: bytes | None = None) -> None:
-        """`source`: (topic, partition, offset, index of the event inside the source record); `body`: the record's
-        Avro bytes, written with the ledger's schema of `record_name`, when the caller has them (class docstring)."""
+        """`record`: the entry's Avro record as a dict, or the engine's event it was read as (made a dict only if
+        the record is encoded from its decoded form); `source`: (topic, partition, offset, index of the event inside
+        the source record); `body`: the record's Avro bytes, written with the ledger's schema of `record_name`, when
+        the caller has them (class docstring)."""
         self._ingest_time = ingest_time
         entries = self._pending.get(partition)
         if entries is None:
@@ -269,14 +298,15 @@ class LedgerBatcher:
         ingest_time = self._ingest_time
         if len(entries) == 1:
             sku, name, record, (topic, source_partition, offset, index), body = entries[0]
-            written = record if body is None or not bodies else EncodedRecord(body)
+            written = _as_dict(record) if body is None or not bodies else EncodedRecord(body)
             value = self._serde.encode({"entry": (name, written), "source_topic": topic,
                                         "source_partition": source_partition, "source_offset": offset,
                                         "ingest_time": ingest_time, "source_index": index})
             return [LedgerAppend(partition, ledger_key(sku).encode(), value)]
         value = self._serde.encode({
             "entry": (LEDGER_BATCH_RECORD, {"entries": [
-                {"entry": (name, record if body is None or not bodies else EncodedRecord(body)), "source_topic": topic,
+                {"entry": (name, _as_dict(record) if body is None or not bodies else EncodedRecord(body)),
+                 "source_topic": topic,
                  "source_partition": source_partition, "source_offset": offset, "source_index": index}
                 for _, name, record, (topic, source_partition, offset, index), body in entries
             ]}),

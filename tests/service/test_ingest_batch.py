@@ -280,7 +280,9 @@ def test_each_feed_s_activity_reaches_every_ledger_partition_a_location_once_per
 def test_ledger_entries_carry_each_event_as_its_canonical_record(codec):
     """The ingest stage writes the decoded source record itself (no conversion back from the event): for every
     movement and command of the peak workload (every movement type, optional fields set and unset, batches), the
-    ledger entry equals the record event_to_record gives for the event, so the ledger's bytes are unchanged."""
+    ledger entry equals the record event_to_record gives for the event, so the ledger's bytes are unchanged. A
+    single movement or command in the service's own schema is read straight into its event (no dict), and that
+    event is the one event_from_record makes of the decoded record."""
     from app.engine import event_from_record
     from benchmarks.generator import Workload, WorkloadConfig
 
@@ -288,16 +290,25 @@ def test_ledger_entries_carry_each_event_as_its_canonical_record(codec):
     records = list(workload.records(5_000)) + list(workload.flush())
     writer = LedgerWriter(codec, PARTITIONS)
     checked = set()
+    read_as_events = 0
     for offset, generated in enumerate(records):
-        result = writer.ingest(generated.topic.name, 0, offset, codec.encode(generated.topic, generated.value),
+        value = codec.encode(generated.topic, generated.value)
+        result = writer.ingest(generated.topic.name, 0, offset, value,
                                WorkloadConfig().start_time_ms + 10**9)  # an ingest clock after every event
         assert not result.dead_letters
         for draft in result.entries:
             assert (draft.record_name, draft.record) == event_to_record(event_from_record(draft.record_name,
                                                                                           draft.record))
+            if generated.topic.value_record == "StockMovementBatch":
+                assert draft.decoded is not None and draft.body is None
+            else:
+                assert draft.decoded is None and draft.body == value[5:]
+                assert draft.event == event_from_record(draft.record_name, codec.decode(generated.topic, value).value)
+                read_as_events += 1
             checked.add(draft.record.get("type") or draft.record["command"])
     assert {"SALE", "RETURN", "RECEIPT", "TRANSFER_SHIPPED", "TRANSFER_RECEIVED", "CYCLE_COUNT", "ADJUSTMENT",
             "RESERVE", "RELEASE", "FULFIL"} <= checked
+    assert read_as_events > 1_000
 
 
 def test_a_source_record_in_the_service_s_own_schema_reaches_the_ledger_as_its_own_bytes(settings_factory):
@@ -332,6 +343,7 @@ def test_a_source_record_in_the_service_s_own_schema_reaches_the_ledger_as_its_o
         [(STORE_TRANSACTIONS.name, own_movement), (RESERVATION_COMMANDS.name, own_command),
          (STORE_TRANSACTIONS.name, evolved_movement), (STOCK_MOVEMENTS.name, bulk)])]
     assert [draft.body for draft in drafts] == [own_movement[HEADER_SIZE:], own_command[HEADER_SIZE:], None, None]
+    assert [draft.decoded is None for draft in drafts] == [True, True, False, False]  # the own ones: events only
     assert [draft.record for draft in drafts] == [sold, reserved, sold, sold]
 
     messages = [SourceMessage(topic, 0, offset, b"k", value, None) for offset, (topic, value) in enumerate(

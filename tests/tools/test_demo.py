@@ -78,9 +78,10 @@ def test_the_demo_shows_a_fact_below_zero_and_a_silent_feed_with_its_fallback() 
         for record in records:
             name = {"StockMovementBatch": "StockMovement"}.get(record.topic.value_record, record.topic.value_record)
             for value in record.value.get("movements", [record.value]):
-                append(event_from_record(name, value))
+                event = event_from_record(name, value)
+                append(event)
                 if name == "StockMovement":
-                    reporter.observe(record.topic.name, value)
+                    reporter.observe(record.topic.name, event)
             for activity in reporter.activities():
                 append(activity)
         clock.now += 0.33

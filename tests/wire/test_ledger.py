@@ -196,7 +196,8 @@ def body_of(record_name: str, record: dict) -> bytes:
                                                                                             max_size=24))
 @hypothesis_settings(max_examples=40, deadline=None)
 def test_an_entry_given_its_source_bytes_is_written_as_its_decoded_record_is(serde, counts, with_bodies):
-    """Entries given their bodies, some or all, single or batched: the same ledger records as from the records."""
+    """Entries given their bodies (and their events in place of the dicts), some or all, single or batched: the same
+    ledger records as from the records."""
     entries = []
     for partition, count in enumerate(counts):
         for n in range(count):
@@ -208,7 +209,10 @@ def test_an_entry_given_its_source_bytes_is_written_as_its_decoded_record_is(ser
     plain, spliced = LedgerBatcher(serde, 3), LedgerBatcher(serde, 3)
     for (partition, sku, name, record, source), given_body in zip(entries, with_bodies):
         plain.add(partition, sku, name, record, source, 9)
-        spliced.add(partition, sku, name, record, source, 9, body_of(name, record) if given_body else None)
+        if given_body:  # as the ingest stage gives a record it read straight into its event
+            spliced.add(partition, sku, name, event_from_record(name, record), source, 9, body_of(name, record))
+        else:
+            spliced.add(partition, sku, name, record, source, 9)
     assert spliced.flush() == plain.flush()
 
 
@@ -229,14 +233,17 @@ def test_source_bytes_are_not_encoded_again_so_the_ledger_keeps_them_as_the_sour
 
 def test_an_encoder_that_cannot_take_source_bytes_gets_the_decoded_records(serde, monkeypatch):
     """fastavro (the codec's encoder for a schema the compiled ones cannot do) refuses an EncodedRecord: the batcher
-    then writes the records themselves, the same bytes."""
+    then writes the records themselves, the same bytes, also for an entry given as the event it was read as (the
+    ingest stage's own-schema records: their dict is made from the event then)."""
     name, record = movement(1)
     expected = LedgerBatcher(serde, 10)
     expected.add(0, "SKU1", name, record, ("source.stock-movements", 0, 1, 0), 9)
+    expected = expected.flush()
     monkeypatch.setattr(serde, "_encoder", None)
-    batcher = LedgerBatcher(serde, 10)
-    batcher.add(0, "SKU1", name, record, ("source.stock-movements", 0, 1, 0), 9, b"\xff not a record")
-    assert batcher.flush() == expected.flush()
+    for entry in (record, event_from_record(name, record)):
+        batcher = LedgerBatcher(serde, 10)
+        batcher.add(0, "SKU1", name, entry, ("source.stock-movements", 0, 1, 0), 9, b"\xff not a record")
+        assert batcher.flush() == expected
 
 
 def test_the_reader_builds_the_events_event_from_record_makes_of_the_dicts(serde):
