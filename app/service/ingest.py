@@ -212,8 +212,8 @@ class LedgerWriter:
             result.appends.extend(self.broadcast(self.entry_value(event, source, ingest_time)))
         else:
             sku = event.sku
-            # the decoded record is the event's Avro form already (read with the schema the ledger writes):
-            # no conversion back (tests/service/test_ingest_batch.py)
+            # the source's own bytes, or else the decoded record, are the event's Avro form already (read with the
+            # schema the ledger writes): no conversion back (tests/service/test_ingest_batch.py)
             result.entries.append(_new_draft(_ledger_partition(sku, self._partition_count), sku, record_name, event,
                                              index or 0, body, record))
 
