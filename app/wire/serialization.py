@@ -31,6 +31,7 @@ import copy
 import functools
 import io
 import json
+import re
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
@@ -53,6 +54,7 @@ HEADER_SIZE = 5  # magic byte + 4-byte schema id
 _HEADER = struct.Struct(">bI")
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _UNKNOWN_ID_CACHE_LIMIT = 1024
+_OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # what repr() of an object adds: a different address each run
 SUBJECT_COMPATIBILITY = ConfigCompatibilityLevel.BACKWARD
 """Compatibility level the codec sets on each `<topic>-value` subject before registering (docs/CONTRACT.md)."""
 
@@ -365,7 +367,10 @@ class RecordSerde:
                 buffer, plan[0], plan[1], return_record_name=True, return_record_name_override=True
             )
         except Exception as error:  # EOFError, UnicodeDecodeError, IndexError... all mean bad bytes
-            raise UndecodableBodyError(f"{self.topic.name}: {type(error).__name__}: {error}") from error
+            # without the address of fastavro's reader object that some messages name: a dead letter's reason is
+            # the same each time its record is read (a crash re-ingests it)
+            message = _OBJECT_ADDRESS.sub("", str(error))
+            raise UndecodableBodyError(f"{self.topic.name}: {type(error).__name__}: {message}") from error
         if buffer.tell() != len(data):
             raise UndecodableBodyError(f"{self.topic.name}: {len(data) - buffer.tell()} trailing bytes")
         return DecodedRecord(self.record_name, value, schema_id)

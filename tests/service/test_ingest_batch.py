@@ -370,8 +370,6 @@ def test_corrupted_own_schema_records_get_the_answer_of_the_dict_path(codec):
     """Bad input is not read more leniently for being read straight into its event: truncated, padded or corrupted
     records in the service's own schema give the same dead letters, and the same events when they still decode, as
     the path that decodes every record to a dict first (`source_bytes=False`)."""
-    import re
-
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hypothesis_settings
     from hypothesis import strategies as st
@@ -382,9 +380,7 @@ def test_corrupted_own_schema_records_get_the_answer_of_the_dict_path(codec):
 
     def answer(writer: LedgerWriter, topic: str, value: bytes):
         result = writer.ingest(topic, 0, 0, value, 10**13)
-        # fastavro's messages may name the address of its reader object: the same error, wherever it was
-        dead = [(d.reason, re.sub(r" at 0x[0-9a-f]+", "", d.error), d.movement_index) for d in result.dead_letters]
-        return dead, [draft.event for draft in result.entries]
+        return result.dead_letters, [draft.event for draft in result.entries]
 
     @given(data=st.data())
     @hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
